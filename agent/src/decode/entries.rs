@@ -1,0 +1,584 @@
+//! Entry decoders shared by the `stages:` and cloud-init formats: users, groups, files,
+//! directories, downloads and CA certificates. Each accepts the union of both formats' keys;
+//! the differences in defaults are carried by [`UserSemantics`].
+
+use super::ctx::Ctx;
+use super::values;
+use crate::model::{
+    CertSpec, DirSpec, DownloadSpec, FileSpec, GroupSpec, Located, Mode, Owner, Password,
+    SudoRules, UserSemantics, UserSpec,
+};
+use crate::yaml::{Node, NodeKind};
+
+const USER_KEYS: &[&str] = &[
+    "name",
+    "gecos",
+    "homedir",
+    "primary_group",
+    "groups",
+    "lock_passwd",
+    "lock-passwd",
+    "passwd",
+    "hashed_passwd",
+    "plain_text_passwd",
+    "no_create_home",
+    "no_user_group",
+    "no_log_init",
+    "ssh_authorized_keys",
+    "sudo",
+    "system",
+    "uid",
+    "shell",
+    "expiredate",
+    "inactive",
+    "create_groups",
+    "selinux_user",
+    "ssh_import_id",
+    "ssh_redirect_user",
+    "snapuser",
+    "doas",
+    "coreos_ssh_import_github",
+    "coreos_ssh_import_github_users",
+    "coreos_ssh_import_gitlab",
+    "coreos_ssh_import_gitlab_users",
+];
+
+/// A user from a mapping. `name` comes from the mapping (cloud-init) or the map key (yip).
+pub fn user(
+    ctx: &mut Ctx,
+    node: &Node,
+    name_from_key: Option<(&str, &Node)>,
+    semantics: UserSemantics,
+) -> Option<UserSpec> {
+    let mut name = name_from_key.map(|(n, node)| (n.to_string(), node));
+    let mut spec = UserSpec {
+        name: String::new(),
+        location: ctx.loc(name_from_key.map_or(node, |(_, n)| n)),
+        semantics,
+        uid: None,
+        gecos: None,
+        homedir: None,
+        shell: None,
+        primary_group: None,
+        groups: Vec::new(),
+        password: None,
+        lock_passwd: semantics == UserSemantics::CloudInit,
+        system: false,
+        no_create_home: false,
+        no_user_group: false,
+        no_log_init: false,
+        sudo: SudoRules::default(),
+        ssh_authorized_keys: Vec::new(),
+        expiredate: None,
+        inactive: None,
+    };
+    for (key, value) in ctx.entries(node, "a user entry") {
+        let k = key.scalar().unwrap_or_default();
+        match k {
+            "name" => {
+                if let Some(n) = ctx.string(value, "name") {
+                    name = Some((n, value));
+                }
+            }
+            "gecos" => spec.gecos = ctx.opt_string(value, "gecos"),
+            "homedir" => spec.homedir = values::abs_path(ctx, value, "homedir"),
+            "shell" => spec.shell = ctx.opt_string(value, "shell"),
+            "primary_group" => {
+                spec.primary_group = values::account_name(ctx, value, "primary_group")
+            }
+            "groups" => {
+                for (g, pos) in ctx.strings(value, "groups", true) {
+                    match values::valid_account_name(&g) {
+                        Ok(()) => spec.groups.push(g),
+                        Err(e) => {
+                            let loc = ctx.loc_at(pos);
+                            ctx.diags
+                                .error(loc, format!("invalid group in groups: {e}"));
+                        }
+                    }
+                }
+            }
+            "lock_passwd" | "lock-passwd" => {
+                spec.lock_passwd = ctx.boolean(value, k).unwrap_or(spec.lock_passwd)
+            }
+            "passwd" | "hashed_passwd" | "plain_text_passwd" => {
+                if let Some(p) = ctx.opt_string(value, k) {
+                    spec.password = Some(classify_password(k, p, semantics));
+                }
+            }
+            "no_create_home" => spec.no_create_home = ctx.boolean(value, k).unwrap_or(false),
+            "no_user_group" => spec.no_user_group = ctx.boolean(value, k).unwrap_or(false),
+            "no_log_init" => spec.no_log_init = ctx.boolean(value, k).unwrap_or(false),
+            "system" => spec.system = ctx.boolean(value, k).unwrap_or(false),
+            "uid" => spec.uid = ctx.uint(value, "uid"),
+            "ssh_authorized_keys" => {
+                spec.ssh_authorized_keys = ssh_keys(ctx, value, "ssh_authorized_keys")
+            }
+            "sudo" => spec.sudo = sudo(ctx, value),
+            "expiredate" => spec.expiredate = ctx.opt_string(value, k),
+            "inactive" => spec.inactive = ctx.opt_string(value, k),
+            "create_groups" => {}
+            "selinux_user"
+            | "ssh_import_id"
+            | "ssh_redirect_user"
+            | "snapuser"
+            | "doas"
+            | "coreos_ssh_import_github"
+            | "coreos_ssh_import_github_users"
+            | "coreos_ssh_import_gitlab"
+            | "coreos_ssh_import_gitlab_users" => {
+                ctx.unsupported(key, "a user entry", unsupported_user_reason(k))
+            }
+            _ => ctx.unknown_key(key, "a user entry", USER_KEYS),
+        }
+    }
+    let (name, name_node) = name.or_else(|| {
+        if node.get("snapuser").is_none() {
+            ctx.error(node, "a user entry needs a `name`");
+        }
+        None
+    })?;
+    if let Err(e) = values::valid_account_name(&name) {
+        ctx.error(name_node, format!("invalid user name: {e}"));
+        return None;
+    }
+    if (spec.system || spec.no_create_home) && !spec.ssh_authorized_keys.is_empty() {
+        ctx.error(
+            node,
+            format!(
+                "user `{name}` has ssh_authorized_keys but {} (no home directory to hold them)",
+                if spec.system {
+                    "is a system user"
+                } else {
+                    "has no_create_home"
+                }
+            ),
+        );
+    }
+    spec.name = name;
+    Some(spec)
+}
+
+fn unsupported_user_reason(key: &str) -> &'static str {
+    match key {
+        "selinux_user" => "SELinux login mapping is not managed",
+        "ssh_import_id"
+        | "coreos_ssh_import_github"
+        | "coreos_ssh_import_github_users"
+        | "coreos_ssh_import_gitlab"
+        | "coreos_ssh_import_gitlab_users" => {
+            "keys are not fetched from Launchpad/GitHub/GitLab; list them in ssh_authorized_keys"
+        }
+        "ssh_redirect_user" => "no distro default user exists to redirect to",
+        "snapuser" => "snap users need Ubuntu Core",
+        _ => "doas rules are not written",
+    }
+}
+
+fn classify_password(key: &str, value: String, semantics: UserSemantics) -> Password {
+    let looks_hashed =
+        value.starts_with('$') || value == "!" || value == "*" || value.starts_with('!');
+    match key {
+        "plain_text_passwd" => Password::Plain(value),
+        "hashed_passwd" => Password::Hashed(value),
+        // cloud-init's `passwd` is always a hash; yip hashes anything that does not look like one.
+        _ if semantics == UserSemantics::CloudInit || looks_hashed => Password::Hashed(value),
+        _ => Password::Plain(value),
+    }
+}
+
+fn sudo(ctx: &mut Ctx, node: &Node) -> SudoRules {
+    if node.is_null() {
+        return SudoRules::default();
+    }
+    if node.is_plain() && matches!(node.scalar(), Some("false" | "False" | "FALSE")) {
+        return SudoRules::default();
+    }
+    let rules: Vec<String> = match &node.kind {
+        NodeKind::Scalar { value, .. } => vec![value.clone()],
+        _ => ctx
+            .strings(node, "sudo", false)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect(),
+    };
+    for r in &rules {
+        if r.contains('\n') || r.trim().is_empty() {
+            ctx.error(node, "a sudo rule must be one non-empty line");
+        }
+    }
+    SudoRules(rules)
+}
+
+/// SSH public keys: each must look like `[options] type base64 [comment]`.
+pub fn ssh_keys(ctx: &mut Ctx, node: &Node, what: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, pos) in ctx.strings(node, what, false) {
+        let key = key.trim().to_string();
+        if key.contains('\n') || !key.split_whitespace().any(is_ssh_key_type) {
+            let loc = ctx.loc_at(pos);
+            ctx.diags.error(
+                loc,
+                format!("{what}: `{}` is not an SSH public key", preview(&key)),
+            );
+            continue;
+        }
+        out.push(key);
+    }
+    out
+}
+
+fn is_ssh_key_type(word: &str) -> bool {
+    word.starts_with("ssh-")
+        || word.starts_with("ecdsa-sha2-")
+        || word.starts_with("sk-ssh-")
+        || word.starts_with("sk-ecdsa-")
+}
+
+fn preview(s: &str) -> String {
+    let p: String = s.chars().take(24).collect();
+    if p.len() < s.len() {
+        format!("{p}…")
+    } else {
+        p
+    }
+}
+
+/// A cloud-init `groups:` value: list of names or `{name: [members]}`, a map, or a string.
+pub fn groups(ctx: &mut Ctx, node: &Node) -> Vec<GroupSpec> {
+    let mut out = Vec::new();
+    let mut add = |ctx: &mut Ctx, name_node: &Node, members: Option<&Node>| {
+        let Some(name) = values::account_name(ctx, name_node, "group name") else {
+            return;
+        };
+        let mut spec = GroupSpec {
+            name,
+            gid: None,
+            members: Vec::new(),
+            system: false,
+            location: ctx.loc(name_node),
+        };
+        if let Some(m) = members {
+            if matches!(m.kind, NodeKind::Map(_)) {
+                // Cairn's richer form: {gid, members, system}.
+                for (k, v) in ctx.entries(m, "a group entry") {
+                    match k.scalar().unwrap_or_default() {
+                        "gid" => spec.gid = ctx.uint(v, "gid"),
+                        "system" => spec.system = ctx.boolean(v, "system").unwrap_or(false),
+                        "members" => spec.members = members_of(ctx, v),
+                        _ => ctx.unknown_key(k, "a group entry", &["gid", "system", "members"]),
+                    }
+                }
+            } else {
+                spec.members = members_of(ctx, m);
+            }
+        }
+        out.push(spec);
+    };
+    match &node.kind {
+        NodeKind::Scalar { .. } => {
+            for (name, pos) in ctx.strings(node, "groups", true) {
+                let n = Node {
+                    pos,
+                    tag: None,
+                    kind: NodeKind::Scalar {
+                        value: name,
+                        plain: true,
+                    },
+                };
+                add(ctx, &n, None);
+            }
+        }
+        NodeKind::Map(entries) => {
+            for (k, v) in entries {
+                add(ctx, k, Some(v));
+            }
+        }
+        NodeKind::Seq(items) => {
+            for item in items {
+                match &item.kind {
+                    NodeKind::Map(entries) => {
+                        for (k, v) in entries {
+                            add(ctx, k, Some(v));
+                        }
+                    }
+                    _ => add(ctx, item, None),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn members_of(ctx: &mut Ctx, node: &Node) -> Vec<String> {
+    let mut out = Vec::new();
+    for (m, pos) in ctx.strings(node, "group members", true) {
+        match values::valid_account_name(&m) {
+            Ok(()) => out.push(m),
+            Err(e) => {
+                let loc = ctx.loc_at(pos);
+                ctx.diags.error(loc, format!("invalid group member: {e}"));
+            }
+        }
+    }
+    out
+}
+
+const FILE_KEYS: &[&str] = &[
+    "path",
+    "content",
+    "encoding",
+    "permissions",
+    "owner",
+    "group",
+    "owner_string",
+    "ownerstring",
+    "append",
+    "defer",
+    "source",
+];
+
+/// A file entry (yip `files:` or cloud-init `write_files:`). Returns the spec and `defer`.
+pub fn file(ctx: &mut Ctx, node: &Node) -> Option<(FileSpec, bool)> {
+    let mut path = None;
+    let mut content_node = None;
+    let mut encoding = None;
+    let mut mode = None;
+    let mut owner = None;
+    let mut group = None;
+    let mut append = false;
+    let mut defer = false;
+    let mut ok = true;
+    for (key, value) in ctx.entries(node, "a file entry") {
+        let k = key.scalar().unwrap_or_default();
+        match k {
+            "path" => path = values::abs_path(ctx, value, "path"),
+            "content" => content_node = Some(value),
+            "encoding" => encoding = ctx.opt_string(value, "encoding").map(|e| (e, value)),
+            "permissions" => {
+                mode = values::mode(ctx, value, "permissions");
+                ok &= mode.is_some();
+            }
+            "owner" | "owner_string" | "ownerstring" => match owner_value(ctx, value, k) {
+                Some((u, g)) => {
+                    owner = Some(u);
+                    if g.is_some() {
+                        group = g;
+                    }
+                }
+                None => ok = false,
+            },
+            "group" => {
+                group = values::owner(ctx, value, "group");
+                ok &= group.is_some();
+            }
+            "append" => append = ctx.boolean(value, "append").unwrap_or(false),
+            "defer" => defer = ctx.boolean(value, "defer").unwrap_or(false),
+            "source" => ctx.unsupported(
+                key,
+                "a file entry",
+                "fetching file content by URL is done with a `downloads:` entry and its sha256",
+            ),
+            "permission" => {
+                ctx.unknown_key(key, "a file entry", FILE_KEYS);
+            }
+            _ => ctx.unknown_key(key, "a file entry", FILE_KEYS),
+        }
+    }
+    let Some(path) = path else {
+        if node.get("path").is_none() {
+            ctx.error(node, "a file entry needs a `path`");
+        }
+        return None;
+    };
+    let content = match content_node {
+        Some(n) => values::content(ctx, n, encoding.as_ref().map(|(e, n)| (e.as_str(), *n)))?,
+        None => Vec::new(),
+    };
+    if !ok {
+        return None;
+    }
+    Some((
+        FileSpec {
+            path,
+            content,
+            mode,
+            owner,
+            group,
+            append,
+            location: ctx.loc(node),
+        },
+        defer,
+    ))
+}
+
+/// `owner:` as a number (yip), a name, or `user:group` (cloud-init).
+fn owner_value(ctx: &mut Ctx, node: &Node, what: &str) -> Option<(Owner, Option<Owner>)> {
+    values::owner_pair(ctx, node, what)
+}
+
+pub fn directory(ctx: &mut Ctx, node: &Node) -> Option<DirSpec> {
+    let mut path = None;
+    let mut mode = None;
+    let mut owner = None;
+    let mut group = None;
+    for (key, value) in ctx.entries(node, "a directory entry") {
+        match key.scalar().unwrap_or_default() {
+            "path" => path = values::abs_path(ctx, value, "path"),
+            "permissions" => mode = values::mode(ctx, value, "permissions"),
+            "owner" | "owner_string" | "ownerstring" => {
+                if let Some((u, g)) = owner_value(ctx, value, "owner") {
+                    owner = Some(u);
+                    if g.is_some() {
+                        group = g;
+                    }
+                }
+            }
+            "group" => group = values::owner(ctx, value, "group"),
+            _ => ctx.unknown_key(
+                key,
+                "a directory entry",
+                &["path", "permissions", "owner", "group", "owner_string"],
+            ),
+        }
+    }
+    let path = path.or_else(|| {
+        if node.get("path").is_none() {
+            ctx.error(node, "a directory entry needs a `path`");
+        }
+        None
+    })?;
+    Some(DirSpec {
+        path,
+        mode,
+        owner,
+        group,
+        location: ctx.loc(node),
+    })
+}
+
+pub fn download(ctx: &mut Ctx, node: &Node) -> Option<DownloadSpec> {
+    let mut url = None;
+    let mut path = None;
+    let mut sha256 = None;
+    let mut mode = None;
+    let mut owner = None;
+    let mut group = None;
+    let mut timeout = None;
+    for (key, value) in ctx.entries(node, "a download entry") {
+        match key.scalar().unwrap_or_default() {
+            "url" => {
+                url = ctx.string(value, "url");
+                if let Some(u) = &url {
+                    if !(u.starts_with("http://") || u.starts_with("https://"))
+                        || u.chars().any(|c| c.is_whitespace() || c.is_control())
+                    {
+                        ctx.error(
+                            value,
+                            format!("url `{u}` must be an http:// or https:// URL without spaces"),
+                        );
+                        url = None;
+                    }
+                }
+            }
+            "path" => path = values::abs_path(ctx, value, "path"),
+            "sha256" => {
+                if let Some(h) = ctx.string(value, "sha256") {
+                    let mut buf = [0u8; 32];
+                    match hex::decode_to_slice(h.trim(), &mut buf) {
+                        Ok(()) => sha256 = Some(buf),
+                        Err(_) => ctx.error(value, "sha256 must be 64 hexadecimal characters"),
+                    }
+                }
+            }
+            "permissions" => mode = values::mode(ctx, value, "permissions"),
+            "owner" | "owner_string" | "ownerstring" => {
+                if let Some((u, g)) = owner_value(ctx, value, "owner") {
+                    owner = Some(u);
+                    if g.is_some() {
+                        group = g;
+                    }
+                }
+            }
+            "group" => group = values::owner(ctx, value, "group"),
+            "timeout" => timeout = ctx.uint(value, "timeout").map(u64::from),
+            _ => ctx.unknown_key(
+                key,
+                "a download entry",
+                &[
+                    "url",
+                    "path",
+                    "sha256",
+                    "permissions",
+                    "owner",
+                    "group",
+                    "timeout",
+                ],
+            ),
+        }
+    }
+    let location = ctx.loc(node);
+    let (Some(url), Some(path)) = (url, path) else {
+        if node.get("url").is_none() || node.get("path").is_none() {
+            ctx.error(node, "a download entry needs `url` and `path`");
+        }
+        return None;
+    };
+    if sha256.is_none() {
+        ctx.warning(
+            node,
+            format!("download of {url} has no `sha256`; its content cannot be verified"),
+        );
+    }
+    Some(DownloadSpec {
+        url,
+        path,
+        sha256,
+        mode: mode.or(Some(Mode(0o644))),
+        owner,
+        group,
+        timeout_secs: timeout,
+        location,
+    })
+}
+
+/// CA certificates: `{trusted: [...], remove_defaults}` (cloud-init `ca_certs`), or a plain
+/// list / single PEM string (Cairn's `certificates:` shorthand).
+pub fn certificates(ctx: &mut Ctx, node: &Node) -> CertSpec {
+    let mut spec = CertSpec::default();
+    match &node.kind {
+        NodeKind::Map(entries) => {
+            for (key, value) in entries {
+                match key.scalar().unwrap_or_default() {
+                    "trusted" | "certs" => pems(ctx, value, &mut spec),
+                    "remove_defaults" | "remove-defaults" => {
+                        spec.remove_defaults =
+                            ctx.boolean(value, "remove_defaults").unwrap_or(false)
+                    }
+                    _ => ctx.unknown_key(key, "ca_certs", &["trusted", "remove_defaults"]),
+                }
+            }
+        }
+        _ => pems(ctx, node, &mut spec),
+    }
+    spec
+}
+
+fn pems(ctx: &mut Ctx, node: &Node, spec: &mut CertSpec) {
+    let items: Vec<&Node> = match &node.kind {
+        NodeKind::Seq(items) => items.iter().collect(),
+        _ => vec![node],
+    };
+    for item in items {
+        let Some(pem) = ctx.string(item, "a trusted certificate") else {
+            continue;
+        };
+        match values::check_ca_pem(&pem) {
+            Ok(_) => spec.trusted.push(Located {
+                value: pem,
+                location: ctx.loc(item),
+            }),
+            Err(e) => ctx.error(item, e),
+        }
+    }
+}

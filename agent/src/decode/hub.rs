@@ -1,0 +1,119 @@
+//! `cairn:` (hub settings), Palette's `stylus:` alias, and `install:`.
+
+use super::ctx::Ctx;
+use super::values;
+use crate::model::{HubSettings, InstallSettings};
+use crate::yaml::Node;
+
+const CAIRN_KEYS: &[&str] = &["endpoint", "token", "site", "tags", "ca_certs", "proxy"];
+
+pub fn decode_cairn(ctx: &mut Ctx, node: &Node) -> Option<HubSettings> {
+    let mut hub = HubSettings {
+        location: Some(ctx.loc(node)),
+        ..Default::default()
+    };
+    for (key, value) in ctx.entries(node, "cairn") {
+        let k = key.scalar().unwrap_or_default();
+        match k {
+            "endpoint" => hub.endpoint = endpoint(ctx, value),
+            "token" => hub.token = ctx.string(value, "token"),
+            "site" => hub.site = ctx.string(value, "site"),
+            "tags" => hub.tags = tags(ctx, value),
+            "ca_certs" => hub.ca_certs = cas(ctx, value),
+            "proxy" => hub.proxy = ctx.string(value, "proxy"),
+            _ => ctx.unknown_key(key, "cairn", CAIRN_KEYS),
+        }
+    }
+    Some(hub)
+}
+
+fn endpoint(ctx: &mut Ctx, node: &Node) -> Option<String> {
+    let e = ctx.string(node, "endpoint")?;
+    if e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        ctx.error(node, "endpoint must not contain spaces");
+        return None;
+    }
+    // Palette gives a bare host name; Cairn talks HTTPS to it.
+    if e.starts_with("https://") || e.starts_with("http://") {
+        Some(e)
+    } else {
+        Some(format!("https://{e}"))
+    }
+}
+
+fn tags(ctx: &mut Ctx, node: &Node) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in ctx.entries(node, "tags") {
+        if let (Some(k), Some(v)) = (ctx.string(k, "tag name"), ctx.string(v, "tag value")) {
+            out.push((k, v));
+        }
+    }
+    out
+}
+
+fn cas(ctx: &mut Ctx, node: &Node) -> Vec<String> {
+    let mut out = Vec::new();
+    for item in ctx.items(node, "ca_certs") {
+        if let Some(pem) = ctx.string(item, "a CA certificate") {
+            match values::check_ca_pem(&pem) {
+                Ok(_) => out.push(pem),
+                Err(e) => ctx.error(item, e),
+            }
+        }
+    }
+    out
+}
+
+/// Palette's `stylus:` block, mapped onto the same settings.
+pub fn decode_stylus(ctx: &mut Ctx, node: &Node) -> Option<HubSettings> {
+    let mut hub = HubSettings {
+        location: Some(ctx.loc(node)),
+        ..Default::default()
+    };
+    for (key, value) in ctx.entries(node, "stylus") {
+        match key.scalar().unwrap_or_default() {
+            "site" => {
+                for (sk, sv) in ctx.entries(value, "stylus.site") {
+                    match sk.scalar().unwrap_or_default() {
+                        "paletteEndpoint" => hub.endpoint = endpoint(ctx, sv),
+                        "edgeHostToken" => hub.token = ctx.string(sv, "edgeHostToken"),
+                        "name" => hub.site = ctx.string(sv, "name"),
+                        "tags" => hub.tags = tags(ctx, sv),
+                        "caCerts" => hub.ca_certs = cas(ctx, sv),
+                        "network" => {
+                            for (nk, nv) in ctx.entries(sv, "stylus.site.network") {
+                                match nk.scalar().unwrap_or_default() {
+                                    "httpsProxy" => hub.proxy = ctx.string(nv, "httpsProxy"),
+                                    "httpProxy" if hub.proxy.is_none() => {
+                                        hub.proxy = ctx.string(nv, "httpProxy")
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
+                        // Other Palette site keys (projectName, deviceUIDPaths…) are Palette's own.
+                        _ => {}
+                    }
+                }
+            }
+            // registryCredentials, localUI, debug… belong to Palette; accepted, not used here.
+            _ => {}
+        }
+    }
+    Some(hub)
+}
+
+pub fn decode_install(ctx: &mut Ctx, node: &Node) -> InstallSettings {
+    let mut install = InstallSettings::default();
+    for (key, value) in ctx.entries(node, "install") {
+        match key.scalar().unwrap_or_default() {
+            "device" => install.device = ctx.string(value, "device"),
+            "reboot" => install.reboot = ctx.boolean(value, "reboot").unwrap_or(false),
+            "poweroff" => install.poweroff = ctx.boolean(value, "poweroff").unwrap_or(false),
+            // Kairos installer keys (partitions, bind_mounts, grub_options…) are read by the
+            // installer issue's live environment; accepted here.
+            _ => {}
+        }
+    }
+    install
+}

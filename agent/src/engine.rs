@@ -1,0 +1,268 @@
+//! The stage engine: runs the selected stages of a [`Config`] against a [`Host`].
+//!
+//! Stages run in canonical order, steps in document order, actions inside a step in
+//! [`Action::rank`] order. Each step emits one outcome event. The first failing step stops
+//! its stage and no later stage runs; the error names the step's file and line.
+
+use std::time::Instant;
+
+use cairn_proto::EventKind;
+use serde_json::json;
+
+use crate::events::Emitter;
+use crate::host::osrelease::target_arch;
+use crate::host::{Cmd, Host};
+use crate::model::{Config, Step};
+use crate::stages;
+use crate::state::{self, State};
+use crate::steps::{self, StepCx};
+
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Stages to run (a base name also runs its `.before`/`.after`); empty = the default
+    /// boot sequence.
+    pub stages: Vec<String>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub stage: String,
+    pub step: String,
+    pub source: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub changed: usize,
+    pub unchanged: usize,
+    pub skipped: usize,
+    pub failed: Option<Failure>,
+    /// Stages present in the input that were not selected (e.g. `after-install`).
+    pub not_run: Vec<String>,
+    pub changes: Vec<String>,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.failed.is_none()
+    }
+}
+
+fn selected(name: &str, wanted: &[String]) -> bool {
+    if wanted.is_empty() {
+        return stages::runs_by_default(name);
+    }
+    wanted.iter().any(|w| {
+        name == w
+            || name.strip_suffix(".before") == Some(w.as_str())
+            || (name.strip_suffix(".after") == Some(w.as_str())
+                && !stages::BASE_ORDER.contains(&name))
+    })
+}
+
+/// Apply the selected stages. Never panics on bad input; failures are in the outcome.
+pub fn apply(config: &Config, host: &Host, opts: &ApplyOptions, events: &mut Emitter) -> Outcome {
+    let mut outcome = Outcome::default();
+    let mut order: Vec<&crate::model::Stage> = config.stages.iter().collect();
+    order.sort_by_key(|s| stages::order_key(&s.name));
+    let mut state = State::load(host);
+    let boot_id = state::boot_id();
+    for stage in order {
+        if !selected(&stage.name, &opts.stages) {
+            outcome.not_run.push(stage.name.clone());
+            continue;
+        }
+        let stage_started = Instant::now();
+        events.emit(
+            EventKind::StageStarted,
+            &stage.name,
+            "",
+            "",
+            format!("stage {} started", stage.name),
+            json!({"steps": stage.steps.len(), "dry_run": opts.dry_run}),
+        );
+        let (mut changed, mut unchanged, mut failed) = (0, 0, 0);
+        for step in &stage.steps {
+            let started = Instant::now();
+            let source = step.location.short();
+            if let Some(reason) = unmet_condition(host, step) {
+                outcome.skipped += 1;
+                unchanged += 1;
+                events.emit(
+                    EventKind::StepUnchanged,
+                    &stage.name,
+                    &step.name,
+                    &source,
+                    format!("skipped: {reason}"),
+                    json!({"skipped": reason, "ms": started.elapsed().as_millis() as u64}),
+                );
+                continue;
+            }
+            let step_key = format!("{}/{}", stage.name, step.name);
+            let before = state.commands.len();
+            let result = {
+                let mut cx = StepCx::new(
+                    host,
+                    opts.dry_run,
+                    &mut state,
+                    step_key,
+                    step.frequency,
+                    boot_id.clone(),
+                );
+                run_step(step, &mut cx)
+            };
+            let ms = started.elapsed().as_millis() as u64;
+            match result {
+                Ok(changes) if changes.is_empty() => {
+                    unchanged += 1;
+                    outcome.unchanged += 1;
+                    events.emit(
+                        EventKind::StepUnchanged,
+                        &stage.name,
+                        &step.name,
+                        &source,
+                        "",
+                        json!({"ms": ms}),
+                    );
+                }
+                Ok(changes) => {
+                    changed += 1;
+                    outcome.changed += 1;
+                    events.emit(
+                        EventKind::StepChanged,
+                        &stage.name,
+                        &step.name,
+                        &source,
+                        format!("{} change(s)", changes.len()),
+                        json!({"changes": changes, "ms": ms, "dry_run": opts.dry_run}),
+                    );
+                    outcome.changes.extend(changes);
+                }
+                Err(message) => {
+                    failed += 1;
+                    events.emit(
+                        EventKind::StepFailed,
+                        &stage.name,
+                        &step.name,
+                        &source,
+                        &message,
+                        json!({"ms": ms}),
+                    );
+                    outcome.failed = Some(Failure {
+                        stage: stage.name.clone(),
+                        step: step.name.clone(),
+                        source: step.location.to_string(),
+                        message,
+                    });
+                }
+            }
+            if !opts.dry_run && state.commands.len() != before {
+                if let Err(e) = state.save(host) {
+                    tracing::warn!("saving Cairn state: {e}");
+                }
+            }
+            if outcome.failed.is_some() {
+                break;
+            }
+        }
+        events.emit(
+            EventKind::StageFinished,
+            &stage.name,
+            "",
+            "",
+            format!("stage {} finished", stage.name),
+            json!({"changed": changed, "unchanged": unchanged, "failed": failed,
+                   "ms": stage_started.elapsed().as_millis() as u64}),
+        );
+        if outcome.failed.is_some() {
+            break;
+        }
+    }
+    outcome
+}
+
+/// Run every action of a step; the first error stops the step.
+fn run_step(step: &Step, cx: &mut StepCx) -> Result<Vec<String>, String> {
+    let mut all = Vec::new();
+    for action in &step.actions {
+        let changes =
+            steps::apply_action(action, cx).map_err(|e| format!("{}: {e}", action.kind()))?;
+        all.extend(changes);
+    }
+    Ok(all)
+}
+
+/// The first condition of `step` that is not met, described, or `None` to run it.
+fn unmet_condition(host: &Host, step: &Step) -> Option<String> {
+    let c = &step.conditions;
+    if c.is_empty() {
+        return None;
+    }
+    if let Some(re) = &c.node {
+        let name = target_hostname(host);
+        if !re.is_match(&name) {
+            return Some(format!("node `{name}` does not match `{re}`"));
+        }
+    }
+    if let Some(re) = &c.only_os {
+        let os = &host.os().pretty_name;
+        if !re.is_match(os) {
+            return Some(format!("OS `{os}` does not match only_os `{re}`"));
+        }
+    }
+    if let Some(re) = &c.only_os_version {
+        let v = &host.os().version_id;
+        if !re.is_match(v) {
+            return Some(format!("OS version `{v}` does not match `{re}`"));
+        }
+    }
+    if let Some(re) = &c.only_arch {
+        let arch = target_arch(host);
+        if !re.is_match(arch) {
+            return Some(format!("architecture `{arch}` does not match `{re}`"));
+        }
+    }
+    if let Some(m) = &c.only_service_manager {
+        let systemd = host.target_has("systemctl");
+        let openrc = host.target_has("openrc");
+        let have = match (systemd, openrc) {
+            (true, false) => "systemd",
+            (false, true) => "openrc",
+            _ => "unknown",
+        };
+        if have != m {
+            return Some(format!("service manager is {have}, not {m}"));
+        }
+    }
+    let exists = |p: &crate::model::AbsPath| host.path(p).exists();
+    if !c.if_files_any.is_empty() && !c.if_files_any.iter().any(exists) {
+        return Some("none of if_files.any exist".into());
+    }
+    if let Some(p) = c.if_files_all.iter().find(|p| !exists(p)) {
+        return Some(format!("{p} (if_files.all) does not exist"));
+    }
+    if let Some(p) = c.if_files_none.iter().find(|p| exists(p)) {
+        return Some(format!("{p} (if_files.none) exists"));
+    }
+    if let Some(cond) = &c.if_cmd {
+        match host.run_in_target(Cmd::new("/bin/sh").arg("-c").arg(cond)) {
+            Ok(out) if out.status == 0 => {}
+            Ok(out) => return Some(format!("`if` exited with status {}", out.status)),
+            Err(e) => return Some(format!("`if` could not run: {e}")),
+        }
+    }
+    None
+}
+
+fn target_hostname(host: &Host) -> String {
+    if host.is_live() {
+        if let Ok(h) = nix::unistd::gethostname() {
+            return h.to_string_lossy().into_owned();
+        }
+    }
+    std::fs::read_to_string(host.path_str("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,279 @@
+//! `cairn-agent`: parse the command line and dispatch. Logic lives in the library.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use cairn_agent::diag::Severity;
+use cairn_agent::engine::{self, ApplyOptions};
+use cairn_agent::events::{Emitter, HumanSink, JsonSink};
+use cairn_agent::host::Host;
+use cairn_agent::load::{self, DEVICE_SOURCES};
+use cairn_agent::stages;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cairn-agent",
+    version,
+    about = "Cairn's edge-host agent: validate and apply user-data stages",
+    long_about = "Cairn's edge-host agent.\n\n\
+        User-data is YAML: Kairos/Palette `stages:` documents and cloud-init `#cloud-config`\n\
+        documents are both accepted, merged in the order given.\n\n\
+        Examples:\n  \
+        cairn-agent validate user-data.yaml\n  \
+        cairn-agent apply --root /tmp/root --dry-run user-data.yaml\n  \
+        cairn-agent apply --stage boot --output json /oem/"
+)]
+struct Cli {
+    /// More logging on stderr (-v info, -vv debug). CAIRN_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check user-data files; print every problem as FILE:LINE:COL: message.
+    ///
+    /// Exit status 0 when valid (warnings allowed), 1 when any error was found.
+    Validate {
+        /// Treat unknown keys as errors instead of warnings.
+        #[arg(long)]
+        strict: bool,
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+        /// User-data files or directories (their *.yaml files, in lexical order).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Plan and apply user-data stages to a target root.
+    ///
+    /// Without --stage, the boot sequence runs (rootfs, initramfs, fs, boot, first-boot,
+    /// network, each with .before/.after). Lifecycle stages (after-install, reconcile,
+    /// kubernetes…) run only when named. Invalid input is refused before anything changes.
+    Apply {
+        /// The target root: `/` on a device, a directory or chroot otherwise. Commands run
+        /// inside it with chroot; services are enabled, not started.
+        #[arg(long, default_value = "/", value_name = "DIR")]
+        root: PathBuf,
+        /// Run only this stage (and its .before/.after); repeatable.
+        #[arg(long = "stage", value_name = "NAME")]
+        stages: Vec<String>,
+        /// Print what would change and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Treat unknown keys as errors.
+        #[arg(long)]
+        strict: bool,
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+        /// User-data files or directories.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Run one stage from the device's user-data (/oem, /usr/local/cloud-config).
+    ///
+    /// Used by the boot-stage systemd units, e.g. `cairn-agent stage boot`.
+    Stage {
+        /// Stage name, e.g. initramfs, boot, network.
+        name: String,
+        #[arg(long, default_value = "/", value_name = "DIR")]
+        root: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Human,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match cli.command {
+        Command::Validate {
+            strict,
+            output,
+            files,
+        } => validate(&files, strict, output),
+        Command::Apply {
+            root,
+            stages,
+            dry_run,
+            strict,
+            output,
+            files,
+        } => apply(&root, &files, stages, dry_run, strict, output),
+        Command::Stage { name, root, output } => {
+            let sources: Vec<PathBuf> = DEVICE_SOURCES
+                .iter()
+                .map(|s| root.join(s.trim_start_matches('/')))
+                .filter(|p| p.is_dir())
+                .collect();
+            if sources.is_empty() {
+                eprintln!("no user-data found under {}", DEVICE_SOURCES.join(", "));
+                return ExitCode::SUCCESS;
+            }
+            apply(&root, &sources, vec![name], false, false, output)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn validate(files: &[PathBuf], strict: bool, output: Output) -> ExitCode {
+    let loaded = match load::load(files, strict) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let diags = loaded.diags.sorted();
+    if output == Output::Json {
+        let items: Vec<serde_json::Value> = diags
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "file": d.location.file.as_ref(),
+                    "line": d.location.pos.line,
+                    "col": d.location.pos.col,
+                    "severity": if d.severity == Severity::Error { "error" } else { "warning" },
+                    "message": d.message,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(items));
+    } else {
+        for d in &diags {
+            println!("{d}");
+        }
+        let errors = loaded.diags.errors().count();
+        let warnings = loaded.diags.warnings().count();
+        eprintln!(
+            "{}: {} error(s), {} warning(s) in {} file(s); {} step(s) in {} stage(s)",
+            if errors == 0 { "valid" } else { "invalid" },
+            errors,
+            warnings,
+            loaded.files.len(),
+            loaded.config.step_count(),
+            loaded.config.stages.len(),
+        );
+    }
+    if loaded.diags.has_errors() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn apply(
+    root: &PathBuf,
+    files: &[PathBuf],
+    stage_names: Vec<String>,
+    dry_run: bool,
+    strict: bool,
+    output: Output,
+) -> ExitCode {
+    for s in &stage_names {
+        if !stages::is_known(s) {
+            eprintln!("error: unknown stage `{s}`");
+            return ExitCode::from(2);
+        }
+    }
+    if !root.is_dir() {
+        eprintln!("error: target root {} is not a directory", root.display());
+        return ExitCode::from(2);
+    }
+    let started = Instant::now();
+    let loaded = match load::load(files, strict) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for d in loaded.diags.sorted() {
+        eprintln!("{d}");
+    }
+    if loaded.diags.has_errors() {
+        eprintln!("error: invalid user-data; nothing was applied");
+        return ExitCode::from(1);
+    }
+    let host = Host::system(root.clone());
+    let host_name = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut emitter = Emitter::new(host_name);
+    emitter = match output {
+        Output::Json => emitter.with_sink(Box::new(JsonSink(std::io::stdout()))),
+        Output::Human => {
+            if dry_run {
+                println!("dry run: nothing will be changed; listing what apply would do");
+            }
+            let color = std::io::stdout().is_terminal();
+            emitter.with_sink(Box::new(HumanSink::new(std::io::stdout(), color)))
+        }
+    };
+    let opts = ApplyOptions {
+        stages: stage_names,
+        dry_run,
+    };
+    let outcome = engine::apply(&loaded.config, &host, &opts, &mut emitter);
+    if output == Output::Human {
+        if !outcome.not_run.is_empty() {
+            println!(
+                "not run (name them with --stage): {}",
+                outcome.not_run.join(", ")
+            );
+        }
+        let verb = if dry_run { "would change" } else { "changed" };
+        println!(
+            "{} step(s) {verb}, {} unchanged ({} skipped) in {} ms",
+            outcome.changed,
+            outcome.unchanged,
+            outcome.skipped,
+            started.elapsed().as_millis()
+        );
+    }
+    match outcome.failed {
+        None => ExitCode::SUCCESS,
+        Some(f) => {
+            eprintln!(
+                "error: {}: stage {}, step `{}` failed: {}",
+                f.source, f.stage, f.step, f.message
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

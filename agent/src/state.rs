@@ -1,0 +1,53 @@
+//! Cairn's own state inside the target: `/var/lib/cairn/state.json`.
+//!
+//! It records which command steps have run (and in which boot), so that `once` and
+//! `per-boot` commands are not repeated and a second apply reports zero changes. Saved
+//! atomically after every command step that succeeds.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::{fs, Host};
+
+pub const STATE_PATH: &str = "/var/lib/cairn/state.json";
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct State {
+    /// Command-step key (a digest of stage, step and commands) → when it last ran.
+    #[serde(default)]
+    pub commands: BTreeMap<String, CommandRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub boot_id: String,
+    pub time: String,
+}
+
+impl State {
+    /// Load the state; a missing or unreadable file is an empty state (logged).
+    pub fn load(host: &Host) -> State {
+        let path = host.path_str(STATE_PATH);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!("ignoring unreadable state file {}: {e}", path.display());
+                State::default()
+            }),
+            Err(_) => State::default(),
+        }
+    }
+
+    pub fn save(&self, host: &Host) -> Result<(), fs::FsError> {
+        let path = host.path_str(STATE_PATH);
+        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        fs::write_atomic(&path, &bytes, 0o600, None)
+    }
+}
+
+/// The current boot's id (changes at every boot); empty if unknown.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}

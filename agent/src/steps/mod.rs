@@ -1,0 +1,198 @@
+//! Step kinds: one module per kind of change, all applied through [`apply_action`].
+//!
+//! Every kind follows the same contract: look at the target, work out what differs, and
+//! (unless `dry_run`) change only that, returning one human line per change. An empty list
+//! means "unchanged", which is how a second apply reports zero changes. To add a kind:
+//! a model variant in `model.rs`, a decoder arm, a module here and one line in the `match`.
+
+mod certificates;
+mod commands;
+mod files;
+mod packages;
+mod system;
+mod users;
+
+use std::path::PathBuf;
+
+use crate::host::accounts::Accounts;
+use crate::host::fs::FsError;
+use crate::host::{Host, RunError};
+use crate::model::{Action, Frequency, Owner};
+use crate::state::State;
+
+pub use certificates::trust_store_for;
+pub use packages::{backend_for, PackageBackend};
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl StepError {
+    pub fn msg(m: impl Into<String>) -> Self {
+        StepError::Failed(m.into())
+    }
+}
+
+pub type Changes = Vec<String>;
+
+/// What a step's actions see: the target, the mode, and Cairn's state.
+pub struct StepCx<'a> {
+    pub host: &'a Host,
+    pub dry_run: bool,
+    pub state: &'a mut State,
+    /// A stable key for this step (stage, name, content digest), for run-once records.
+    pub step_key: String,
+    pub frequency: Frequency,
+    pub boot_id: String,
+    accounts: Option<Accounts>,
+}
+
+impl<'a> StepCx<'a> {
+    pub fn new(
+        host: &'a Host,
+        dry_run: bool,
+        state: &'a mut State,
+        step_key: String,
+        frequency: Frequency,
+        boot_id: String,
+    ) -> Self {
+        StepCx {
+            host,
+            dry_run,
+            state,
+            step_key,
+            frequency,
+            boot_id,
+            accounts: None,
+        }
+    }
+
+    /// The target's accounts (cached until [`StepCx::accounts_changed`]).
+    pub fn accounts(&mut self) -> &Accounts {
+        let host = self.host;
+        self.accounts.get_or_insert_with(|| Accounts::read(host))
+    }
+
+    pub fn accounts_changed(&mut self) {
+        self.accounts = None;
+    }
+
+    /// Resolve an owner/group pair to ids in the target. `Ok(None)` in dry-run when a name
+    /// does not exist yet (it may be created by an earlier action of the same run).
+    pub fn resolve_ids(
+        &mut self,
+        owner: Option<&Owner>,
+        group: Option<&Owner>,
+    ) -> Result<Option<(u32, u32)>, StepError> {
+        let dry = self.dry_run;
+        let accounts = self.accounts();
+        let uid = match owner {
+            None => Some(0),
+            Some(Owner::Id(id)) => Some(*id),
+            Some(Owner::Name(n)) => accounts.user(n).map(|u| u.uid),
+        };
+        let gid = match group {
+            Some(Owner::Id(id)) => Some(*id),
+            Some(Owner::Name(n)) => accounts.group(n).map(|g| g.gid),
+            // cloud-init's `owner: user` alone means group root (like chown user).
+            None => Some(0),
+        };
+        match (uid, gid) {
+            (Some(u), Some(g)) => Ok(Some((u, g))),
+            _ if dry => Ok(None),
+            (None, _) => Err(StepError::msg(format!(
+                "owner `{}` does not exist in the target",
+                owner.map(ToString::to_string).unwrap_or_default()
+            ))),
+            (_, None) => Err(StepError::msg(format!(
+                "group `{}` does not exist in the target",
+                group.map(ToString::to_string).unwrap_or_default()
+            ))),
+        }
+    }
+
+    pub fn path(&self, p: &crate::model::AbsPath) -> PathBuf {
+        self.host.path(p)
+    }
+}
+
+/// Apply one action, returning the changes made (or that would be made, in dry-run).
+pub fn apply_action(action: &Action, cx: &mut StepCx) -> Result<Changes, StepError> {
+    match action {
+        Action::Hostname(spec) => system::hostname(cx, spec),
+        Action::Groups(specs) => users::groups(cx, specs),
+        Action::Users(specs) => users::users(cx, specs),
+        Action::AuthorizedKeys(specs) => users::authorized_keys(cx, specs),
+        Action::Directories(specs) => files::directories(cx, specs),
+        Action::Files(specs) => files::files(cx, specs),
+        Action::Downloads(specs) => files::downloads(cx, specs),
+        Action::Certificates(spec) => certificates::apply(cx, spec),
+        Action::Dns(spec) => system::dns(cx, spec),
+        Action::Environment(spec) => system::environment(cx, spec),
+        Action::Sysctl(kvs) => system::sysctl(cx, kvs),
+        Action::Modules(mods) => system::modules(cx, mods),
+        Action::Timesyncd(kvs) => system::timesyncd(cx, kvs),
+        Action::Timezone(tz) => system::timezone(cx, tz),
+        Action::Packages(spec) => packages::apply(cx, spec),
+        Action::Systemctl(spec) => system::systemctl(cx, spec),
+        Action::Commands(cmds) => commands::apply(cx, cmds),
+    }
+}
+
+/// Write `content` to `path` in the target if it differs (content, mode or owner), the
+/// building block most kinds share. Returns the change line, if any.
+pub fn converge_file(
+    cx: &mut StepCx,
+    path: &crate::model::AbsPath,
+    content: &[u8],
+    mode: u32,
+    ids: Option<(u32, u32)>,
+) -> Result<Option<String>, StepError> {
+    let real = cx.path(path);
+    let current = crate::host::fs::read_opt(&real)?;
+    let meta = crate::host::fs::meta(&real);
+    if let Some(m) = &meta {
+        if m.is_dir {
+            return Err(StepError::msg(format!("{path} is a directory, not a file")));
+        }
+    }
+    let content_same = current.as_deref() == Some(content);
+    let mode_same = meta.as_ref().is_some_and(|m| m.mode == mode);
+    let owner_same = match (ids, &meta) {
+        (Some((u, g)), Some(m)) => m.uid == u && m.gid == g,
+        (None, Some(_)) => false,
+        _ => false,
+    };
+    if content_same && mode_same && owner_same {
+        return Ok(None);
+    }
+    let change = if current.is_none() {
+        format!("created {path} ({} bytes, mode {mode:04o})", content.len())
+    } else if !content_same {
+        format!("rewrote {path} ({} bytes, mode {mode:04o})", content.len())
+    } else if !mode_same {
+        format!("changed mode of {path} to {mode:04o}")
+    } else {
+        format!("changed owner of {path}")
+    };
+    if !cx.dry_run {
+        if content_same {
+            if !mode_same {
+                crate::host::fs::set_mode(&real, mode)?;
+            }
+            if let (Some((u, g)), false) = (ids, owner_same) {
+                crate::host::fs::set_owner(&real, u, g)?;
+            }
+        } else {
+            crate::host::fs::write_atomic(&real, content, mode, ids)?;
+        }
+    }
+    Ok(Some(change))
+}

@@ -1,0 +1,464 @@
+//! Packages through the target's own package manager: apt, dnf, zypper or apk, chosen
+//! from os-release. Only what differs is done: installed packages are read from the
+//! package database, lists are refreshed when stale, upgrades only when some are pending.
+//! Every call is non-interactive and waits (bounded) for a package-manager lock.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{Changes, StepCx, StepError};
+use crate::host::{Cmd, Host, OsRelease, RunError};
+use crate::model::{PackageRef, PackageSpec};
+
+/// Package lists younger than this are not refreshed again.
+pub const REFRESH_MAX_AGE: Duration = Duration::from_secs(3600);
+/// How long to wait for another package manager's lock before failing.
+pub const LOCK_WAIT: Duration = Duration::from_secs(300);
+/// Longest a single package-manager run may take.
+pub const PM_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A package manager.
+pub trait PackageBackend: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Installed packages: name → version.
+    fn installed(&self, host: &Host) -> Result<HashMap<String, String>, StepError>;
+    /// When the package lists were last refreshed, if known.
+    fn lists_refreshed(&self, host: &Host) -> Option<SystemTime>;
+    fn refresh(&self) -> Cmd;
+    /// Does an upgrade have anything to do?
+    fn upgrades_pending(&self, host: &Host) -> Result<bool, StepError>;
+    fn upgrade(&self) -> Cmd;
+    fn install(&self, pkgs: &[PackageRef]) -> Cmd;
+    fn remove(&self, pkgs: &[String]) -> Cmd;
+    /// Does this failure mean "another process holds the lock"?
+    fn is_lock_error(&self, stderr: &str) -> bool;
+}
+
+pub fn backend_for(os: &OsRelease) -> Option<Box<dyn PackageBackend>> {
+    for id in os.families() {
+        match id {
+            "debian" | "ubuntu" => return Some(Box::new(Apt)),
+            "rhel" | "fedora" | "centos" | "rocky" | "almalinux" | "amzn" | "ol" => {
+                return Some(Box::new(Dnf))
+            }
+            "suse" | "opensuse" | "sles" | "opensuse-leap" | "opensuse-tumbleweed" => {
+                return Some(Box::new(Zypper))
+            }
+            "alpine" => return Some(Box::new(Apk)),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn wants(installed: &HashMap<String, String>, p: &PackageRef) -> bool {
+    match (installed.get(&p.name), &p.version) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(have), Some(want)) => !version_matches(have, want),
+    }
+}
+
+/// A version with a trailing `*` matches by prefix (apt's `pkg=1.2*`).
+fn version_matches(have: &str, want: &str) -> bool {
+    match want.strip_suffix('*') {
+        Some(prefix) => have.starts_with(prefix),
+        None => have == want,
+    }
+}
+
+pub fn apply(cx: &mut StepCx, spec: &PackageSpec) -> Result<Changes, StepError> {
+    let os = cx.host.os().clone();
+    let backend = backend_for(&os).ok_or_else(|| {
+        StepError::msg(format!(
+            "no known package manager for OS `{}` (supported: apt, dnf, zypper, apk)",
+            os.id
+        ))
+    })?;
+    let installed = backend.installed(cx.host)?;
+    let to_install: Vec<PackageRef> = spec
+        .install
+        .iter()
+        .filter(|p| wants(&installed, p))
+        .cloned()
+        .collect();
+    let to_remove: Vec<String> = spec
+        .remove
+        .iter()
+        .filter(|p| installed.contains_key(*p))
+        .cloned()
+        .collect();
+    let stale = backend
+        .lists_refreshed(cx.host)
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age > REFRESH_MAX_AGE);
+    let mut changes = Vec::new();
+    // Refresh when asked and stale, or when installing onto stale lists.
+    if stale && (spec.refresh || spec.upgrade || !to_install.is_empty()) {
+        run_pm(cx, backend.as_ref(), backend.refresh())?;
+        changes.push(format!("refreshed {} package lists", backend.name()));
+    }
+    if spec.upgrade {
+        if cx.dry_run {
+            // Checking would touch apt's caches; a dry run must leave the root untouched.
+            changes.push("upgrade installed packages, if any are pending".into());
+        } else if backend.upgrades_pending(cx.host)? {
+            run_pm(cx, backend.as_ref(), backend.upgrade())?;
+            changes.push("upgraded installed packages".into());
+        }
+    }
+    if !to_install.is_empty() {
+        run_pm(cx, backend.as_ref(), backend.install(&to_install))?;
+        let names: Vec<String> = to_install.iter().map(ToString::to_string).collect();
+        changes.push(format!("installed {}", names.join(" ")));
+    }
+    if !to_remove.is_empty() {
+        run_pm(cx, backend.as_ref(), backend.remove(&to_remove))?;
+        changes.push(format!("removed {}", to_remove.join(" ")));
+    }
+    Ok(changes)
+}
+
+/// Run a package-manager command in the target, retrying while another process holds the
+/// package-manager lock (up to [`LOCK_WAIT`]).
+fn run_pm(cx: &StepCx, backend: &dyn PackageBackend, cmd: Cmd) -> Result<(), StepError> {
+    if cx.dry_run {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match cx.host.check_in_target(cmd.clone().timeout(PM_TIMEOUT)) {
+            Ok(_) => return Ok(()),
+            Err(RunError::Exit { stderr_tail, .. })
+                if backend.is_lock_error(&stderr_tail) && started.elapsed() < LOCK_WAIT =>
+            {
+                tracing::info!("waiting for the {} lock: {stderr_tail}", backend.name());
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn mtime(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+struct Apt;
+
+impl Apt {
+    fn base(verb: &str) -> Cmd {
+        Cmd::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .args([
+                "-o",
+                &format!("DPkg::Lock::Timeout={}", LOCK_WAIT.as_secs()),
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                "--assume-yes",
+                "--quiet",
+            ])
+            .arg(verb)
+    }
+}
+
+impl PackageBackend for Apt {
+    fn name(&self) -> &'static str {
+        "apt"
+    }
+
+    fn installed(&self, host: &Host) -> Result<HashMap<String, String>, StepError> {
+        let path = host.path_str("/var/lib/dpkg/status");
+        let text =
+            std::fs::read_to_string(&path).map_err(crate::host::fs::err("reading", &path))?;
+        Ok(parse_dpkg_status(&text))
+    }
+
+    fn lists_refreshed(&self, host: &Host) -> Option<SystemTime> {
+        let dir = host.path_str("/var/lib/apt/lists");
+        std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.ends_with("Release") || n.ends_with("_Packages")
+            })
+            .filter_map(|e| mtime(&e.path()))
+            .max()
+    }
+
+    fn refresh(&self) -> Cmd {
+        Apt::base("update")
+    }
+
+    fn upgrades_pending(&self, host: &Host) -> Result<bool, StepError> {
+        let out = host.check_in_target(
+            Apt::base("dist-upgrade")
+                .arg("--simulate")
+                .arg("-o")
+                .arg("Debug::NoLocking=1"),
+        )?;
+        Ok(out.stdout_str().lines().any(|l| l.starts_with("Inst ")))
+    }
+
+    fn upgrade(&self) -> Cmd {
+        Apt::base("dist-upgrade")
+    }
+
+    fn install(&self, pkgs: &[PackageRef]) -> Cmd {
+        Apt::base("install")
+            .arg("--")
+            .args(pkgs.iter().map(ToString::to_string))
+    }
+
+    fn remove(&self, pkgs: &[String]) -> Cmd {
+        Apt::base("remove").arg("--").args(pkgs.iter().cloned())
+    }
+
+    fn is_lock_error(&self, stderr: &str) -> bool {
+        stderr.contains("Could not get lock") || stderr.contains("Unable to acquire the dpkg")
+    }
+}
+
+/// Installed packages from dpkg's status file.
+pub fn parse_dpkg_status(text: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for para in text.split("\n\n") {
+        let mut name = None;
+        let mut version = None;
+        let mut ok = false;
+        for line in para.lines() {
+            if let Some(v) = line.strip_prefix("Package: ") {
+                name = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("Version: ") {
+                version = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("Status: ") {
+                ok = v.trim().ends_with(" installed");
+            }
+        }
+        if let (Some(n), true) = (name, ok) {
+            out.insert(n, version.unwrap_or_default());
+        }
+    }
+    out
+}
+
+fn rpm_installed(host: &Host) -> Result<HashMap<String, String>, StepError> {
+    let out = host.check_in_target(Cmd::new("rpm").args([
+        "-qa",
+        "--queryformat",
+        "%{NAME} %{VERSION}-%{RELEASE}\\n",
+    ]))?;
+    Ok(out
+        .stdout_str()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect())
+}
+
+struct Dnf;
+
+impl PackageBackend for Dnf {
+    fn name(&self) -> &'static str {
+        "dnf"
+    }
+    fn installed(&self, host: &Host) -> Result<HashMap<String, String>, StepError> {
+        rpm_installed(host)
+    }
+    fn lists_refreshed(&self, host: &Host) -> Option<SystemTime> {
+        mtime(&host.path_str("/var/cache/dnf/last_makecache"))
+    }
+    fn refresh(&self) -> Cmd {
+        Cmd::new("dnf").args(["--assumeyes", "makecache"])
+    }
+    fn upgrades_pending(&self, host: &Host) -> Result<bool, StepError> {
+        // `dnf check-update` exits 100 when updates are available.
+        let out = host.run_in_target(Cmd::new("dnf").args(["--quiet", "check-update"]))?;
+        Ok(out.status == 100)
+    }
+    fn upgrade(&self) -> Cmd {
+        Cmd::new("dnf").args(["--assumeyes", "upgrade"])
+    }
+    fn install(&self, pkgs: &[PackageRef]) -> Cmd {
+        Cmd::new("dnf")
+            .args(["--assumeyes", "install", "--"])
+            .args(pkgs.iter().map(|p| match &p.version {
+                Some(v) => format!("{}-{v}", p.name),
+                None => p.name.clone(),
+            }))
+    }
+    fn remove(&self, pkgs: &[String]) -> Cmd {
+        Cmd::new("dnf")
+            .args(["--assumeyes", "remove", "--"])
+            .args(pkgs.iter().cloned())
+    }
+    fn is_lock_error(&self, stderr: &str) -> bool {
+        stderr.contains("Waiting for process") || stderr.contains("lock")
+    }
+}
+
+struct Zypper;
+
+impl PackageBackend for Zypper {
+    fn name(&self) -> &'static str {
+        "zypper"
+    }
+    fn installed(&self, host: &Host) -> Result<HashMap<String, String>, StepError> {
+        rpm_installed(host)
+    }
+    fn lists_refreshed(&self, host: &Host) -> Option<SystemTime> {
+        mtime(&host.path_str("/var/cache/zypp/raw"))
+    }
+    fn refresh(&self) -> Cmd {
+        zypper().arg("refresh")
+    }
+    fn upgrades_pending(&self, host: &Host) -> Result<bool, StepError> {
+        let out = host.check_in_target(zypper().args(["list-updates"]))?;
+        Ok(out.stdout_str().lines().any(|l| l.starts_with("v ")))
+    }
+    fn upgrade(&self) -> Cmd {
+        zypper().arg("update")
+    }
+    fn install(&self, pkgs: &[PackageRef]) -> Cmd {
+        zypper()
+            .args(["install", "--"])
+            .args(pkgs.iter().map(ToString::to_string))
+    }
+    fn remove(&self, pkgs: &[String]) -> Cmd {
+        zypper().args(["remove", "--"]).args(pkgs.iter().cloned())
+    }
+    fn is_lock_error(&self, stderr: &str) -> bool {
+        stderr.contains("System management is locked")
+    }
+}
+
+fn zypper() -> Cmd {
+    Cmd::new("zypper")
+        .env("ZYPP_LOCK_TIMEOUT", LOCK_WAIT.as_secs().to_string())
+        .arg("--non-interactive")
+}
+
+struct Apk;
+
+impl PackageBackend for Apk {
+    fn name(&self) -> &'static str {
+        "apk"
+    }
+    fn installed(&self, host: &Host) -> Result<HashMap<String, String>, StepError> {
+        let path = host.path_str("/lib/apk/db/installed");
+        let text =
+            std::fs::read_to_string(&path).map_err(crate::host::fs::err("reading", &path))?;
+        let mut out = HashMap::new();
+        for para in text.split("\n\n") {
+            let mut name = None;
+            let mut version = String::new();
+            for line in para.lines() {
+                if let Some(n) = line.strip_prefix("P:") {
+                    name = Some(n.to_string());
+                } else if let Some(v) = line.strip_prefix("V:") {
+                    version = v.to_string();
+                }
+            }
+            if let Some(n) = name {
+                out.insert(n, version);
+            }
+        }
+        Ok(out)
+    }
+    fn lists_refreshed(&self, host: &Host) -> Option<SystemTime> {
+        std::fs::read_dir(host.path_str("/var/cache/apk"))
+            .ok()?
+            .filter_map(Result::ok)
+            .filter_map(|e| mtime(&e.path()))
+            .max()
+    }
+    fn refresh(&self) -> Cmd {
+        apk().arg("update")
+    }
+    fn upgrades_pending(&self, host: &Host) -> Result<bool, StepError> {
+        let out = host.check_in_target(apk().args(["upgrade", "--simulate"]))?;
+        Ok(out.stdout_str().lines().any(|l| l.contains("Upgrading")))
+    }
+    fn upgrade(&self) -> Cmd {
+        apk().arg("upgrade")
+    }
+    fn install(&self, pkgs: &[PackageRef]) -> Cmd {
+        apk()
+            .args(["add", "--"])
+            .args(pkgs.iter().map(ToString::to_string))
+    }
+    fn remove(&self, pkgs: &[String]) -> Cmd {
+        apk().args(["del", "--"]).args(pkgs.iter().cloned())
+    }
+    fn is_lock_error(&self, stderr: &str) -> bool {
+        stderr.contains("Unable to lock database")
+    }
+}
+
+fn apk() -> Cmd {
+    Cmd::new("apk")
+        .args(["--no-progress", "--wait"])
+        .arg(LOCK_WAIT.as_secs().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dpkg_status_parsing() {
+        let s = "Package: hello\nStatus: install ok installed\nVersion: 2.10-3\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1\n";
+        let m = parse_dpkg_status(s);
+        assert_eq!(m.get("hello").map(String::as_str), Some("2.10-3"));
+        assert!(!m.contains_key("gone"));
+    }
+
+    #[test]
+    fn wanted_versions() {
+        let mut inst = HashMap::new();
+        inst.insert("a".to_string(), "1.2.3-1".to_string());
+        let p = |n: &str, v: Option<&str>| PackageRef {
+            name: n.into(),
+            version: v.map(Into::into),
+        };
+        assert!(!wants(&inst, &p("a", None)));
+        assert!(!wants(&inst, &p("a", Some("1.2*"))));
+        assert!(wants(&inst, &p("a", Some("2.0"))));
+        assert!(wants(&inst, &p("b", None)));
+    }
+
+    #[test]
+    fn backends_by_os_family() {
+        let os = |t: &str| OsRelease::parse(t);
+        assert_eq!(backend_for(&os("ID=debian")).unwrap().name(), "apt");
+        assert_eq!(
+            backend_for(&os("ID=rocky\nID_LIKE=\"rhel centos fedora\""))
+                .unwrap()
+                .name(),
+            "dnf"
+        );
+        assert_eq!(
+            backend_for(&os("ID=opensuse-leap\nID_LIKE=\"suse opensuse\""))
+                .unwrap()
+                .name(),
+            "zypper"
+        );
+        assert_eq!(backend_for(&os("ID=alpine")).unwrap().name(), "apk");
+        assert!(backend_for(&os("ID=plan9")).is_none());
+        let install = Apt.install(&[PackageRef {
+            name: "hello".into(),
+            version: None,
+        }]);
+        assert_eq!(install.args.last().map(String::as_str), Some("hello"));
+        assert!(install.args.contains(&"--".to_string()));
+    }
+}

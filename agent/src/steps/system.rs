@@ -1,0 +1,395 @@
+//! System settings: hostname, DNS, environment, sysctl, kernel modules, timesyncd,
+//! time zone and systemd units. Drop-in files are written atomically; live changes
+//! (sysctl values, modprobe, daemon-reload, start) only when the root is `/`.
+
+use super::{converge_file, Changes, StepCx, StepError};
+use crate::host::{fs, Cmd};
+use crate::model::{
+    AbsPath, DnsSpec, EnvSpec, HostnameSpec, KernelModule, KeyValue, Located, SystemctlSpec,
+};
+
+fn abs(p: &str) -> Result<AbsPath, StepError> {
+    AbsPath::parse(p).map_err(StepError::msg)
+}
+
+/// A file-name-safe form of a step or stage name.
+pub fn slug(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while out.contains("--") {
+        out = out.replace("--", "-");
+    }
+    out.trim_matches('-').to_string()
+}
+
+pub fn hostname(cx: &mut StepCx, spec: &HostnameSpec) -> Result<Changes, StepError> {
+    let mut changes = Vec::new();
+    let body = format!("{}\n", spec.hostname);
+    if let Some(c) = converge_file(
+        cx,
+        &abs("/etc/hostname")?,
+        body.as_bytes(),
+        0o644,
+        Some((0, 0)),
+    )? {
+        changes.push(c);
+    }
+    // Keep the Debian-style 127.0.1.1 line (if there is one) in step with the name, so
+    // sudo and friends can resolve it.
+    let hosts = abs("/etc/hosts")?;
+    if let Some(text) = fs::read_opt(&cx.path(&hosts))? {
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let short = spec.hostname.split('.').next().unwrap_or(&spec.hostname);
+        let names = match &spec.fqdn {
+            Some(f) if f != short => format!("{f} {short}"),
+            _ => short.to_string(),
+        };
+        let mut replaced = false;
+        let new: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.split_whitespace().next() == Some("127.0.1.1") && !replaced {
+                    replaced = true;
+                    format!("127.0.1.1\t{names}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        if replaced {
+            let mut new = new.join("\n");
+            new.push('\n');
+            let mode = fs::meta(&cx.path(&hosts)).map_or(0o644, |m| m.mode);
+            if let Some(c) = converge_file(cx, &hosts, new.as_bytes(), mode, Some((0, 0)))? {
+                changes.push(c);
+            }
+        }
+    }
+    if cx.host.is_live() {
+        let current = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if current != spec.hostname {
+            changes.push(format!("set the running hostname to {}", spec.hostname));
+            if !cx.dry_run {
+                nix::unistd::sethostname(&spec.hostname)
+                    .map_err(|e| StepError::msg(format!("setting the hostname: {e}")))?;
+            }
+        }
+    }
+    Ok(changes)
+}
+
+pub fn dns(cx: &mut StepCx, spec: &DnsSpec) -> Result<Changes, StepError> {
+    let mut body = String::from("# Written by Cairn\n");
+    for ns in &spec.nameservers {
+        body.push_str(&format!("nameserver {ns}\n"));
+    }
+    if !spec.search.is_empty() {
+        body.push_str(&format!("search {}\n", spec.search.join(" ")));
+    }
+    if !spec.options.is_empty() {
+        body.push_str(&format!("options {}\n", spec.options.join(" ")));
+    }
+    Ok(
+        converge_file(cx, &spec.path, body.as_bytes(), 0o644, Some((0, 0)))?
+            .into_iter()
+            .collect(),
+    )
+}
+
+fn quote_env(v: &str) -> String {
+    if v.chars()
+        .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '$' | '`' | '\\' | '#'))
+    {
+        format!(
+            "\"{}\"",
+            v.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('$', "\\$")
+                .replace('`', "\\`")
+        )
+    } else {
+        v.to_string()
+    }
+}
+
+/// Merge variables into an environment file, keeping lines for other variables.
+pub fn environment(cx: &mut StepCx, spec: &EnvSpec) -> Result<Changes, StepError> {
+    let current = fs::read_opt(&cx.path(&spec.file))?.unwrap_or_default();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&current)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    for kv in &spec.vars {
+        let line = format!("{}={}", kv.key, quote_env(&kv.value));
+        let pos = lines.iter().position(|l| {
+            let l = l
+                .trim_start()
+                .strip_prefix("export ")
+                .unwrap_or(l.trim_start());
+            l.split_once('=').is_some_and(|(k, _)| k.trim() == kv.key)
+        });
+        match pos {
+            Some(i) => lines[i] = line,
+            None => lines.push(line),
+        }
+    }
+    let mut body = lines.join("\n");
+    body.push('\n');
+    Ok(
+        converge_file(cx, &spec.file, body.as_bytes(), 0o644, Some((0, 0)))?
+            .into_iter()
+            .collect(),
+    )
+}
+
+pub fn sysctl(cx: &mut StepCx, kvs: &[KeyValue]) -> Result<Changes, StepError> {
+    if kvs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let name = format!("/etc/sysctl.d/90-cairn-{}.conf", slug(&cx.step_key));
+    let mut body = String::from("# Written by Cairn from user-data\n");
+    for kv in kvs {
+        body.push_str(&format!("{} = {}\n", kv.key, kv.value));
+    }
+    let mut changes: Changes =
+        converge_file(cx, &abs(&name)?, body.as_bytes(), 0o644, Some((0, 0)))?
+            .into_iter()
+            .collect();
+    if cx.host.is_live() {
+        for kv in kvs {
+            let proc = format!("/proc/sys/{}", kv.key.replace('.', "/"));
+            let current = std::fs::read_to_string(&proc).unwrap_or_default();
+            let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+            if norm(&current) != norm(&kv.value) {
+                changes.push(format!("set {} = {} (live)", kv.key, kv.value));
+                if !cx.dry_run {
+                    std::fs::write(&proc, &kv.value).map_err(|e| {
+                        StepError::msg(format!(
+                            "setting sysctl {} (line {}): {e}",
+                            kv.key, kv.location.pos.line
+                        ))
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(changes)
+}
+
+pub fn modules(cx: &mut StepCx, mods: &[KernelModule]) -> Result<Changes, StepError> {
+    if mods.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut changes = Vec::new();
+    let name = format!("/etc/modules-load.d/cairn-{}.conf", slug(&cx.step_key));
+    let body: String = mods.iter().map(|m| format!("{}\n", m.name)).collect();
+    changes.extend(converge_file(
+        cx,
+        &abs(&name)?,
+        body.as_bytes(),
+        0o644,
+        Some((0, 0)),
+    )?);
+    for m in mods.iter().filter(|m| !m.params.is_empty()) {
+        let path = format!("/etc/modprobe.d/cairn-{}.conf", m.name);
+        let body = format!("options {} {}\n", m.name, m.params.join(" "));
+        changes.extend(converge_file(
+            cx,
+            &abs(&path)?,
+            body.as_bytes(),
+            0o644,
+            Some((0, 0)),
+        )?);
+    }
+    if cx.host.is_live() {
+        let loaded = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+        for m in mods {
+            let kname = m.name.replace('-', "_");
+            if !loaded
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(kname.as_str()))
+            {
+                changes.push(format!("loaded kernel module {}", m.name));
+                if !cx.dry_run {
+                    cx.host.runner().check(
+                        &Cmd::new("modprobe")
+                            .arg(&m.name)
+                            .args(m.params.iter().cloned()),
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(changes)
+}
+
+pub fn timesyncd(cx: &mut StepCx, kvs: &[KeyValue]) -> Result<Changes, StepError> {
+    let mut body = String::from("# Written by Cairn from user-data\n[Time]\n");
+    for kv in kvs {
+        body.push_str(&format!("{}={}\n", kv.key, kv.value));
+    }
+    let path = abs("/etc/systemd/timesyncd.conf.d/10-cairn.conf")?;
+    let mut changes: Changes = converge_file(cx, &path, body.as_bytes(), 0o644, Some((0, 0)))?
+        .into_iter()
+        .collect();
+    if !changes.is_empty() && cx.host.is_live() && !cx.dry_run {
+        // Only restarts it if it is running.
+        let _ = cx
+            .host
+            .runner()
+            .run(&Cmd::new("systemctl").args(["try-restart", "systemd-timesyncd.service"]));
+        changes.push("restarted systemd-timesyncd (if running)".into());
+    }
+    Ok(changes)
+}
+
+pub fn timezone(cx: &mut StepCx, tz: &Located<String>) -> Result<Changes, StepError> {
+    let zone = format!("/usr/share/zoneinfo/{}", tz.value);
+    if !cx.host.path_str(&zone).is_file() {
+        return Err(StepError::msg(format!(
+            "time zone `{}` is not in the target's /usr/share/zoneinfo (is tzdata installed?)",
+            tz.value
+        )));
+    }
+    let mut changes = Vec::new();
+    // Debian-family systems also keep the name in /etc/timezone.
+    if cx.host.os().is_like("debian") || cx.host.path_str("/etc/timezone").exists() {
+        changes.extend(converge_file(
+            cx,
+            &abs("/etc/timezone")?,
+            format!("{}\n", tz.value).as_bytes(),
+            0o644,
+            Some((0, 0)),
+        )?);
+    }
+    let localtime = cx.host.root().join("etc/localtime");
+    let current = std::fs::read_link(&localtime).ok();
+    let target = std::path::PathBuf::from(&zone);
+    if current.as_deref() != Some(target.as_path()) {
+        changes.push(format!("linked /etc/localtime to {zone}"));
+        if !cx.dry_run {
+            let tmp = cx.host.root().join("etc/.localtime.cairn.tmp");
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(&target, &tmp).map_err(fs::err("creating link", &tmp))?;
+            std::fs::rename(&tmp, &localtime)
+                .map_err(fs::err("renaming into place", &localtime))?;
+        }
+    }
+    Ok(changes)
+}
+
+fn unit_name(s: &str) -> String {
+    if s.contains('.') {
+        s.to_string()
+    } else {
+        format!("{s}.service")
+    }
+}
+
+fn systemctl_cmd(cx: &StepCx) -> Cmd {
+    let cmd = Cmd::new("systemctl");
+    if cx.host.is_live() {
+        cmd
+    } else {
+        cmd.arg(format!("--root={}", cx.host.root().display()))
+    }
+}
+
+fn unit_state(cx: &StepCx, unit: &str) -> Result<String, StepError> {
+    let out = cx
+        .host
+        .runner()
+        .run(&systemctl_cmd(cx).arg("is-enabled").arg(unit))?;
+    let state = out.stdout_str().trim().to_string();
+    if state.is_empty() && out.status != 0 {
+        let err = crate::host::runner::tail(&out.stderr);
+        return Err(StepError::msg(format!("unit {unit}: {err}")));
+    }
+    Ok(state)
+}
+
+pub fn systemctl(cx: &mut StepCx, spec: &SystemctlSpec) -> Result<Changes, StepError> {
+    let mut changes = Vec::new();
+    let mut reload = false;
+    for ov in &spec.overrides {
+        let path = abs(&format!(
+            "/etc/systemd/system/{}.d/{}",
+            unit_name(&ov.service),
+            ov.name
+        ))?;
+        if let Some(c) = converge_file(cx, &path, ov.content.as_bytes(), 0o644, Some((0, 0)))? {
+            changes.push(c);
+            reload = true;
+        }
+    }
+    if reload && cx.host.is_live() && !cx.dry_run {
+        cx.host
+            .runner()
+            .check(&Cmd::new("systemctl").arg("daemon-reload"))?;
+        changes.push("reloaded systemd".into());
+    }
+    let verbs: [(&str, &Vec<String>, &[&str]); 3] = [
+        (
+            "enable",
+            &spec.enable,
+            &[
+                "enabled",
+                "enabled-runtime",
+                "static",
+                "alias",
+                "indirect",
+                "generated",
+            ],
+        ),
+        (
+            "disable",
+            &spec.disable,
+            &["disabled", "static", "masked", "not-found"],
+        ),
+        ("mask", &spec.mask, &["masked", "masked-runtime"]),
+    ];
+    for (verb, units, done_states) in verbs {
+        for u in units {
+            let unit = unit_name(u);
+            let state = unit_state(cx, &unit)?;
+            if done_states.contains(&state.as_str()) {
+                continue;
+            }
+            changes.push(format!("{verb}d {unit}"));
+            if !cx.dry_run {
+                cx.host
+                    .runner()
+                    .check(&systemctl_cmd(cx).arg(verb).arg(&unit))?;
+            }
+        }
+    }
+    if cx.host.is_live() {
+        for u in &spec.start {
+            let unit = unit_name(u);
+            let out = cx.host.runner().run(
+                &Cmd::new("systemctl")
+                    .args(["is-active", "--quiet"])
+                    .arg(&unit),
+            )?;
+            if out.status != 0 {
+                changes.push(format!("started {unit}"));
+                if !cx.dry_run {
+                    cx.host
+                        .runner()
+                        .check(&Cmd::new("systemctl").arg("start").arg(&unit))?;
+                }
+            }
+        }
+    }
+    Ok(changes)
+}
