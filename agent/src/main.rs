@@ -187,7 +187,7 @@ fn validate(files: &[PathBuf], strict: bool, output: Output) -> ExitCode {
 }
 
 fn apply(
-    root: &PathBuf,
+    root: &std::path::Path,
     files: &[PathBuf],
     stage_names: Vec<String>,
     dry_run: bool,
@@ -219,7 +219,7 @@ fn apply(
         eprintln!("error: invalid user-data; nothing was applied");
         return ExitCode::from(1);
     }
-    let host = Host::system(root.clone());
+    let host = Host::system(root);
     let host_name = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();

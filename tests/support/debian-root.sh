@@ -213,7 +213,6 @@ mmdebstrap \
     --include="$INCLUDE" \
     --aptopt='Acquire::Languages "none"' \
     --aptopt='Acquire::GzipIndexes "true"' \
-    --aptopt='Acquire::CompressionTypes::Order:: "gz"' \
     --aptopt='APT::Install-Recommends "false"' \
     --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/info/*' \

@@ -71,33 +71,31 @@ pub fn decode_stylus(ctx: &mut Ctx, node: &Node) -> Option<HubSettings> {
         ..Default::default()
     };
     for (key, value) in ctx.entries(node, "stylus") {
-        match key.scalar().unwrap_or_default() {
-            "site" => {
-                for (sk, sv) in ctx.entries(value, "stylus.site") {
-                    match sk.scalar().unwrap_or_default() {
-                        "paletteEndpoint" => hub.endpoint = endpoint(ctx, sv),
-                        "edgeHostToken" => hub.token = ctx.string(sv, "edgeHostToken"),
-                        "name" => hub.site = ctx.string(sv, "name"),
-                        "tags" => hub.tags = tags(ctx, sv),
-                        "caCerts" => hub.ca_certs = cas(ctx, sv),
-                        "network" => {
-                            for (nk, nv) in ctx.entries(sv, "stylus.site.network") {
-                                match nk.scalar().unwrap_or_default() {
-                                    "httpsProxy" => hub.proxy = ctx.string(nv, "httpsProxy"),
-                                    "httpProxy" if hub.proxy.is_none() => {
-                                        hub.proxy = ctx.string(nv, "httpProxy")
-                                    }
-                                    _ => {}
-                                }
+        // registryCredentials, localUI, debug… belong to Palette; accepted, not used here.
+        if key.scalar() != Some("site") {
+            continue;
+        }
+        for (sk, sv) in ctx.entries(value, "stylus.site") {
+            match sk.scalar().unwrap_or_default() {
+                "paletteEndpoint" => hub.endpoint = endpoint(ctx, sv),
+                "edgeHostToken" => hub.token = ctx.string(sv, "edgeHostToken"),
+                "name" => hub.site = ctx.string(sv, "name"),
+                "tags" => hub.tags = tags(ctx, sv),
+                "caCerts" => hub.ca_certs = cas(ctx, sv),
+                "network" => {
+                    for (nk, nv) in ctx.entries(sv, "stylus.site.network") {
+                        match nk.scalar().unwrap_or_default() {
+                            "httpsProxy" => hub.proxy = ctx.string(nv, "httpsProxy"),
+                            "httpProxy" if hub.proxy.is_none() => {
+                                hub.proxy = ctx.string(nv, "httpProxy")
                             }
+                            _ => {}
                         }
-                        // Other Palette site keys (projectName, deviceUIDPaths…) are Palette's own.
-                        _ => {}
                     }
                 }
+                // Other Palette site keys (projectName, deviceUIDPaths…) are Palette's own.
+                _ => {}
             }
-            // registryCredentials, localUI, debug… belong to Palette; accepted, not used here.
-            _ => {}
         }
     }
     Some(hub)
