@@ -186,6 +186,7 @@ install_prereqs() {
     local pkgs=()
     command -v mmdebstrap >/dev/null || pkgs+=(mmdebstrap)
     command -v mount >/dev/null || pkgs+=(mount)
+    command -v gpg >/dev/null || pkgs+=(gpg) # mmdebstrap: signed-by detection
     [[ -e /usr/share/keyrings/debian-archive-keyring.gpg ]] || pkgs+=(debian-archive-keyring)
     ((${#pkgs[@]})) || return 0
     log "installing host packages: ${pkgs[*]}"

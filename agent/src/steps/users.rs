@@ -276,8 +276,7 @@ fn sudo_rules(cx: &mut StepCx, spec: &UserSpec) -> Result<Changes, StepError> {
         return Ok(Vec::new());
     }
     let mut content = format!(
-        "# Written by Cairn from user-data ({})\n\n# User rules for {}\n",
-        spec.location.short(),
+        "# Written by Cairn from user-data\n\n# User rules for {}\n",
         spec.name
     );
     for rule in &spec.sudo.0 {
