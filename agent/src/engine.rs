@@ -36,6 +36,7 @@ pub struct Failure {
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub changed: usize,
+    /// Steps with nothing to change, skipped ones included.
     pub unchanged: usize,
     pub skipped: usize,
     pub failed: Option<Failure>,
@@ -89,6 +90,9 @@ pub fn apply(config: &Config, host: &Host, opts: &ApplyOptions, events: &mut Emi
             let source = step.location.short();
             if let Some(reason) = unmet_condition(host, step) {
                 outcome.skipped += 1;
+                // A skipped step is an unchanged one (its event is step_unchanged), as in
+                // the stage_finished counts; `skipped` says how many of them were skipped.
+                outcome.unchanged += 1;
                 unchanged += 1;
                 events.emit(
                     EventKind::StepUnchanged,

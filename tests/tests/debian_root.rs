@@ -18,7 +18,10 @@ fn apt_installs_a_real_package() {
     let root = DebianRoot::new().unwrap();
     let doc = "#cloud-config\npackages:\n  - hello\n";
     assert!(
-        !root.read("var/lib/dpkg/status").unwrap().contains("Package: hello\n"),
+        !root
+            .read("var/lib/dpkg/status")
+            .unwrap()
+            .contains("Package: hello\n"),
         "hello must not be installed before"
     );
     let (code, out, err) = apply(&root, doc);
@@ -33,7 +36,10 @@ fn apt_installs_a_real_package() {
     // Second apply: nothing to install, nothing refreshed.
     let (code, out, err) = apply(&root, doc);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("0 step(s) changed"), "second apply changed something:\n{out}");
+    assert!(
+        out.contains("0 step(s) changed"),
+        "second apply changed something:\n{out}"
+    );
 }
 
 /// The users/groups document both sides apply.
@@ -78,7 +84,17 @@ fn users_and_groups_match_cloud_init_field_by_field() {
     reference.cloud_init(USERS_DOC, "users_groups").unwrap();
 
     let users = ["foobar", "barfoo", "testuser", "cloudy", "fizzbuzz"];
-    let groups = ["admingroup", "cloud-users", "foobar", "barfoo", "testuser", "cloudy", "fizzbuzz", "users", "admin"];
+    let groups = [
+        "admingroup",
+        "cloud-users",
+        "foobar",
+        "barfoo",
+        "testuser",
+        "cloudy",
+        "fizzbuzz",
+        "users",
+        "admin",
+    ];
     for (file, names) in [
         ("etc/passwd", &users[..]),
         ("etc/shadow", &users[..]),
@@ -97,8 +113,10 @@ fn users_and_groups_match_cloud_init_field_by_field() {
         // Nothing else was added by one side only.
         let ours_extra: Vec<_> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();
         let theirs_extra: Vec<_> = theirs.keys().filter(|k| !ours.contains_key(*k)).collect();
-        assert!(ours_extra.is_empty() && theirs_extra.is_empty(),
-            "{file}: only Cairn: {ours_extra:?}; only cloud-init: {theirs_extra:?}");
+        assert!(
+            ours_extra.is_empty() && theirs_extra.is_empty(),
+            "{file}: only Cairn: {ours_extra:?}; only cloud-init: {theirs_extra:?}"
+        );
     }
     // Homes populated from /etc/skel on both sides; system user without one.
     for root in [&cairn, &reference] {
@@ -108,7 +126,9 @@ fn users_and_groups_match_cloud_init_field_by_field() {
     }
     // SSH keys: same key, dir 0700 and file 0600 owned by the user.
     use std::os::unix::fs::MetadataExt;
-    let uid = rows(&cairn.read("etc/passwd").unwrap())["barfoo"][2].parse::<u32>().unwrap();
+    let uid = rows(&cairn.read("etc/passwd").unwrap())["barfoo"][2]
+        .parse::<u32>()
+        .unwrap();
     let keys = cairn.path().join("home/barfoo/.ssh/authorized_keys");
     let m = std::fs::metadata(&keys).unwrap();
     assert_eq!((m.mode() & 0o777, m.uid()), (0o600, uid));
@@ -116,12 +136,18 @@ fn users_and_groups_match_cloud_init_field_by_field() {
     assert_eq!((d.mode() & 0o777, d.uid()), (0o700, uid));
     assert_eq!(
         std::fs::read_to_string(&keys).unwrap().trim(),
-        reference.read("home/barfoo/.ssh/authorized_keys").unwrap().trim()
+        reference
+            .read("home/barfoo/.ssh/authorized_keys")
+            .unwrap()
+            .trim()
     );
     // Sudo rules: both grant the same rule; Cairn's drop-in passes visudo.
     let sudo = cairn.read("etc/sudoers.d/90-cairn-barfoo").unwrap();
     assert!(sudo.contains("barfoo ALL=(ALL) NOPASSWD:ALL"), "{sudo}");
-    assert!(reference.read("etc/sudoers.d/90-cloud-init-users").unwrap().contains("barfoo ALL=(ALL) NOPASSWD:ALL"));
+    assert!(reference
+        .read("etc/sudoers.d/90-cloud-init-users")
+        .unwrap()
+        .contains("barfoo ALL=(ALL) NOPASSWD:ALL"));
     cairn.chroot(&["visudo", "-c"]).unwrap();
     // And a second apply changes nothing.
     let (code, out, _) = apply(&cairn, USERS_DOC);
@@ -133,7 +159,9 @@ fn make_ca(dir: &std::path::Path, cn: &str) -> String {
     let key = dir.join(format!("{cn}.key"));
     let crt = dir.join(format!("{cn}.crt"));
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj",
+        ])
         .arg(format!("/CN={cn}"))
         .args(["-addext", "basicConstraints=critical,CA:TRUE", "-keyout"])
         .arg(&key)
@@ -141,7 +169,11 @@ fn make_ca(dir: &std::path::Path, cn: &str) -> String {
         .arg(&crt)
         .output()
         .expect("openssl (installed by scripts/install-test-deps.sh)");
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     std::fs::read_to_string(crt).unwrap()
 }
 
@@ -154,18 +186,34 @@ fn ca_certificate_lands_in_the_rebuilt_bundle() {
     let root = DebianRoot::new().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let pem = make_ca(tmp.path(), "cairn-test-ca");
-    let doc = format!("#cloud-config\nca_certs:\n  trusted:\n    - |\n{}", indent(&pem));
+    let doc = format!(
+        "#cloud-config\nca_certs:\n  trusted:\n    - |\n{}",
+        indent(&pem)
+    );
     let bundle = root.path().join("etc/ssl/certs/ca-certificates.crt");
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect::<Vec<_>>().join("\n");
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(!std::fs::read_to_string(&bundle).unwrap().contains(&body));
     let (code, out, err) = apply(&root, &doc);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(std::fs::read_to_string(&bundle).unwrap().contains(&body), "CA not in bundle");
-    assert!(root.path().join("usr/local/share/ca-certificates/cairn-ca-1.crt").exists());
+    assert!(
+        std::fs::read_to_string(&bundle).unwrap().contains(&body),
+        "CA not in bundle"
+    );
+    assert!(root
+        .path()
+        .join("usr/local/share/ca-certificates/cairn-ca-1.crt")
+        .exists());
     // No change → the trust-store tool does not run again (bundle untouched).
     let before = std::fs::metadata(&bundle).unwrap().modified().unwrap();
     let (code, out, _) = apply(&root, &doc);
     assert_eq!(code, 0);
     assert!(out.contains("0 step(s) changed"), "{out}");
-    assert_eq!(std::fs::metadata(&bundle).unwrap().modified().unwrap(), before);
+    assert_eq!(
+        std::fs::metadata(&bundle).unwrap().modified().unwrap(),
+        before
+    );
 }

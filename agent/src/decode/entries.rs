@@ -194,6 +194,14 @@ fn sudo(ctx: &mut Ctx, node: &Node) -> SudoRules {
     if node.is_plain() && matches!(node.scalar(), Some("false" | "False" | "FALSE")) {
         return SudoRules::default();
     }
+    if node.is_plain() && matches!(node.scalar(), Some("true" | "True" | "TRUE")) {
+        // cloud-init would write the rule `NAME True`, which breaks sudo for everyone.
+        ctx.error(
+            node,
+            "sudo must be a rule such as \"ALL=(ALL) NOPASSWD:ALL\", a list of rules, or false",
+        );
+        return SudoRules::default();
+    }
     let rules: Vec<String> = match &node.kind {
         NodeKind::Scalar { value, .. } => vec![value.clone()],
         _ => ctx

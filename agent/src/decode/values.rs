@@ -341,7 +341,10 @@ mod tests {
         assert!(valid_unit_name("k3s.service").is_ok());
         assert!(valid_unit_name("a b").is_err());
         assert!(valid_package_name("libstdc++6").is_ok());
-        assert!(valid_package_name("nginx=1.24").is_err(), "versions are split off first");
+        assert!(
+            valid_package_name("nginx=1.24").is_err(),
+            "versions are split off first"
+        );
         assert!(valid_package_name("-oAPT::Get").is_err());
         assert!(valid_package_name("vim;curl").is_err());
     }

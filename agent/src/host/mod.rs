@@ -32,8 +32,11 @@ impl std::fmt::Debug for Host {
 
 impl Host {
     pub fn new(root: impl Into<PathBuf>, runner: Arc<dyn Runner>) -> Self {
+        let root = root.into();
+        // Tools given the root (`useradd --root`, `systemctl --root`) need it absolute.
+        let root = std::path::absolute(&root).unwrap_or(root);
         Host {
-            root: root.into(),
+            root,
             runner,
             os: OnceLock::new(),
         }

@@ -17,7 +17,7 @@ pub struct TrustStore {
 
 const DEBIAN: TrustStore = TrustStore {
     anchors_dir: "/usr/local/share/ca-certificates",
-    tool: &["update-ca-certificates", "--fresh"],
+    tool: &["update-ca-certificates"],
     bundle: "/etc/ssl/certs/ca-certificates.crt",
     defaults_conf: Some("/etc/ca-certificates.conf"),
 };

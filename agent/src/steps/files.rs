@@ -127,7 +127,11 @@ pub fn downloads(cx: &mut StepCx, specs: &[DownloadSpec]) -> Result<Changes, Ste
         if cx.dry_run {
             continue;
         }
-        let timeout = Duration::from_secs(spec.timeout_secs.unwrap_or(600).max(1));
+        // yip's `timeout: 0` means no time limit (it used to become 1 s here).
+        let timeout = match spec.timeout_secs {
+            Some(0) => None,
+            secs => Some(Duration::from_secs(secs.unwrap_or(600))),
+        };
         let mut last_err = String::new();
         let mut done = false;
         for attempt in 1..=ATTEMPTS {
@@ -167,7 +171,7 @@ fn fetch_verified(
     url: &str,
     dest: &std::path::Path,
     want: Option<&[u8; 32]>,
-    timeout: Duration,
+    timeout: Option<Duration>,
     mode: u32,
     ids: Option<(u32, u32)>,
 ) -> Result<(), FetchError> {

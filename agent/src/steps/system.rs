@@ -313,6 +313,11 @@ fn unit_state(cx: &StepCx, unit: &str) -> Result<String, StepError> {
     let state = out.stdout_str().trim().to_string();
     if state.is_empty() && out.status != 0 {
         let err = crate::host::runner::tail(&out.stderr);
+        // systemd before 254 reports a unit without a unit file as an error instead of
+        // printing `not-found`; disabling it is then done and masking it still works.
+        if err.contains("No such file or directory") {
+            return Ok("not-found".into());
+        }
         return Err(StepError::msg(format!("unit {unit}: {err}")));
     }
     Ok(state)
@@ -365,7 +370,12 @@ pub fn systemctl(cx: &mut StepCx, spec: &SystemctlSpec) -> Result<Changes, StepE
             if done_states.contains(&state.as_str()) {
                 continue;
             }
-            changes.push(format!("{verb}d {unit}"));
+            let done = if verb == "mask" {
+                "masked"
+            } else {
+                &format!("{verb}d")
+            };
+            changes.push(format!("{done} {unit}"));
             if !cx.dry_run {
                 cx.host
                     .runner()

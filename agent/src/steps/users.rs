@@ -183,7 +183,10 @@ pub fn users(cx: &mut StepCx, specs: &[UserSpec]) -> Result<Changes, StepError> 
                 let cur_locked = cur.starts_with('!');
                 if let Some(p) = &password {
                     let cur_hash = cur.trim_start_matches('!');
-                    if p != cur_hash {
+                    // A leading `!` is the lock, which lock_passwd decides: compare the
+                    // hashes without it, or a locked hash (`!`, `!$6$…`) is rewritten on
+                    // every apply.
+                    if p.trim_start_matches('!') != cur_hash {
                         cmd = cmd.arg("--password").secret_arg(p.clone());
                         what.push("password");
                     }

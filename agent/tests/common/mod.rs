@@ -1,10 +1,9 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Each test file compiles this module on its own, so not every helper is used by every file.
+#![allow(dead_code)]
 //! Shared helpers for the agent's integration tests: throwaway target roots made by
 //! `scripts/mini-root.sh`, applying user-data through the library or the binary, reading
 //! account rows, fake tools inside the root, a tiny HTTP server and root snapshots.
-//!
-//! Each test file compiles this module on its own, so not every helper is used by every
-//! file.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -390,6 +389,15 @@ pub fn temp_leftovers(root: &Path) -> Vec<PathBuf> {
 /// A tiny HTTP/1.1 server on 127.0.0.1 serving `body` at `path` (404 elsewhere), on a
 /// background thread for the rest of the test process. Returns the base URL and a hit count.
 pub fn serve(path: &'static str, body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
+    serve_slow(path, body, std::time::Duration::ZERO)
+}
+
+/// Like [`serve`], waiting `delay` before answering each request.
+pub fn serve_slow(
+    path: &'static str,
+    body: Vec<u8>,
+    delay: std::time::Duration,
+) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding a local port");
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
@@ -408,6 +416,7 @@ pub fn serve(path: &'static str, body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
             let text = String::from_utf8_lossy(&req);
             let target = text.split_whitespace().nth(1).unwrap_or("").to_string();
             counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(delay);
             let (status, payload): (&str, &[u8]) = if target == path {
                 ("200 OK", &body)
             } else {

@@ -1,0 +1,390 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `cairn-agent validate`: every problem printed as `FILE:LINE:COL: severity: message`,
+//! all of them (not only the first), exit 1 on errors, 0 on warnings only (1 with --strict),
+//! and the cloud-init corpus validating as expected.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{cli, stderr, stdout, TestEnv};
+
+struct Validation {
+    code: i32,
+    lines: Vec<String>,
+    stderr: String,
+}
+
+impl Validation {
+    fn errors(&self) -> Vec<&String> {
+        self.lines
+            .iter()
+            .filter(|l| l.contains(": error: "))
+            .collect()
+    }
+
+    fn warnings(&self) -> Vec<&String> {
+        self.lines
+            .iter()
+            .filter(|l| l.contains(": warning: "))
+            .collect()
+    }
+
+    /// The one line that starts with `prefix` (a `FILE:LINE:COL: severity:` prefix).
+    fn line(&self, prefix: &str) -> &String {
+        let found: Vec<&String> = self
+            .lines
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one line starting with `{prefix}` in:\n{}",
+            self.lines.join("\n")
+        );
+        found[0]
+    }
+}
+
+fn validate(files: &[&Path], strict: bool) -> Validation {
+    let mut args: Vec<String> = vec!["validate".into()];
+    if strict {
+        args.push("--strict".into());
+    }
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    let out = cli(&args);
+    Validation {
+        code: out.status.code().expect("exit code"),
+        lines: stdout(&out).lines().map(str::to_string).collect(),
+        stderr: stderr(&out),
+    }
+}
+
+const MANY_ERRORS: &str = r#"#cloud-config
+stages:
+  boto:
+    - name: typo stage
+  boot:
+    - name: wrong types
+      files: "not a list"
+    - name: bad file entries
+      files:
+        - path: /etc/bad-mode
+          permissions: "0888"
+          content: x
+        - path: etc/relative
+          content: x
+        - path: /etc/../shadow
+          content: x
+        - path: /etc/bad-b64
+          encoding: b64
+          content: "not*base64!"
+        - path: /etc/bad-gz
+          encoding: gz+b64
+          content: aGVsbG8gd29ybGQ=
+    - name: bad names
+      users:
+        Bad_User:
+          uid: twelve
+      groups:
+        - "Bad Group"
+    - name: bad pem
+      certificates:
+        - |
+          -----BEGIN CERTIFICATE-----
+          bm90IGEgY2VydA==!!
+          -----END CERTIFICATE-----
+"#;
+
+#[test]
+fn every_error_of_a_file_is_printed_with_its_location() {
+    let env = TestEnv::empty();
+    let f = env.yaml("many.yaml", MANY_ERRORS);
+    let v = validate(&[&f], false);
+    assert_eq!(v.code, 1, "{}", v.stderr);
+    let file = f.display().to_string();
+    let expect = [
+        ("3:3", "unknown stage `boto`; did you mean `boot`?"),
+        ("7:14", "files must be a list"),
+        ("11:24", "permissions `0888` is not a valid octal mode"),
+        ("13:17", "`etc/relative` is relative"),
+        ("15:17", "contains `..`"),
+        ("19:20", "invalid base64"),
+        ("22:20", "invalid gzip"),
+        ("25:9", "invalid user name: `Bad_User`"),
+        (
+            "26:16",
+            "uid must be a non-negative integer, found `twelve`",
+        ),
+        ("28:11", "invalid group name: `Bad Group`"),
+        ("32:11", "malformed PEM"),
+    ];
+    for (at, message) in expect {
+        let line = v.line(&format!("{file}:{at}: error: "));
+        assert!(line.contains(message), "{line} should say {message}");
+    }
+    assert_eq!(
+        v.errors().len(),
+        expect.len(),
+        "exactly these errors:\n{}",
+        v.lines.join("\n")
+    );
+    assert!(
+        v.stderr.contains(&format!("{} error(s)", expect.len())),
+        "{}",
+        v.stderr
+    );
+}
+
+#[test]
+fn type_mismatch_is_located_at_the_value() {
+    let env = TestEnv::empty();
+    let f = env.yaml(
+        "types.yaml",
+        "#cloud-config\nusers:\n  - name: ok\n    lock_passwd: maybe\nwrite_files: {path: /x}\nruncmd: echo\n",
+    );
+    let v = validate(&[&f], false);
+    assert_eq!(v.code, 1);
+    let file = f.display().to_string();
+    assert!(v
+        .line(&format!("{file}:4:18: error: "))
+        .contains("lock_passwd must be true or false, found `maybe`"));
+    assert!(v
+        .line(&format!("{file}:5:14: error: "))
+        .contains("write_files must be a list, found a mapping"));
+    assert!(v
+        .line(&format!("{file}:6:9: error: "))
+        .contains("runcmd must be a list"));
+    assert_eq!(v.errors().len(), 3, "{}", v.lines.join("\n"));
+}
+
+#[test]
+fn conflicting_uid_across_two_files() {
+    let env = TestEnv::empty();
+    let a = env.yaml(
+        "a.yaml",
+        "#cloud-config\nusers:\n  - name: dup\n    uid: 2001\n",
+    );
+    let b = env.yaml(
+        "b.yaml",
+        "stages:\n  boot:\n    - users:\n        dup:\n          uid: 2002\n",
+    );
+    let v = validate(&[&a, &b], false);
+    assert_eq!(v.code, 1);
+    let line = v.line(&format!("{}:4:9: error: ", b.display()));
+    assert!(
+        line.contains("user `dup` is declared with uid 2002"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("uid 2001 at {}:3:", a.display())),
+        "names the other declaration: {line}"
+    );
+    assert_eq!(v.errors().len(), 1);
+    // The same uid twice is no conflict.
+    let c = env.yaml(
+        "c.yaml",
+        "stages:\n  boot:\n    - users:\n        dup:\n          uid: 2001\n",
+    );
+    assert_eq!(validate(&[&a, &c], false).code, 0);
+}
+
+#[test]
+fn unknown_key_is_a_warning_unless_strict() {
+    let env = TestEnv::empty();
+    let f = env.yaml(
+        "w.yaml",
+        "#cloud-config\nwrite_files:\n  - path: /etc/x\n    content: hi\n    permision: '0600'\n",
+    );
+    let v = validate(&[&f], false);
+    assert_eq!(v.code, 0, "warnings alone are valid");
+    let prefix = format!("{}:5:5: warning: ", f.display());
+    assert!(v
+        .line(&prefix)
+        .contains("unknown key `permision` in a file entry; did you mean `permissions`?"));
+    assert!(v.errors().is_empty());
+    assert_eq!(v.warnings().len(), 1);
+    let v = validate(&[&f], true);
+    assert_eq!(v.code, 1, "--strict turns unknown keys into errors");
+    assert!(v
+        .line(&format!("{}:5:5: error: ", f.display()))
+        .contains("unknown key `permision`"));
+}
+
+#[test]
+fn unknown_top_level_key_and_stage_suggestions() {
+    let env = TestEnv::empty();
+    let f = env.yaml(
+        "s.yaml",
+        "stages:\n  netwrok:\n    - commands: [true]\n  kubernetes.afterr:\n    - commands: [true]\nwrite_file: []\n",
+    );
+    let v = validate(&[&f], false);
+    assert_eq!(v.code, 1);
+    let file = f.display().to_string();
+    assert!(v
+        .line(&format!("{file}:2:3: error: "))
+        .contains("did you mean `network`?"));
+    assert!(v
+        .line(&format!("{file}:4:3: error: "))
+        .contains("unknown stage `kubernetes.afterr`"));
+    assert!(v
+        .line(&format!("{file}:6:1: warning: "))
+        .contains("did you mean `write_files`?"));
+}
+
+#[test]
+fn sudo_true_is_refused_not_written_as_a_rule() {
+    let env = TestEnv::empty();
+    let f = env.yaml(
+        "sudo.yaml",
+        "#cloud-config\nusers:\n  - name: ops\n    sudo: true\n  - name: ok\n    sudo: false\n",
+    );
+    let v = validate(&[&f], false);
+    assert_eq!(v.code, 1);
+    assert!(v
+        .line(&format!("{}:4:11: error: ", f.display()))
+        .contains("sudo must be a rule"));
+    assert_eq!(v.errors().len(), 1, "`sudo: false` is fine");
+}
+
+#[test]
+fn conflicting_gid_and_missing_file() {
+    let env = TestEnv::empty();
+    let f = env.yaml(
+        "g.yaml",
+        "#cloud-config\ngroups:\n  - ops: {gid: 3000}\nstages:\n  boot:\n    - groups:\n        ops: {gid: 3001}\n",
+    );
+    let v = validate(&[&f], false);
+    assert_eq!(v.code, 1);
+    // One declaration is reported, naming the other.
+    let line = v.line(&format!("{}:3:5: error: ", f.display()));
+    assert!(
+        line.contains("group `ops` is declared with gid 3000")
+            && line.contains(&format!("gid 3001 at {}:7:9", f.display())),
+        "{line}"
+    );
+    assert_eq!(v.errors().len(), 1);
+    let missing = env.cfg.join("missing.yaml");
+    let v = validate(&[&missing], false);
+    assert_eq!(v.code, 1);
+    assert!(v.stderr.contains("missing.yaml"), "{}", v.stderr);
+}
+
+#[test]
+fn yaml_syntax_errors_are_located_and_other_files_still_checked() {
+    let env = TestEnv::empty();
+    let a = env.yaml(
+        "a-syntax.yaml",
+        "#cloud-config\nusers:\n  - name: a\n    gecos: \"unterminated\n",
+    );
+    let b = env.yaml(
+        "b-mode.yaml",
+        "stages:\n  boot:\n    - directories:\n        - path: /d\n          permissions: 9999\n",
+    );
+    let v = validate(&[&a, &b], false);
+    assert_eq!(v.code, 1);
+    assert!(v
+        .line(&format!("{}:4:12: error: ", a.display()))
+        .contains("YAML syntax"));
+    assert!(v
+        .line(&format!("{}:5:24: error: ", b.display()))
+        .contains("not a valid octal mode"));
+    assert_eq!(v.errors().len(), 2);
+}
+
+#[test]
+fn json_output_lists_diagnostics() {
+    let env = TestEnv::empty();
+    let f = env.yaml(
+        "j.yaml",
+        "stages:\n  boot:\n    - files:\n        - path: rel\n",
+    );
+    let out = cli(["validate", "--output", "json", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("JSON array");
+    let items = v.as_array().expect("array");
+    assert_eq!(items.len(), 1, "{v}");
+    assert_eq!(items[0]["line"], 4);
+    assert_eq!(items[0]["col"], 17);
+    assert_eq!(items[0]["severity"], "error");
+    assert_eq!(items[0]["file"], f.display().to_string());
+}
+
+fn corpus_dir() -> PathBuf {
+    let dir = common::manifest_dir().join("../../shared/corpus/cloud-init");
+    assert!(
+        dir.is_dir(),
+        "the cloud-init corpus is missing at {} (expected ../../shared/corpus/cloud-init \
+         relative to agent/)",
+        dir.display()
+    );
+    dir
+}
+
+fn error_lines(v: &Validation) -> Vec<usize> {
+    v.errors()
+        .iter()
+        .map(|l| {
+            // FILE:LINE:COL: error: …  (FILE has no colon here)
+            let mut parts = l.split(':');
+            parts.next();
+            parts.next().unwrap().parse::<usize>().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn cloud_init_corpus_validates() {
+    let dir = corpus_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "corpus looks incomplete: {files:?}");
+    let mut seen_special = 0;
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let v = validate(&[f], false);
+        let lines = error_lines(&v);
+        for l in v.errors() {
+            assert!(
+                l.starts_with(&format!("{}:", f.display())),
+                "error names its file: {l}"
+            );
+        }
+        match name.as_str() {
+            "write-files.yaml" => {
+                seen_special += 1;
+                assert_eq!(v.code, 1, "{name}");
+                assert_eq!(lines, vec![12, 21], "{name}:\n{}", v.lines.join("\n"));
+            }
+            "ca-certs.yaml" => {
+                seen_special += 1;
+                assert_eq!(v.code, 1, "{name}");
+                assert!(!lines.is_empty(), "{name}");
+                assert!(
+                    lines.iter().all(|l| (24..=31).contains(l)),
+                    "{name}: errors outside 24-31:\n{}",
+                    v.lines.join("\n")
+                );
+            }
+            _ => {
+                assert_eq!(
+                    v.code,
+                    0,
+                    "{name} should validate:\n{}\n{}",
+                    v.lines.join("\n"),
+                    v.stderr
+                );
+                assert!(lines.is_empty(), "{name}: {:?}", v.errors());
+            }
+        }
+    }
+    assert_eq!(
+        seen_special, 2,
+        "write-files.yaml and ca-certs.yaml are in the corpus"
+    );
+}
