@@ -73,6 +73,8 @@ users:
     shell: /bin/bash
     uid: 1500
     expiredate: '2032-09-01'
+  - name: lockedhash
+    passwd: $6$j212wezy$7H/1LT4f9/N3wpgNunhsIqtMj62OKiS3nyNwuizouQc3u7MbYCarYeAHWYPYb2FT.lbioDm2RrkJPb9BZMN1O/
 "#;
 
 #[test]
@@ -83,7 +85,7 @@ fn users_and_groups_match_cloud_init_field_by_field() {
     assert_eq!(code, 0, "cairn apply failed:\n{out}\n{err}");
     reference.cloud_init(USERS_DOC, "users_groups").unwrap();
 
-    let users = ["foobar", "barfoo", "testuser", "cloudy", "fizzbuzz"];
+    let users = ["foobar", "barfoo", "testuser", "cloudy", "fizzbuzz", "lockedhash"];
     let groups = [
         "admingroup",
         "cloud-users",
@@ -92,6 +94,7 @@ fn users_and_groups_match_cloud_init_field_by_field() {
         "testuser",
         "cloudy",
         "fizzbuzz",
+        "lockedhash",
         "users",
         "admin",
     ];

@@ -135,10 +135,20 @@ pub fn users(cx: &mut StepCx, specs: &[UserSpec]) -> Result<Changes, StepError> 
         let password = wanted_password(spec, current_pw.as_deref())?;
         match existing {
             None => {
-                create_user(cx, spec, password.as_deref())?;
+                // A locked hash is written as `!HASH` by useradd itself (what cloud-init's
+                // useradd + `passwd -l` leave), saving a usermod per user.
+                let initial = match (&password, spec.lock_passwd) {
+                    (Some(h), true) if !h.starts_with('!') => Some(format!("!{h}")),
+                    (p, _) => p.clone(),
+                };
+                create_user(cx, spec, initial.as_deref())?;
                 changes.push(format!("created user {}", spec.name));
                 cx.accounts_changed();
-                if spec.lock_passwd {
+                let locked = cx
+                    .accounts()
+                    .shadow_password(&spec.name)
+                    .is_some_and(|p| p.starts_with('!'));
+                if spec.lock_passwd && !locked {
                     run(cx, shadow_cmd(cx, "usermod").arg("--lock").arg(&spec.name))?;
                 }
             }
