@@ -66,6 +66,31 @@ fn selected(name: &str, wanted: &[String]) -> bool {
 /// Apply the selected stages. Never panics on bad input; failures are in the outcome.
 pub fn apply(config: &Config, host: &Host, opts: &ApplyOptions, events: &mut Emitter) -> Outcome {
     let mut outcome = Outcome::default();
+    // Two applies on one root must never interleave; a dry run writes nothing, not even a lock.
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        match state::ApplyLock::acquire(host) {
+            Ok(l) => Some(l),
+            Err(message) => {
+                events.emit(
+                    EventKind::Error,
+                    "",
+                    "",
+                    "",
+                    &message,
+                    serde_json::Value::Null,
+                );
+                outcome.failed = Some(Failure {
+                    stage: String::new(),
+                    step: String::new(),
+                    source: host.root().display().to_string(),
+                    message,
+                });
+                return outcome;
+            }
+        }
+    };
     let mut order: Vec<&crate::model::Stage> = config.stages.iter().collect();
     order.sort_by_key(|s| stages::order_key(&s.name));
     let mut state = State::load(host);

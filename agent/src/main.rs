@@ -257,6 +257,10 @@ fn apply(
     }
     match outcome.failed {
         None => ExitCode::SUCCESS,
+        Some(f) if f.step.is_empty() => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(1)
+        }
         Some(f) => {
             eprintln!(
                 "error: {}: stage {}, step `{}` failed: {}",

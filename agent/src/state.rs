@@ -51,3 +51,34 @@ pub fn boot_id() -> String {
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
+
+/// Where the apply lock lives inside the target.
+pub const LOCK_PATH: &str = "/var/lib/cairn/apply.lock";
+
+/// Held while an apply runs, so two applies (daemon and CLI) never interleave.
+pub struct ApplyLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl ApplyLock {
+    /// Take the lock without waiting; the error names the process that holds it.
+    pub fn acquire(host: &Host) -> Result<ApplyLock, String> {
+        let path = host.path_str(LOCK_PATH);
+        fs::ensure_parents(&path).map_err(|e| e.to_string())?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            // The file is never written, so taking the lock changes nothing in the root.
+            Ok(lock) => Ok(ApplyLock { _lock: lock }),
+            Err(_) => Err(format!(
+                "another cairn-agent apply is running on this root (it holds {})",
+                path.display()
+            )),
+        }
+    }
+}

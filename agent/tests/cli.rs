@@ -306,3 +306,63 @@ fn a_relative_root_works_for_every_tool() {
     );
     assert!(env.exists("/rel-ran"));
 }
+
+#[test]
+fn a_second_apply_on_the_same_root_is_refused_while_one_runs() {
+    let env = common::TestEnv::new();
+    let slow = env.yaml(
+        "slow.yaml",
+        "stages:\n  boot:\n    - name: slow\n      commands:\n        - sleep 2\n",
+    );
+    let quick = env.yaml(
+        "quick.yaml",
+        "stages:\n  boot:\n    - files:\n        - path: /etc/q\n          content: q\n",
+    );
+    let bin = env!("CARGO_BIN_EXE_cairn-agent");
+    let mut first = std::process::Command::new(bin)
+        .args(["apply", "--root"])
+        .arg(env.root.as_path())
+        .arg(&slow)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first apply holds the lock (its command is running).
+    let lock = env.root.as_path().join("var/lib/cairn/apply.lock");
+    for _ in 0..100 {
+        if lock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let second = std::process::Command::new(bin)
+        .args(["apply", "--root"])
+        .arg(env.root.as_path())
+        .arg(&quick)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("another cairn-agent apply is running"),
+        "{err}"
+    );
+    assert!(
+        !env.root.as_path().join("etc/q").exists(),
+        "the refused apply changed nothing"
+    );
+    assert!(first.wait().unwrap().success());
+    // Once the first one is done, the same apply goes through.
+    let third = std::process::Command::new(bin)
+        .args(["apply", "--root"])
+        .arg(env.root.as_path())
+        .arg(&quick)
+        .output()
+        .unwrap();
+    assert!(
+        third.status.success(),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
+    assert!(env.root.as_path().join("etc/q").exists());
+}
