@@ -117,23 +117,29 @@ impl DebianRoot {
     }
 }
 
-/// The `cairn-agent` binary built for these tests (release if built, else debug).
+/// The `cairn-agent` binary: the debug build for tests (already built by `cargo test
+/// --workspace`; built here if missing), the release build for benchmarks.
 pub fn agent_binary() -> Result<PathBuf> {
+    agent_binary_for(if cfg!(debug_assertions) { "debug" } else { "release" })
+}
+
+fn agent_binary_for(profile: &'static str) -> Result<PathBuf> {
     static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     BIN.get_or_init(|| {
         let ws = workspace();
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--release", "-p", "cairn-agent"])
-            .current_dir(&ws)
-            .status()
-            .map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "-p", "cairn-agent"]).current_dir(&ws);
+        if profile == "release" {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().map_err(|e| e.to_string())?;
         if !status.success() {
             return Err("building cairn-agent failed".into());
         }
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| ws.join("target"));
-        Ok(target.join("release/cairn-agent"))
+        Ok(target.join(profile).join("cairn-agent"))
     })
     .clone()
     .map_err(anyhow::Error::msg)
