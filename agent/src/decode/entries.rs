@@ -351,35 +351,16 @@ pub fn file(ctx: &mut Ctx, node: &Node) -> Option<(FileSpec, bool)> {
     let mut path = None;
     let mut content_node = None;
     let mut encoding = None;
-    let mut mode = None;
-    let mut owner = None;
-    let mut group = None;
+    let mut meta = Ownership::new();
     let mut append = false;
     let mut defer = false;
-    let mut ok = true;
     for (key, value) in ctx.entries(node, "a file entry") {
         let k = key.scalar().unwrap_or_default();
         match k {
             "path" => path = values::abs_path(ctx, value, "path"),
             "content" => content_node = Some(value),
             "encoding" => encoding = ctx.opt_string(value, "encoding").map(|e| (e, value)),
-            "permissions" => {
-                mode = values::mode(ctx, value, "permissions");
-                ok &= mode.is_some();
-            }
-            "owner" | "owner_string" | "ownerstring" => match owner_value(ctx, value, k) {
-                Some((u, g)) => {
-                    owner = Some(u);
-                    if g.is_some() {
-                        group = g;
-                    }
-                }
-                None => ok = false,
-            },
-            "group" => {
-                group = values::owner(ctx, value, "group");
-                ok &= group.is_some();
-            }
+            _ if meta.take(ctx, k, value) => {}
             "append" => append = ctx.boolean(value, "append").unwrap_or(false),
             "defer" => defer = ctx.boolean(value, "defer").unwrap_or(false),
             "source" => ctx.unsupported(
@@ -387,9 +368,6 @@ pub fn file(ctx: &mut Ctx, node: &Node) -> Option<(FileSpec, bool)> {
                 "a file entry",
                 "fetching file content by URL is done with a `downloads:` entry and its sha256",
             ),
-            "permission" => {
-                ctx.unknown_key(key, "a file entry", FILE_KEYS);
-            }
             _ => ctx.unknown_key(key, "a file entry", FILE_KEYS),
         }
     }
@@ -403,16 +381,16 @@ pub fn file(ctx: &mut Ctx, node: &Node) -> Option<(FileSpec, bool)> {
         Some(n) => values::content(ctx, n, encoding.as_ref().map(|(e, n)| (e.as_str(), *n)))?,
         None => Vec::new(),
     };
-    if !ok {
+    if !meta.ok {
         return None;
     }
     Some((
         FileSpec {
             path,
             content,
-            mode,
-            owner,
-            group,
+            mode: meta.mode,
+            owner: meta.owner,
+            group: meta.group,
             append,
             location: ctx.loc(node),
         },
@@ -420,29 +398,61 @@ pub fn file(ctx: &mut Ctx, node: &Node) -> Option<(FileSpec, bool)> {
     ))
 }
 
-/// `owner:` as a number (yip), a name, or `user:group` (cloud-init).
-fn owner_value(ctx: &mut Ctx, node: &Node, what: &str) -> Option<(Owner, Option<Owner>)> {
-    values::owner_pair(ctx, node, what)
+/// `permissions`, `owner` (a number as yip writes it, a name, or cloud-init's `user:group`;
+/// also spelled `owner_string`/`ownerstring`) and `group`: the keys files, directories and
+/// downloads share.
+struct Ownership {
+    mode: Option<Mode>,
+    owner: Option<Owner>,
+    group: Option<Owner>,
+    /// False once one of them was invalid (the error is already reported).
+    ok: bool,
+}
+
+impl Ownership {
+    fn new() -> Self {
+        Ownership {
+            mode: None,
+            owner: None,
+            group: None,
+            ok: true,
+        }
+    }
+
+    /// Decode `key` if it is one of the shared keys; false when it is not.
+    fn take(&mut self, ctx: &mut Ctx, key: &str, value: &Node) -> bool {
+        match key {
+            "permissions" => {
+                self.mode = values::mode(ctx, value, "permissions");
+                self.ok &= self.mode.is_some();
+            }
+            "owner" | "owner_string" | "ownerstring" => match values::owner_pair(ctx, value, key) {
+                Some((user, group)) => {
+                    self.owner = Some(user);
+                    if group.is_some() {
+                        self.group = group;
+                    }
+                }
+                None => self.ok = false,
+            },
+            "group" => {
+                self.group = values::owner(ctx, value, "group");
+                self.ok &= self.group.is_some();
+            }
+            _ => return false,
+        }
+        true
+    }
 }
 
 pub fn directory(ctx: &mut Ctx, node: &Node) -> Option<DirSpec> {
     let mut path = None;
-    let mut mode = None;
-    let mut owner = None;
-    let mut group = None;
+    let mut meta = Ownership::new();
     for (key, value) in ctx.entries(node, "a directory entry") {
-        match key.scalar().unwrap_or_default() {
+        let k = key.scalar().unwrap_or_default();
+        match k {
             "path" => path = values::abs_path(ctx, value, "path"),
-            "permissions" => mode = values::mode(ctx, value, "permissions"),
-            "owner" | "owner_string" | "ownerstring" => {
-                if let Some((u, g)) = owner_value(ctx, value, "owner") {
-                    owner = Some(u);
-                    if g.is_some() {
-                        group = g;
-                    }
-                }
-            }
-            "group" => group = values::owner(ctx, value, "group"),
+            _ if meta.take(ctx, k, value) => {}
             _ => ctx.unknown_key(
                 key,
                 "a directory entry",
@@ -456,11 +466,14 @@ pub fn directory(ctx: &mut Ctx, node: &Node) -> Option<DirSpec> {
         }
         None
     })?;
+    if !meta.ok {
+        return None;
+    }
     Some(DirSpec {
         path,
-        mode,
-        owner,
-        group,
+        mode: meta.mode,
+        owner: meta.owner,
+        group: meta.group,
         location: ctx.loc(node),
     })
 }
@@ -469,12 +482,11 @@ pub fn download(ctx: &mut Ctx, node: &Node) -> Option<DownloadSpec> {
     let mut url = None;
     let mut path = None;
     let mut sha256 = None;
-    let mut mode = None;
-    let mut owner = None;
-    let mut group = None;
+    let mut meta = Ownership::new();
     let mut timeout = None;
     for (key, value) in ctx.entries(node, "a download entry") {
-        match key.scalar().unwrap_or_default() {
+        let k = key.scalar().unwrap_or_default();
+        match k {
             "url" => {
                 url = ctx.string(value, "url");
                 if let Some(u) = &url {
@@ -499,16 +511,7 @@ pub fn download(ctx: &mut Ctx, node: &Node) -> Option<DownloadSpec> {
                     }
                 }
             }
-            "permissions" => mode = values::mode(ctx, value, "permissions"),
-            "owner" | "owner_string" | "ownerstring" => {
-                if let Some((u, g)) = owner_value(ctx, value, "owner") {
-                    owner = Some(u);
-                    if g.is_some() {
-                        group = g;
-                    }
-                }
-            }
-            "group" => group = values::owner(ctx, value, "group"),
+            _ if meta.take(ctx, k, value) => {}
             "timeout" => timeout = ctx.uint(value, "timeout").map(u64::from),
             _ => ctx.unknown_key(
                 key,
@@ -538,13 +541,16 @@ pub fn download(ctx: &mut Ctx, node: &Node) -> Option<DownloadSpec> {
             format!("download of {url} has no `sha256`; its content cannot be verified"),
         );
     }
+    if !meta.ok {
+        return None;
+    }
     Some(DownloadSpec {
         url,
         path,
         sha256,
-        mode: mode.or(Some(Mode(0o644))),
-        owner,
-        group,
+        mode: meta.mode.or(Some(Mode(0o644))),
+        owner: meta.owner,
+        group: meta.group,
         timeout_secs: timeout,
         location,
     })
