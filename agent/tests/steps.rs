@@ -1060,11 +1060,7 @@ fn certificates_land_in_the_trust_store_and_the_tool_runs_once() {
         env.meta("/usr/local/share/ca-certificates/cairn-ca-1.crt"),
         (0o644, 0, 0)
     );
-    assert_eq!(
-        env.read("/update-ca.log"),
-        "ran \n",
-        "the tool ran once"
-    );
+    assert_eq!(env.read("/update-ca.log"), "ran \n", "the tool ran once");
     assert!(run.changes().contains("rebuilt"), "{}", run.changes());
     let again = env.apply_yaml("ca.yaml", &yaml).ok();
     assert_eq!(env.read("/update-ca.log"), "ran \n", "not run again");

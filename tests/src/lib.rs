@@ -120,7 +120,11 @@ impl DebianRoot {
 /// The `cairn-agent` binary: the debug build for tests (already built by `cargo test
 /// --workspace`; built here if missing), the release build for benchmarks.
 pub fn agent_binary() -> Result<PathBuf> {
-    agent_binary_for(if cfg!(debug_assertions) { "debug" } else { "release" })
+    agent_binary_for(if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    })
 }
 
 fn agent_binary_for(profile: &'static str) -> Result<PathBuf> {
@@ -128,7 +132,8 @@ fn agent_binary_for(profile: &'static str) -> Result<PathBuf> {
     BIN.get_or_init(|| {
         let ws = workspace();
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "cairn-agent"]).current_dir(&ws);
+        cmd.args(["build", "--quiet", "-p", "cairn-agent"])
+            .current_dir(&ws);
         if profile == "release" {
             cmd.arg("--release");
         }
