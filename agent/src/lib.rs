@@ -4,6 +4,7 @@
 //! validated, merged [`model::Config`] → [`engine::apply`] against a [`host::Host`] (a
 //! target root plus a command runner) → [`events`] for people, JSON lines and the hub.
 
+pub mod artifacts;
 pub mod decode;
 pub mod diag;
 pub mod engine;

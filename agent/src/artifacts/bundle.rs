@@ -1,0 +1,119 @@
+//! Air-gap bundles: a directory (or a tarball of one, e.g. on a USB stick) holding artifact
+//! files and a `manifest.json` listing their sha256s. Importing a bundle verifies every
+//! file and places it in the [`ArtifactCache`](super::ArtifactCache), so a profile fully
+//! covered by the bundle installs with no network at all.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{parse_sha256, ArtifactCache, ArtifactError};
+
+pub const MANIFEST: &str = "manifest.json";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub artifacts: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Path of the file relative to the bundle directory.
+    pub file: String,
+    pub sha256: String,
+    /// Where the file came from (informational).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub url: String,
+}
+
+/// Import every artifact of a bundle directory or tarball; returns how many were added.
+pub fn import(cache: &ArtifactCache, bundle: &Path) -> Result<usize, ArtifactError> {
+    let (dir, _guard) = if bundle.is_dir() {
+        (bundle.to_path_buf(), None)
+    } else {
+        let tmp = tempfile::tempdir().map_err(|e| ArtifactError::Io {
+            action: "creating a temp dir for",
+            path: bundle.to_path_buf(),
+            source: e,
+        })?;
+        let status = std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(bundle)
+            .arg("-C")
+            .arg(tmp.path())
+            .status()
+            .map_err(|e| ArtifactError::Io {
+                action: "extracting",
+                path: bundle.to_path_buf(),
+                source: e,
+            })?;
+        if !status.success() {
+            return Err(ArtifactError::Invalid(format!(
+                "extracting bundle {} failed ({status})",
+                bundle.display()
+            )));
+        }
+        (tmp.path().to_path_buf(), Some(tmp))
+    };
+    let manifest_path = dir.join(MANIFEST);
+    let text = std::fs::read_to_string(&manifest_path).map_err(|e| ArtifactError::Io {
+        action: "reading",
+        path: manifest_path.clone(),
+        source: e,
+    })?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| ArtifactError::Invalid(format!("{}: {e}", manifest_path.display())))?;
+    let mut added = 0;
+    for entry in &manifest.artifacts {
+        let sha = parse_sha256(&entry.sha256)
+            .map_err(|e| ArtifactError::Invalid(format!("{}: {e}", manifest_path.display())))?;
+        let file = safe_join(&dir, &entry.file)?;
+        if cache.get(&sha).is_none() {
+            cache.import_file(&file, &sha)?;
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
+/// Join a manifest path onto the bundle dir, refusing absolute paths and `..`.
+fn safe_join(dir: &Path, rel: &str) -> Result<PathBuf, ArtifactError> {
+    let p = Path::new(rel);
+    if p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(ArtifactError::Invalid(format!(
+            "bundle file `{rel}` must be a relative path inside the bundle"
+        )));
+    }
+    Ok(dir.join(p))
+}
+
+/// Write a bundle directory: copy each (file, sha256, url) in and write the manifest.
+pub fn create(out: &Path, files: &[(PathBuf, [u8; 32], String)]) -> Result<(), ArtifactError> {
+    std::fs::create_dir_all(out).map_err(|e| ArtifactError::Io {
+        action: "creating",
+        path: out.to_path_buf(),
+        source: e,
+    })?;
+    let mut manifest = Manifest::default();
+    for (src, sha, url) in files {
+        let name = hex::encode(sha);
+        let dest = out.join(&name);
+        std::fs::copy(src, &dest).map_err(|e| ArtifactError::Io {
+            action: "copying into the bundle",
+            path: dest.clone(),
+            source: e,
+        })?;
+        manifest.artifacts.push(Entry {
+            file: name,
+            sha256: hex::encode(sha),
+            url: url.clone(),
+        });
+    }
+    let json =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
+    crate::host::fs::write_atomic(&out.join(MANIFEST), &json, 0o644, None)
+        .map_err(|e| ArtifactError::Invalid(e.to_string()))
+}

@@ -1,0 +1,272 @@
+//! The artifact cache against a local mirror on 127.0.0.1 that can cut a transfer short,
+//! ignore Range, or serve wrong bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_agent::artifacts::{bundle, ArtifactCache, ArtifactError, ArtifactRef, FetchOptions};
+use sha2::{Digest, Sha256};
+
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Serve normally, honouring Range.
+    Normal,
+    /// First request: send only the first N bytes of the body, then close.
+    CutFirstAt(usize),
+    /// Ignore Range: always 200 with the whole body.
+    IgnoreRange,
+}
+
+/// A mirror serving one body; records the Range header of every request.
+struct Mirror {
+    url: String,
+    ranges: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+fn mirror(body: Vec<u8>, mode: Mode) -> Mirror {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/artifact.bin", listener.local_addr().unwrap());
+    let ranges = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&ranges);
+    std::thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut range = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: ") {
+                    range = Some(v.trim().to_string());
+                }
+            }
+            seen.lock().unwrap().push(range.clone());
+            let start = match (mode, &range) {
+                (Mode::IgnoreRange, _) | (_, None) => None,
+                (_, Some(r)) => r
+                    .strip_prefix("bytes=")
+                    .and_then(|r| r.trim_end_matches('-').parse::<usize>().ok()),
+            };
+            let (head, part) = match start {
+                Some(s) => (
+                    format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {}-{}/{}\r\nConnection: close\r\n\r\n",
+                        body.len() - s, s, body.len() - 1, body.len()
+                    ),
+                    &body[s..],
+                ),
+                None => (
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()),
+                    &body[..],
+                ),
+            };
+            let _ = stream.write_all(head.as_bytes());
+            let part = match mode {
+                Mode::CutFirstAt(n) if i == 0 => &part[..n],
+                _ => part,
+            };
+            let _ = stream.write_all(part);
+        }
+    });
+    Mirror { url, ranges }
+}
+
+fn body(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+fn quick() -> FetchOptions {
+    FetchOptions {
+        attempts: 3,
+        backoff: Duration::from_millis(10),
+        idle_timeout: Duration::from_secs(5),
+        ..FetchOptions::default()
+    }
+}
+
+fn sha(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+#[test]
+fn fetch_verifies_caches_and_reports_progress() {
+    let data = body(3 * 1024 * 1024 + 17);
+    let m = mirror(data.clone(), Mode::Normal);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ArtifactCache::new(dir.path());
+    let art = ArtifactRef {
+        url: m.url.clone(),
+        sha256: sha(&data),
+    };
+    let mut reports = Vec::new();
+    let opts = FetchOptions {
+        progress_every: Duration::ZERO,
+        ..quick()
+    };
+    let path = cache.fetch(&art, &opts, &mut |p| reports.push(p)).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    assert_eq!(path, cache.path_of(&art.sha256));
+    let last = reports.last().unwrap();
+    assert_eq!(last.bytes, data.len() as u64);
+    assert_eq!(last.total, Some(data.len() as u64));
+    assert!(reports.len() > 2, "progress reported while streaming");
+    // A cache hit makes no request.
+    cache.fetch(&art, &quick(), &mut |_| {}).unwrap();
+    assert_eq!(m.ranges.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn digest_mismatch_fails_and_deletes_the_partial_file() {
+    let data = body(100_000);
+    let m = mirror(data.clone(), Mode::Normal);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ArtifactCache::new(dir.path());
+    let wrong = sha(b"something else");
+    let art = ArtifactRef {
+        url: m.url.clone(),
+        sha256: wrong,
+    };
+    let err = cache.fetch(&art, &quick(), &mut |_| {}).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ArtifactError::Mismatch { .. }), "{msg}");
+    assert!(
+        msg.contains(&hex::encode(wrong)) && msg.contains(&hex::encode(sha(&data))),
+        "{msg}"
+    );
+    assert!(cache.get(&wrong).is_none());
+    let partial_dir = dir.path().join("partial");
+    let left: Vec<_> = std::fs::read_dir(&partial_dir)
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "partial file left: {left:?}");
+    assert_eq!(
+        m.ranges.lock().unwrap().len(),
+        1,
+        "a mismatch is not retried"
+    );
+}
+
+#[test]
+fn a_transfer_cut_in_half_resumes_from_its_offset() {
+    let data = body(2 * 1024 * 1024);
+    let half = data.len() / 2;
+    let m = mirror(data.clone(), Mode::CutFirstAt(half));
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ArtifactCache::new(dir.path());
+    let art = ArtifactRef {
+        url: m.url.clone(),
+        sha256: sha(&data),
+    };
+    let path = cache.fetch(&art, &quick(), &mut |_| {}).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), data);
+    let ranges = m.ranges.lock().unwrap().clone();
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    assert_eq!(ranges[0], None);
+    assert_eq!(
+        ranges[1].as_deref(),
+        Some(format!("bytes={half}-").as_str()),
+        "resumed from the cut"
+    );
+}
+
+#[test]
+fn a_server_ignoring_range_restarts_from_zero_without_splicing() {
+    let data = body(1024 * 1024);
+    let m = mirror(data.clone(), Mode::IgnoreRange);
+    let dir = tempfile::tempdir().unwrap();
+    // A stale partial file from an earlier run.
+    let cache = ArtifactCache::new(dir.path());
+    let art = ArtifactRef {
+        url: m.url.clone(),
+        sha256: sha(&data),
+    };
+    std::fs::create_dir_all(dir.path().join("partial")).unwrap();
+    std::fs::write(
+        dir.path().join(format!("partial/{}.part", art.hex())),
+        b"garbage",
+    )
+    .unwrap();
+    let path = cache.fetch(&art, &quick(), &mut |_| {}).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), data);
+    assert_eq!(m.ranges.lock().unwrap()[0].as_deref(), Some("bytes=7-"));
+}
+
+#[test]
+fn an_air_gap_bundle_installs_with_no_network() {
+    let data = body(500_000);
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("k3s");
+    std::fs::write(&file, &data).unwrap();
+    let bundle_dir = tempfile::tempdir().unwrap();
+    let digest = sha(&data);
+    bundle::create(
+        bundle_dir.path(),
+        &[(file.clone(), digest, "https://example.invalid/k3s".into())],
+    )
+    .unwrap();
+    // Also as a tarball, as it would arrive on a USB stick.
+    let tar = src.path().join("bundle.tar");
+    let st = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(bundle_dir.path())
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for source in [bundle_dir.path().to_path_buf(), tar] {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::new(dir.path());
+        assert_eq!(bundle::import(&cache, &source).unwrap(), 1);
+        // The URL points at a closed port: any network use would fail the fetch.
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/k3s", closed.local_addr().unwrap());
+        drop(closed);
+        let art = ArtifactRef {
+            url,
+            sha256: digest,
+        };
+        let path = cache
+            .fetch(
+                &art,
+                &FetchOptions {
+                    attempts: 1,
+                    ..quick()
+                },
+                &mut |_| {},
+            )
+            .unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), data);
+    }
+}
+
+#[test]
+fn a_corrupted_bundle_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle_dir = dir.path().join("b");
+    let f = dir.path().join("f");
+    std::fs::write(&f, b"original").unwrap();
+    bundle::create(&bundle_dir, &[(f, sha(b"original"), String::new())]).unwrap();
+    std::fs::write(bundle_dir.join(hex::encode(sha(b"original"))), b"tampered").unwrap();
+    let cache = ArtifactCache::new(dir.path().join("cache"));
+    let err = bundle::import(&cache, &bundle_dir).unwrap_err();
+    assert!(matches!(err, ArtifactError::Mismatch { .. }), "{err}");
+    assert!(cache.get(&sha(b"original")).is_none());
+    // A manifest path that climbs out of the bundle is refused.
+    std::fs::write(
+        bundle_dir.join("manifest.json"),
+        format!(
+            "{{\"artifacts\":[{{\"file\":\"../f\",\"sha256\":\"{}\"}}]}}",
+            hex::encode(sha(b"original"))
+        ),
+    )
+    .unwrap();
+    let err = bundle::import(&cache, &bundle_dir).unwrap_err();
+    assert!(err.to_string().contains("inside the bundle"), "{err}");
+}
