@@ -1009,6 +1009,38 @@ fn packages_in_stages_remove_only_installed() {
     assert!(!lines[0].contains("vim"));
 }
 
+#[test]
+fn packages_wait_for_a_held_package_manager_lock() {
+    let env = TestEnv::new();
+    // apt-get that reports a held dpkg lock twice, then succeeds.
+    env.script(
+        "/usr/bin/apt-get",
+        "#!/bin/sh\nn=$(cat /apt-tries || echo 0)\nn=$((n+1))\necho $n > /apt-tries\n\
+         if [ $n -le 2 ]; then echo 'E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 4242 (unattended-upgr)' >&2; exit 100; fi\n\
+         echo \"$*\" >> /apt.log\n",
+    );
+    env.write("/var/lib/dpkg/status", "");
+    std::fs::create_dir_all(env.p("/var/lib/apt/lists")).unwrap();
+    env.write("/var/lib/apt/lists/x_Release", "fresh");
+    let run = env
+        .apply_yaml(
+            "p.yaml",
+            "stages:\n  boot:\n    - packages:\n        install: [curl]\n",
+        )
+        .ok();
+    assert_eq!(
+        env.read("/apt-tries").trim(),
+        "3",
+        "retried until the lock was free"
+    );
+    assert!(env.read("/apt.log").contains("install -- curl"));
+    assert!(
+        run.changes().contains("installed curl"),
+        "{}",
+        run.changes()
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // certificates
 
