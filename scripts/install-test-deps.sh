@@ -10,6 +10,7 @@ needed=(
   passwd          # useradd/groupadd --root
   sudo            # visudo checks sudoers drop-ins
   e2fsprogs
+  postgresql      # the hub's storage suite runs against a real PostgreSQL (hub/tests/store_postgres.rs)
 )
 missing=()
 for p in "${needed[@]}"; do

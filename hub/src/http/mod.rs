@@ -1,0 +1,222 @@
+//! The `/v1` HTTP API (docs/protocol.md): host endpoints authenticated by the host
+//! credential, admin endpoints by the admin token.
+
+mod admin;
+mod agent;
+pub mod error;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use cairn_proto::protocol::MAX_BODY_BYTES;
+use serde::de::DeserializeOwned;
+
+pub use admin::{expiry_from_lifetime, parse_tag, DEFAULT_PROJECT, DEFAULT_TENANT};
+pub use error::ApiError;
+
+use crate::secret;
+use crate::store::{Host, Store};
+
+/// Longest time a request may take, body upload included; then `408`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// Settings of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The admin token; `None` disables `/v1/admin/…`.
+    pub admin_token: Option<String>,
+    /// Heartbeat period asked of agents (seconds).
+    pub heartbeat_interval_secs: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            admin_token: None,
+            heartbeat_interval_secs: cairn_proto::protocol::DEFAULT_HEARTBEAT_SECS,
+        }
+    }
+}
+
+pub(crate) struct Shared<S> {
+    pub store: S,
+    admin_sha256: Option<String>,
+    pub heartbeat_interval_secs: u64,
+}
+
+/// State shared by the handlers.
+pub struct AppState<S>(pub(crate) Arc<Shared<S>>);
+
+impl<S> Clone for AppState<S> {
+    fn clone(&self) -> Self {
+        AppState(Arc::clone(&self.0))
+    }
+}
+
+/// The complete API as a router.
+pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
+    let state = AppState(Arc::new(Shared {
+        store,
+        admin_sha256: config.admin_token.as_deref().map(secret::sha256_hex),
+        heartbeat_interval_secs: config.heartbeat_interval_secs,
+    }));
+    Router::new()
+        .route("/v1/register", post(agent::register::<S>))
+        .route("/v1/hosts/{id}/heartbeat", post(agent::heartbeat::<S>))
+        .route("/v1/hosts/{id}/profile", get(agent::profile::<S>))
+        .route("/v1/hosts/{id}/events", post(agent::events::<S>))
+        .nest("/v1/admin", admin::routes::<S>())
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(guard))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint (see docs/protocol.md)",
+    )
+}
+
+/// Request timeout and access log.
+async fn guard(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = Instant::now();
+    let resp = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!(
+                "the request took longer than {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
+    };
+    let status = resp.status();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status.is_server_error() {
+        tracing::warn!(%method, %path, status = status.as_u16(), ms, "request");
+    } else {
+        tracing::debug!(%method, %path, status = status.as_u16(), ms, "request");
+    }
+    resp
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// A host authenticated by `Authorization: Bearer <credential>` for the `{id}` in the path.
+/// Runs before the body is read: a stranger cannot make the hub buffer a body.
+pub(crate) struct HostAuth(pub Host);
+
+impl<S: Store> FromRequestParts<AppState<S>> for HostAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let credential = bearer(parts).ok_or_else(|| {
+            ApiError::unauthenticated(
+                "send the host credential as `Authorization: Bearer <credential>`",
+            )
+        })?;
+        Ok(HostAuth(
+            state.0.store.authenticate_host(&id, credential).await?,
+        ))
+    }
+}
+
+/// An operator authenticated by the admin token.
+pub(crate) struct Admin;
+
+impl<S: Store> FromRequestParts<AppState<S>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self, ApiError> {
+        let Some(expected) = &state.0.admin_sha256 else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "admin_disabled",
+                "the admin API is disabled: start the hub with --admin-token-file or CAIRN_HUB_ADMIN_TOKEN",
+            ));
+        };
+        let given = bearer(parts).ok_or_else(|| {
+            ApiError::unauthenticated("send the admin token as `Authorization: Bearer <token>`")
+        })?;
+        if secret::constant_time_eq(secret::sha256_hex(given).as_bytes(), expected.as_bytes()) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::unauthenticated("wrong admin token"))
+        }
+    }
+}
+
+/// Query parameters, with a JSON `400` when they do not parse.
+pub(crate) struct Q<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(v)| Q(v))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
+/// The raw body within the size limit (`413` beyond it).
+pub(crate) struct LimitedBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for LimitedBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large(MAX_BODY_BYTES)
+            } else {
+                ApiError::bad_request(e.body_text())
+            }
+        })?;
+        Ok(LimitedBody(bytes))
+    }
+}
+
+/// A JSON body (an empty body reads as `{}`), with parse errors as `400` naming line and
+/// column.
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let LimitedBody(bytes) = LimitedBody::from_request(req, state).await?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("the body is not the expected JSON: {e}")))
+    }
+}

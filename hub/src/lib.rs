@@ -1,0 +1,19 @@
+//! Cairn's reference hub: the management server edge hosts register with.
+//!
+//! * [`store`] — everything the hub keeps, behind the [`store::Store`] trait; [`store::SqlStore`]
+//!   implements it for SQLite (default, one file, WAL) and PostgreSQL.
+//! * [`http`] — the `/v1` API of docs/protocol.md (axum), for agents and for operators.
+//! * [`server`] — serving that API over TLS (rustls) or, for local tests only, plain HTTP.
+//! * [`profile_doc`] — reading a profile file (YAML or JSON) with `FILE:LINE:COL` errors.
+//! * [`cli`] — `cairn-hub serve` and the admin commands, which act directly on the database.
+
+pub mod cli;
+pub mod error;
+pub mod http;
+pub mod profile_doc;
+pub mod secret;
+pub mod server;
+pub mod store;
+
+pub use error::StoreError;
+pub use store::{SqlStore, Store};

@@ -1,0 +1,311 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The `cairn-hub` binary end to end: admin commands on the database while `serve` runs
+//! over TLS in another process, JSON output for scripts, located profile errors, exit
+//! codes, graceful stop on SIGTERM.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cairn-hub");
+
+fn hub(db: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("CAIRN_HUB_DB")
+        .env_remove("CAIRN_HUB_ADMIN_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn ok_json(db: &Path, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--output", "json"]);
+    let out = hub(db, &all);
+    assert!(
+        out.status.success(),
+        "cairn-hub {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_until_listening(port: u16, server: &mut Server) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            panic!("cairn-hub serve exited early: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cairn-hub serve did not start listening"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_drive_a_running_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.db");
+    let pki = common::tls::make(dir.path());
+    let admin_file = dir.path().join("admin-token");
+    std::fs::write(&admin_file, "cli-test-admin-token-42\n").unwrap();
+
+    // A token, created before the server runs.
+    let created = ok_json(
+        &db,
+        &[
+            "token",
+            "create",
+            "--name",
+            "lab",
+            "--max-uses",
+            "3",
+            "--expires-in",
+            "1d",
+        ],
+    );
+    let token = created["token"].as_str().unwrap().to_owned();
+    let token_id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["state"], "active");
+    assert_eq!(created["max_uses"], 3);
+
+    let port = free_port();
+    let mut server = Server(
+        Command::new(BIN)
+            .arg("--db")
+            .arg(&db)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--tls-cert")
+            .arg(&pki.cert)
+            .arg("--tls-key")
+            .arg(&pki.key)
+            .arg("--admin-token-file")
+            .arg(&admin_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until_listening(port, &mut server).await;
+    let client = common::tls::client(&pki.ca_pem);
+    let base = format!("https://127.0.0.1:{port}");
+
+    // A host registers with the token over TLS.
+    let r = client
+        .post(format!("{base}/v1/register"))
+        .header("content-type", "application/json")
+        .body(json!({"token": token, "name": "edge-1", "tags": {"site": "lab"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let reg: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let host_id = reg["host_id"].as_str().unwrap().to_owned();
+    let credential = reg["credential"].as_str().unwrap().to_owned();
+
+    // The admin CLI sees it (same database, another process).
+    let hosts = ok_json(&db, &["hosts"]);
+    assert_eq!(hosts[0]["id"], host_id.as_str());
+    assert_eq!(hosts[0]["status"], "registered");
+    let table = hub(&db, &["hosts"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("ID"), "{text}");
+    assert!(
+        text.contains("edge-1") && text.contains("registered"),
+        "{text}"
+    );
+
+    // A broken profile: exit 1, each problem as FILE:LINE:COL, nothing published.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: edge\nlayers:\n  - cni:\n      type: weave\n      version: '1'\n",
+    )
+    .unwrap();
+    let out = hub(&db, &["profile", "upload", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:4:13:", bad.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was published"), "{stderr}");
+    assert!(ok_json(&db, &["profile", "list"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // A good one, then a tag assignment; the host fetches it through the server.
+    let good = dir.path().join("edge.yaml");
+    std::fs::write(
+        &good,
+        "name: edge\nlayers:\n  - os:\n      user_data: |\n        stages: {}\n",
+    )
+    .unwrap();
+    let up = ok_json(&db, &["profile", "upload", good.to_str().unwrap()]);
+    assert_eq!(
+        (
+            up["name"].as_str(),
+            up["version"].as_u64(),
+            up["created"].as_bool()
+        ),
+        (Some("edge"), Some(1), Some(true))
+    );
+    let again = hub(&db, &["profile", "upload", good.to_str().unwrap()]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing changed"));
+    let assigned = ok_json(&db, &["assign", "--tag", "site=lab", "--profile", "edge"]);
+    assert_eq!(assigned["target"]["tag"]["key"], "site");
+    let r = client
+        .get(format!("{base}/v1/hosts/{host_id}/profile"))
+        .bearer_auth(&credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let shown = ok_json(&db, &["profile", "show", "edge"]);
+    assert_eq!(shown["version"], 1);
+
+    // Refusals from the CLI: exit 1 with a message naming the problem.
+    let out = hub(&db, &["assign", "--host", "nope", "--profile", "edge"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no host `nope`"));
+    let out = hub(&db, &["assign", "--profile", "edge"]);
+    assert_eq!(out.status.code(), Some(2), "usage error");
+
+    // Revoking the token stops registrations at the running server.
+    ok_json(&db, &["token", "revoke", &token_id]);
+    let r = client
+        .post(format!("{base}/v1/register"))
+        .header("content-type", "application/json")
+        .body(json!({"token": token, "name": "edge-2"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let listed = ok_json(&db, &["token", "list"]);
+    assert_eq!(listed[0]["state"], "revoked");
+    assert_eq!(listed[0]["uses"], 1);
+    // The secret itself is never printed again.
+    let table = hub(&db, &["token", "list"]);
+    assert!(!String::from_utf8_lossy(&table.stdout).contains(&token));
+
+    // SIGTERM: the server stops cleanly.
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "serve exited with {status}");
+}
+
+#[test]
+fn serve_refuses_plain_http_beyond_loopback_and_weak_admin_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.db");
+    let out = hub(&db, &["serve", "--insecure-http", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    let out = hub(&db, &["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "TLS or --insecure-http is required"
+    );
+    let weak = dir.path().join("weak");
+    std::fs::write(&weak, "short").unwrap();
+    let out = hub(
+        &db,
+        &[
+            "serve",
+            "--insecure-http",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token-file",
+            weak.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
+    let out = hub(
+        &db,
+        &[
+            "serve",
+            "--tls-cert",
+            "/nonexistent.crt",
+            "--tls-key",
+            "/nonexistent.key",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.crt"));
+}
+
+#[test]
+fn help_teaches_and_unreachable_databases_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.db");
+    let out = hub(&db, &["--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for needle in [
+        "serve",
+        "token",
+        "profile",
+        "assign",
+        "hosts",
+        "Examples:",
+        "Exit status",
+    ] {
+        assert!(text.contains(needle), "--help lacks {needle}:\n{text}");
+    }
+    // Nothing listens on port 1 of loopback: could not reach a required service.
+    let out = Command::new(BIN)
+        .args(["--db", "postgres://nobody@127.0.0.1:1/cairn", "hosts"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+}
