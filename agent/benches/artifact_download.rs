@@ -34,7 +34,9 @@ fn serve(path: &Path) -> String {
                 }
                 let mut f = std::fs::File::open(&path).unwrap();
                 let len = f.metadata().unwrap().len();
-                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+                );
                 stream.write_all(head.as_bytes()).unwrap();
                 let _ = std::io::copy(&mut f, &mut stream);
             });
@@ -44,8 +46,14 @@ fn serve(path: &Path) -> String {
 }
 
 fn main() {
-    let mib: usize = std::env::var("CAIRN_BENCH_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
-    let dir = tempfile::Builder::new().prefix("cairn-bench-").tempdir_in("/var/tmp").unwrap();
+    let mib: usize = std::env::var("CAIRN_BENCH_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1024);
+    let dir = tempfile::Builder::new()
+        .prefix("cairn-bench-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
     let src = dir.path().join("big.bin");
     // Incompressible-looking content, written once.
     {
@@ -85,15 +93,25 @@ fn main() {
         let cache_dir = dir.path().join("cache");
         let _ = std::fs::remove_dir_all(&cache_dir);
         let cache = ArtifactCache::new(&cache_dir);
-        let art = ArtifactRef { url: url.clone(), sha256: digest };
+        let art = ArtifactRef {
+            url: url.clone(),
+            sha256: digest,
+        };
         let t = Instant::now();
-        cache.fetch(&art, &FetchOptions::default(), &mut |_| {}).unwrap();
+        cache
+            .fetch(&art, &FetchOptions::default(), &mut |_| {})
+            .unwrap();
         cairn.push(t.elapsed().as_secs_f64());
 
         let out = dir.path().join("curl.bin");
         let _ = std::fs::remove_file(&out);
         let t = Instant::now();
-        let st = Command::new("curl").args(["-sS", "-o"]).arg(&out).arg(&url).status().unwrap();
+        let st = Command::new("curl")
+            .args(["-sS", "-o"])
+            .arg(&out)
+            .arg(&url)
+            .status()
+            .unwrap();
         assert!(st.success());
         let sum = Command::new("sha256sum").arg(&out).output().unwrap();
         two_pass.push(t.elapsed().as_secs_f64());
@@ -103,8 +121,19 @@ fn main() {
     two_pass.sort_by(f64::total_cmp);
     let (c, k) = (cairn[1], two_pass[1]);
     println!("artifact_download: {mib} MiB from 127.0.0.1, median of 3");
-    println!("  cairn fetch (hash while streaming)   {:>8.2} s  {:>7.0} MB/s", c, bytes / c / 1e6);
-    println!("  curl -o + sha256sum (two passes)     {:>8.2} s  {:>7.0} MB/s", k, bytes / k / 1e6);
+    println!(
+        "  cairn fetch (hash while streaming)   {:>8.2} s  {:>7.0} MB/s",
+        c,
+        bytes / c / 1e6
+    );
+    println!(
+        "  curl -o + sha256sum (two passes)     {:>8.2} s  {:>7.0} MB/s",
+        k,
+        bytes / k / 1e6
+    );
     println!("  ratio cairn / two-pass               {:>8.2}", c / k);
-    println!("  sha2 SHA-256 in memory               {:>8.2} GB/s", sha_gbs);
+    println!(
+        "  sha2 SHA-256 in memory               {:>8.2} GB/s",
+        sha_gbs
+    );
 }

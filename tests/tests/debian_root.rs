@@ -85,7 +85,14 @@ fn users_and_groups_match_cloud_init_field_by_field() {
     assert_eq!(code, 0, "cairn apply failed:\n{out}\n{err}");
     reference.cloud_init(USERS_DOC, "users_groups").unwrap();
 
-    let users = ["foobar", "barfoo", "testuser", "cloudy", "fizzbuzz", "lockedhash"];
+    let users = [
+        "foobar",
+        "barfoo",
+        "testuser",
+        "cloudy",
+        "fizzbuzz",
+        "lockedhash",
+    ];
     let groups = [
         "admingroup",
         "cloud-users",
