@@ -84,7 +84,7 @@ fn quick() -> FetchOptions {
     FetchOptions {
         attempts: 3,
         backoff: Duration::from_millis(10),
-        idle_timeout: Duration::from_secs(5),
+        idle_timeout: Some(Duration::from_secs(5)),
         ..FetchOptions::default()
     }
 }

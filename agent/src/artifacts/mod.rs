@@ -81,8 +81,9 @@ pub struct Progress {
 pub struct FetchOptions {
     pub attempts: u32,
     pub connect_timeout: Duration,
-    /// Longest time without receiving a byte before the attempt is abandoned.
-    pub idle_timeout: Duration,
+    /// Longest wait for any one network operation (connect, headers, each read of the
+    /// body) before the attempt is abandoned; `None` waits forever.
+    pub idle_timeout: Option<Duration>,
     /// First pause between attempts; doubled each time.
     pub backoff: Duration,
     /// Minimum interval between progress reports.
@@ -94,7 +95,7 @@ impl Default for FetchOptions {
         FetchOptions {
             attempts: 5,
             connect_timeout: Duration::from_secs(15),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Some(Duration::from_secs(60)),
             backoff: Duration::from_secs(1),
             progress_every: Duration::from_millis(500),
         }
@@ -187,161 +188,195 @@ impl ArtifactCache {
         if let Some(p) = self.get(&artifact.sha256) {
             return Ok(p);
         }
-        let client = reqwest::blocking::Client::builder()
-            .connect_timeout(opts.connect_timeout)
-            // The blocking client applies this to connecting and to each read of the body,
-            // so a stalled transfer is abandoned (and resumed) while a slow one goes on.
-            .timeout(opts.idle_timeout)
-            .build()
-            .map_err(|e| ArtifactError::Invalid(format!("building the HTTP client: {e}")))?;
         let partial = self.partial_of(&artifact.sha256);
-        let pdir = partial.parent().unwrap_or(&self.dir).to_path_buf();
-        std::fs::create_dir_all(&pdir).map_err(io("creating", &pdir))?;
-        let mut last = String::new();
-        let mut delay = opts.backoff;
-        for attempt in 1..=opts.attempts {
-            match self.attempt(&client, artifact, &partial, opts, progress) {
-                Ok(path) => return Ok(path),
-                Err(AttemptError::Fatal(e)) => return Err(e),
-                Err(AttemptError::Retry(msg)) => {
-                    tracing::warn!(url = %artifact.url, attempt, "download interrupted: {msg}");
-                    last = msg;
-                    if attempt < opts.attempts {
-                        std::thread::sleep(delay);
-                        delay = (delay * 2).min(Duration::from_secs(60));
-                    }
-                }
-            }
-        }
-        Err(ArtifactError::Exhausted {
-            url: artifact.url.clone(),
-            attempts: opts.attempts,
-            last,
-        })
+        download_to(
+            &artifact.url,
+            &partial,
+            Some(&artifact.sha256),
+            opts,
+            progress,
+        )?;
+        self.commit(&partial, &artifact.sha256)
     }
+}
 
-    fn attempt(
-        &self,
-        client: &reqwest::blocking::Client,
-        artifact: &ArtifactRef,
-        partial: &Path,
-        opts: &FetchOptions,
-        progress: &mut dyn FnMut(Progress),
-    ) -> Result<PathBuf, AttemptError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(partial)
-            .map_err(|e| AttemptError::Fatal(io("opening", partial)(e)))?;
-        let have = file
-            .metadata()
-            .map_err(|e| AttemptError::Fatal(io("reading", partial)(e)))?
-            .len();
-        let mut req = client.get(&artifact.url);
-        if have > 0 {
-            req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
-        }
-        let mut resp = req.send().map_err(|e| AttemptError::Retry(e.to_string()))?;
-        let status = resp.status();
-        let mut hasher = Sha256::new();
-        let mut offset = 0;
-        if status == reqwest::StatusCode::PARTIAL_CONTENT && have > 0 {
-            // Resume only when the server continues exactly where the partial file ends.
-            let start = resp
-                .headers()
-                .get(reqwest::header::CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(content_range_start);
-            if start == Some(have) {
-                hash_prefix(&mut file, have, &mut hasher)
-                    .map_err(|e| AttemptError::Fatal(io("reading", partial)(e)))?;
-                offset = have;
-            } else {
-                restart(&mut file, partial)?;
-                return Err(AttemptError::Retry(format!(
-                    "server resumed at {start:?}, not at byte {have}; starting over"
-                )));
-            }
-        } else if status.is_success() {
-            // A full body (the server ignored Range, or nothing was there): start from zero.
-            restart(&mut file, partial)?;
-        } else if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
-            restart(&mut file, partial)?;
-            return Err(AttemptError::Retry(
-                "server refused the range; starting over".into(),
-            ));
-        } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(AttemptError::Retry(format!("server answered {status}")));
-        } else {
-            return Err(AttemptError::Fatal(ArtifactError::Invalid(format!(
-                "{} answered {status}",
-                artifact.url
-            ))));
-        }
-        let total = resp.content_length().map(|l| l + offset);
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|e| AttemptError::Fatal(io("seeking", partial)(e)))?;
-        let started = Instant::now();
-        let mut last_report = Instant::now();
-        let mut bytes = offset;
-        let mut buf = vec![0u8; BUF];
-        loop {
-            let n = match resp.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = file.sync_data();
-                    return Err(AttemptError::Retry(format!(
-                        "reading the body at byte {bytes}: {e}"
-                    )));
+/// Download `url` into `partial` — resuming what an earlier attempt left there, retrying
+/// with backoff — hashing while streaming. With `expected`, a different digest deletes the
+/// partial file and fails naming both digests. Returns the digest; the complete, synced
+/// file is left at `partial` for the caller to move into place.
+pub fn download_to(
+    url: &str,
+    partial: &Path,
+    expected: Option<&[u8; 32]>,
+    opts: &FetchOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<[u8; 32], ArtifactError> {
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(opts.connect_timeout)
+        // The blocking client applies this to connecting and to each read of the body,
+        // so a stalled transfer is abandoned (and resumed) while a slow one goes on.
+        .timeout(opts.idle_timeout)
+        .build()
+        .map_err(|e| ArtifactError::Invalid(format!("building the HTTP client: {e}")))?;
+    if let Some(dir) = partial.parent() {
+        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    }
+    let mut last = String::new();
+    let mut delay = opts.backoff;
+    for attempt_no in 1..=opts.attempts {
+        match attempt(&client, url, partial, expected, opts, progress) {
+            Ok(digest) => return Ok(digest),
+            Err(AttemptError::Fatal(e)) => return Err(e),
+            Err(AttemptError::Retry(msg)) => {
+                tracing::warn!(%url, attempt = attempt_no, "download interrupted: {msg}");
+                last = msg;
+                if attempt_no < opts.attempts {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(60));
                 }
-            };
-            hasher.update(&buf[..n]);
-            file.write_all(&buf[..n])
-                .map_err(|e| AttemptError::Fatal(io("writing", partial)(e)))?;
-            bytes += n as u64;
-            if last_report.elapsed() >= opts.progress_every {
-                last_report = Instant::now();
-                let secs = started.elapsed().as_secs_f64().max(1e-6);
-                progress(Progress {
-                    bytes,
-                    total,
-                    rate: (bytes - offset) as f64 / secs,
-                });
             }
         }
-        if let Some(t) = total {
-            if bytes < t {
+    }
+    Err(ArtifactError::Exhausted {
+        url: url.to_string(),
+        attempts: opts.attempts,
+        last,
+    })
+}
+
+/// SHA-256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<[u8; 32], ArtifactError> {
+    let mut f = File::open(path).map_err(io("reading", path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = f.read(&mut buf).map_err(io("reading", path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
+}
+
+fn attempt(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    partial: &Path,
+    expected: Option<&[u8; 32]>,
+    opts: &FetchOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<[u8; 32], AttemptError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(partial)
+        .map_err(|e| AttemptError::Fatal(io("opening", partial)(e)))?;
+    let have = file
+        .metadata()
+        .map_err(|e| AttemptError::Fatal(io("reading", partial)(e)))?
+        .len();
+    let mut req = client.get(url);
+    if have > 0 {
+        req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+    }
+    let mut resp = req.send().map_err(|e| AttemptError::Retry(e.to_string()))?;
+    let status = resp.status();
+    let mut hasher = Sha256::new();
+    let mut offset = 0;
+    if status == reqwest::StatusCode::PARTIAL_CONTENT && have > 0 {
+        // Resume only when the server continues exactly where the partial file ends.
+        let start = resp
+            .headers()
+            .get(reqwest::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(content_range_start);
+        if start == Some(have) {
+            hash_prefix(&mut file, have, &mut hasher)
+                .map_err(|e| AttemptError::Fatal(io("reading", partial)(e)))?;
+            offset = have;
+        } else {
+            restart(&mut file, partial)?;
+            return Err(AttemptError::Retry(format!(
+                "server resumed at {start:?}, not at byte {have}; starting over"
+            )));
+        }
+    } else if status.is_success() {
+        // A full body (the server ignored Range, or nothing was there): start from zero.
+        restart(&mut file, partial)?;
+    } else if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
+        restart(&mut file, partial)?;
+        return Err(AttemptError::Retry(
+            "server refused the range; starting over".into(),
+        ));
+    } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(AttemptError::Retry(format!("server answered {status}")));
+    } else {
+        return Err(AttemptError::Fatal(ArtifactError::Invalid(format!(
+            "{url} answered {status}"
+        ))));
+    }
+    let total = resp.content_length().map(|l| l + offset);
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| AttemptError::Fatal(io("seeking", partial)(e)))?;
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let mut bytes = offset;
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = match resp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
                 let _ = file.sync_data();
                 return Err(AttemptError::Retry(format!(
-                    "connection closed at byte {bytes} of {t}"
+                    "reading the body at byte {bytes}: {e}"
                 )));
             }
+        };
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n])
+            .map_err(|e| AttemptError::Fatal(io("writing", partial)(e)))?;
+        bytes += n as u64;
+        if last_report.elapsed() >= opts.progress_every {
+            last_report = Instant::now();
+            let secs = started.elapsed().as_secs_f64().max(1e-6);
+            progress(Progress {
+                bytes,
+                total,
+                rate: (bytes - offset) as f64 / secs,
+            });
         }
-        let got: [u8; 32] = hasher.finalize().into();
-        if got != artifact.sha256 {
-            drop(file);
-            let _ = std::fs::remove_file(partial);
-            return Err(AttemptError::Fatal(ArtifactError::Mismatch {
-                url: artifact.url.clone(),
-                expected: artifact.hex(),
-                actual: hex::encode(got),
-            }));
-        }
-        file.sync_all()
-            .map_err(|e| AttemptError::Fatal(io("syncing", partial)(e)))?;
-        let secs = started.elapsed().as_secs_f64().max(1e-6);
-        progress(Progress {
-            bytes,
-            total: Some(bytes),
-            rate: (bytes - offset) as f64 / secs,
-        });
-        drop(file);
-        self.commit(partial, &artifact.sha256)
-            .map_err(AttemptError::Fatal)
     }
+    if let Some(t) = total {
+        if bytes < t {
+            let _ = file.sync_data();
+            return Err(AttemptError::Retry(format!(
+                "connection closed at byte {bytes} of {t}"
+            )));
+        }
+    }
+    let got: [u8; 32] = hasher.finalize().into();
+    if let Some(want) = expected.filter(|w| **w != got) {
+        drop(file);
+        let _ = std::fs::remove_file(partial);
+        return Err(AttemptError::Fatal(ArtifactError::Mismatch {
+            url: url.to_string(),
+            expected: hex::encode(want),
+            actual: hex::encode(got),
+        }));
+    }
+    file.sync_all()
+        .map_err(|e| AttemptError::Fatal(io("syncing", partial)(e)))?;
+    let secs = started.elapsed().as_secs_f64().max(1e-6);
+    progress(Progress {
+        bytes,
+        total: Some(bytes),
+        rate: (bytes - offset) as f64 / secs,
+    });
+    Ok(got)
 }
 
 enum AttemptError {

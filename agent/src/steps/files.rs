@@ -1,11 +1,9 @@
 //! `files`, `directories` and `downloads`: content-compared, atomic, owner-aware.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::{converge_file, Changes, StepCx, StepError};
+use crate::artifacts::{self, FetchOptions};
 use crate::host::fs;
 use crate::model::{DirSpec, DownloadSpec, FileSpec};
 
@@ -112,7 +110,7 @@ pub fn downloads(cx: &mut StepCx, specs: &[DownloadSpec]) -> Result<Changes, Ste
         let real = cx.path(&spec.path);
         let present = real.is_file();
         let up_to_date = match (&spec.sha256, present) {
-            (Some(want), true) => sha256_file(&real)? == *want,
+            (Some(want), true) => artifacts::sha256_file(&real).map_err(download_err)? == *want,
             // Without a digest an existing file is kept: it cannot be compared.
             (None, true) => true,
             (_, false) => false,
@@ -127,117 +125,44 @@ pub fn downloads(cx: &mut StepCx, specs: &[DownloadSpec]) -> Result<Changes, Ste
         if cx.dry_run {
             continue;
         }
-        // yip's `timeout: 0` means no time limit (it used to become 1 s here).
-        let timeout = match spec.timeout_secs {
-            Some(0) => None,
-            secs => Some(Duration::from_secs(secs.unwrap_or(600))),
+        let opts = FetchOptions {
+            attempts: ATTEMPTS,
+            // yip's `timeout: 0` means no time limit.
+            idle_timeout: match spec.timeout_secs {
+                Some(0) => None,
+                secs => Some(Duration::from_secs(secs.unwrap_or(600))),
+            },
+            backoff: Duration::from_millis(500),
+            ..FetchOptions::default()
         };
-        let mut last_err = String::new();
-        let mut done = false;
-        for attempt in 1..=ATTEMPTS {
-            match fetch_verified(&spec.url, &real, spec.sha256.as_ref(), timeout, mode, ids) {
-                Ok(()) => {
-                    done = true;
-                    break;
-                }
-                Err(FetchError::Mismatch(m)) => return Err(StepError::msg(m)),
-                Err(FetchError::Other(e)) => {
-                    last_err = e;
-                    tracing::warn!(url = %spec.url, attempt, "download failed: {last_err}");
-                    if attempt < ATTEMPTS {
-                        std::thread::sleep(Duration::from_millis(500 * u64::from(attempt)));
-                    }
-                }
-            }
+        // The partial file sits next to the target so the final rename stays on one file
+        // system; interruptions within the step resume from it.
+        let name = real
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let partial = real.with_file_name(format!(".cairn-download-{name}.part"));
+        fs::ensure_parents(&real)?;
+        if let Err(e) = artifacts::download_to(
+            &spec.url,
+            &partial,
+            spec.sha256.as_ref(),
+            &opts,
+            &mut |_| {},
+        ) {
+            // A failed step leaves the target tree as it was.
+            let _ = std::fs::remove_file(&partial);
+            return Err(download_err(e));
         }
-        if !done {
-            return Err(StepError::msg(format!(
-                "downloading {} failed after {ATTEMPTS} attempts: {last_err}",
-                spec.url
-            )));
+        if let Some((u, g)) = ids {
+            fs::set_owner(&partial, u, g)?;
         }
+        fs::set_mode(&partial, mode)?;
+        std::fs::rename(&partial, &real).map_err(fs::err("renaming into place", &real))?;
     }
     Ok(changes)
 }
 
-enum FetchError {
-    Mismatch(String),
-    Other(String),
-}
-
-/// Stream the body into a temp file next to the target, hashing as it goes; rename only
-/// when the digest matches. A mismatch deletes the temp file and names both digests.
-fn fetch_verified(
-    url: &str,
-    dest: &std::path::Path,
-    want: Option<&[u8; 32]>,
-    timeout: Option<Duration>,
-    mode: u32,
-    ids: Option<(u32, u32)>,
-) -> Result<(), FetchError> {
-    let client = reqwest::blocking::Client::builder()
-        .connect_timeout(Duration::from_secs(15))
-        .timeout(timeout)
-        .build()
-        .map_err(|e| FetchError::Other(e.to_string()))?;
-    let mut resp = client
-        .get(url)
-        .send()
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| FetchError::Other(e.to_string()))?;
-    fs::ensure_parents(dest).map_err(|e| FetchError::Other(e.to_string()))?;
-    let dir = dest.parent().unwrap_or(std::path::Path::new("/"));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".cairn-download-")
-        .tempfile_in(dir)
-        .map_err(|e| FetchError::Other(format!("creating temp file in {}: {e}", dir.display())))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = resp
-            .read(&mut buf)
-            .map_err(|e| FetchError::Other(format!("reading body: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        tmp.write_all(&buf[..n])
-            .map_err(|e| FetchError::Other(format!("writing temp file: {e}")))?;
-    }
-    let got: [u8; 32] = hasher.finalize().into();
-    if let Some(want) = want {
-        if &got != want {
-            return Err(FetchError::Mismatch(format!(
-                "sha256 mismatch for {url}: expected {}, got {}",
-                hex::encode(want),
-                hex::encode(got)
-            )));
-        }
-    }
-    let f = tmp.as_file();
-    if let Some((u, g)) = ids {
-        std::os::unix::fs::fchown(f, Some(u), Some(g))
-            .map_err(|e| FetchError::Other(e.to_string()))?;
-    }
-    use std::os::unix::fs::PermissionsExt;
-    f.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(|e| FetchError::Other(e.to_string()))?;
-    f.sync_all().map_err(|e| FetchError::Other(e.to_string()))?;
-    tmp.persist(dest)
-        .map_err(|e| FetchError::Other(format!("renaming into {}: {e}", dest.display())))?;
-    Ok(())
-}
-
-fn sha256_file(path: &std::path::Path) -> Result<[u8; 32], StepError> {
-    let mut f = std::fs::File::open(path).map_err(fs::err("reading", path))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf).map_err(fs::err("reading", path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().into())
+fn download_err(e: artifacts::ArtifactError) -> StepError {
+    StepError::msg(e.to_string())
 }
