@@ -10,6 +10,7 @@ pub mod diag;
 pub mod engine;
 pub mod events;
 pub mod host;
+pub mod kubernetes;
 pub mod load;
 pub mod model;
 pub mod stages;
