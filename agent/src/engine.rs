@@ -33,6 +33,44 @@ pub struct Failure {
     pub message: String,
 }
 
+/// What the engine does with a step, asked of a [`StepJournal`] before the step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepGate {
+    /// Run it (the normal case).
+    Run,
+    /// It completed in an earlier, interrupted apply of the same input: do not run it again;
+    /// report it as `step_unchanged` with `data.resumed = true`.
+    AlreadyDone,
+    /// Stop before this step (shutdown requested); the outcome says `interrupted`.
+    Stop,
+}
+
+/// How a step ended, told to a [`StepJournal`] after it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepResult<'a> {
+    Changed,
+    Unchanged,
+    /// Skipped by one of its conditions.
+    Skipped,
+    Failed(&'a str),
+}
+
+/// A hook around every step, for the daemon's crash journal ([`apply_with`]). `index` is
+/// the step's position in its stage. Both methods default to doing nothing.
+pub trait StepJournal {
+    /// Asked before the step's conditions are checked.
+    fn before_step(&mut self, _stage: &str, _index: usize, _step: &Step) -> StepGate {
+        StepGate::Run
+    }
+    /// Told once the step's effects (and Cairn's state file) are on disk.
+    fn after_step(&mut self, _stage: &str, _index: usize, _step: &Step, _result: StepResult<'_>) {}
+}
+
+/// The journal of a plain `apply`: runs every step, records nothing.
+pub struct NoJournal;
+
+impl StepJournal for NoJournal {}
+
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub changed: usize,
@@ -43,6 +81,10 @@ pub struct Outcome {
     /// Stages present in the input that were not selected (e.g. `after-install`).
     pub not_run: Vec<String>,
     pub changes: Vec<String>,
+    /// Steps not run again because the journal had them completed (counted as unchanged).
+    pub resumed: usize,
+    /// The journal asked to stop before a step: the apply did not finish.
+    pub interrupted: bool,
 }
 
 impl Outcome {
@@ -65,6 +107,18 @@ fn selected(name: &str, wanted: &[String]) -> bool {
 
 /// Apply the selected stages. Never panics on bad input; failures are in the outcome.
 pub fn apply(config: &Config, host: &Host, opts: &ApplyOptions, events: &mut Emitter) -> Outcome {
+    apply_with(config, host, opts, events, &mut NoJournal)
+}
+
+/// [`apply`], asking `journal` before each step and telling it after (the daemon resumes an
+/// interrupted apply this way: steps it recorded as completed are not run again).
+pub fn apply_with(
+    config: &Config,
+    host: &Host,
+    opts: &ApplyOptions,
+    events: &mut Emitter,
+    journal: &mut dyn StepJournal,
+) -> Outcome {
     let mut outcome = Outcome::default();
     // Two applies on one root must never interleave; a dry run writes nothing, not even a lock.
     let _lock = if opts.dry_run {
@@ -110,9 +164,30 @@ pub fn apply(config: &Config, host: &Host, opts: &ApplyOptions, events: &mut Emi
             json!({"steps": stage.steps.len(), "dry_run": opts.dry_run}),
         );
         let (mut changed, mut unchanged, mut failed) = (0, 0, 0);
-        for step in &stage.steps {
+        for (index, step) in stage.steps.iter().enumerate() {
             let started = Instant::now();
             let source = step.location.short();
+            match journal.before_step(&stage.name, index, step) {
+                StepGate::Run => {}
+                StepGate::AlreadyDone => {
+                    outcome.resumed += 1;
+                    outcome.unchanged += 1;
+                    unchanged += 1;
+                    events.emit(
+                        EventKind::StepUnchanged,
+                        &stage.name,
+                        &step.name,
+                        &source,
+                        "completed before the agent restarted; not run again",
+                        json!({"resumed": true, "ms": 0}),
+                    );
+                    continue;
+                }
+                StepGate::Stop => {
+                    outcome.interrupted = true;
+                    break;
+                }
+            }
             if let Some(reason) = unmet_condition(host, step) {
                 outcome.skipped += 1;
                 // A skipped step is an unchanged one (its event is step_unchanged), as in
@@ -127,6 +202,7 @@ pub fn apply(config: &Config, host: &Host, opts: &ApplyOptions, events: &mut Emi
                     format!("skipped: {reason}"),
                     json!({"skipped": reason, "ms": started.elapsed().as_millis() as u64}),
                 );
+                journal.after_step(&stage.name, index, step, StepResult::Skipped);
                 continue;
             }
             let step_key = format!("{}/{}", stage.name, step.name);
@@ -143,7 +219,7 @@ pub fn apply(config: &Config, host: &Host, opts: &ApplyOptions, events: &mut Emi
                 run_step(step, &mut cx)
             };
             let ms = started.elapsed().as_millis() as u64;
-            match result {
+            match &result {
                 Ok(changes) if changes.is_empty() => {
                     unchanged += 1;
                     outcome.unchanged += 1;
@@ -167,7 +243,7 @@ pub fn apply(config: &Config, host: &Host, opts: &ApplyOptions, events: &mut Emi
                         format!("{} change(s)", changes.len()),
                         json!({"changes": changes, "ms": ms, "dry_run": opts.dry_run}),
                     );
-                    outcome.changes.extend(changes);
+                    outcome.changes.extend(changes.iter().cloned());
                 }
                 Err(message) => {
                     failed += 1;
@@ -176,14 +252,14 @@ pub fn apply(config: &Config, host: &Host, opts: &ApplyOptions, events: &mut Emi
                         &stage.name,
                         &step.name,
                         &source,
-                        &message,
+                        message,
                         json!({"ms": ms}),
                     );
                     outcome.failed = Some(Failure {
                         stage: stage.name.clone(),
                         step: step.name.clone(),
                         source: step.location.to_string(),
-                        message,
+                        message: message.clone(),
                     });
                 }
             }
@@ -192,9 +268,19 @@ pub fn apply(config: &Config, host: &Host, opts: &ApplyOptions, events: &mut Emi
                     tracing::warn!("saving Cairn state: {e}");
                 }
             }
+            let told = match &result {
+                Ok(changes) if changes.is_empty() => StepResult::Unchanged,
+                Ok(_) => StepResult::Changed,
+                Err(message) => StepResult::Failed(message),
+            };
+            journal.after_step(&stage.name, index, step, told);
             if outcome.failed.is_some() {
                 break;
             }
+        }
+        if outcome.interrupted {
+            // The stage did not finish; a resumed apply starts it again.
+            break;
         }
         events.emit(
             EventKind::StageFinished,
@@ -205,7 +291,7 @@ pub fn apply(config: &Config, host: &Host, opts: &ApplyOptions, events: &mut Emi
             json!({"changed": changed, "unchanged": unchanged, "failed": failed,
                    "ms": stage_started.elapsed().as_millis() as u64}),
         );
-        if outcome.failed.is_some() {
+        if outcome.failed.is_some() || outcome.interrupted {
             break;
         }
     }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use cairn_agent::daemon;
 use cairn_agent::diag::Severity;
 use cairn_agent::engine::{self, ApplyOptions};
 use cairn_agent::events::{Emitter, HumanSink, JsonSink};
@@ -85,6 +86,41 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
+    /// The daemon: register with the hub, heartbeat, apply the assigned profile, report.
+    ///
+    /// Hub settings come from the `cairn:` (or Palette `stylus:`) block of the device's
+    /// user-data (/oem, /usr/local/cloud-config under --root) and of --config. Runs until
+    /// SIGTERM; the hub being unreachable is never a reason to exit (events are spooled
+    /// under --state-dir and delivered later). Supports systemd Type=notify and watchdog.
+    Run {
+        /// Agent configuration (user-data with a `cairn:` block) [default:
+        /// /etc/cairn/agent.yaml, if it exists].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Identity, journal, event spool and the last profile.
+        #[arg(long, default_value = cairn_agent::daemon::DEFAULT_STATE_DIR, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// The target root profiles are applied to.
+        #[arg(long, default_value = "/", value_name = "DIR")]
+        root: PathBuf,
+        /// How events are printed on stdout (the journal, under systemd).
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+        /// Seconds between runs of the applied profile's `reconcile` stage.
+        #[arg(long, default_value_t = daemon::DEFAULT_RECONCILE_SECS, value_name = "SECS",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        reconcile_interval: u64,
+    },
+    /// What the daemon applied, is applying or failed, and how the hub connection is.
+    ///
+    /// Reads the state directory; works whether the daemon runs or not. Exit status 1 when
+    /// the last apply failed or the hub refuses this host's token or credential.
+    Status {
+        #[arg(long, default_value = cairn_agent::daemon::DEFAULT_STATE_DIR, value_name = "DIR")]
+        state_dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -95,7 +131,13 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // The daemon logs what it does (registration, hub state) by default.
+    let daemon = matches!(cli.command, Command::Run { .. });
+    init_logging(if daemon {
+        cli.verbose.max(1)
+    } else {
+        cli.verbose
+    });
     match cli.command {
         Command::Validate {
             strict,
@@ -121,6 +163,31 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             apply(&root, &sources, vec![name], false, false, output)
+        }
+        Command::Run {
+            config,
+            state_dir,
+            root,
+            output,
+            reconcile_interval,
+        } => ExitCode::from(daemon::run(daemon::RunOptions {
+            config,
+            state_dir,
+            root,
+            reconcile_every: std::time::Duration::from_secs(reconcile_interval),
+            output: match output {
+                Output::Human => daemon::EventOutput::Human,
+                Output::Json => daemon::EventOutput::Json,
+            },
+        })),
+        Command::Status { state_dir, output } => {
+            let state = daemon::store::StateDir::new(state_dir);
+            let report = daemon::status::report(&state);
+            match output {
+                Output::Json => println!("{report}"),
+                Output::Human => print!("{}", daemon::status::render(&report)),
+            }
+            ExitCode::from(daemon::status::exit_code(&report))
         }
     }
 }

@@ -1,0 +1,210 @@
+//! The daemon's state directory (`/var/lib/cairn` by default) and its durable writes.
+//!
+//! Layout (every file mode 0600, the directory 0700, all written by this module):
+//! ```text
+//! identity.json   host id + credential from registration (secret)
+//! profile.json    the last verified profile received from the hub (may hold secrets)
+//! applied.json    the profile last applied completely
+//! journal.jsonl   progress of the current apply, one fsynced record per line
+//! status.json     what the daemon last knew about the hub (for `cairn-agent status`)
+//! seq             high-water mark of event sequence numbers handed out
+//! spool/          events not yet acknowledged by the hub (see `spool.rs`)
+//! daemon.lock     held by the running daemon
+//! ```
+//! Whole-file updates go through [`write_atomic`]: temp file created 0600 with `O_EXCL`,
+//! fsynced, renamed over the target, directory fsynced — a crash leaves the old or the new
+//! content, never a torn file, and a secret is never readable by others, not even briefly.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Paths inside the state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StateDir { dir: dir.into() }
+    }
+
+    pub fn identity(&self) -> PathBuf {
+        self.dir.join("identity.json")
+    }
+    pub fn profile(&self) -> PathBuf {
+        self.dir.join("profile.json")
+    }
+    pub fn applied(&self) -> PathBuf {
+        self.dir.join("applied.json")
+    }
+    pub fn journal(&self) -> PathBuf {
+        self.dir.join("journal.jsonl")
+    }
+    pub fn status(&self) -> PathBuf {
+        self.dir.join("status.json")
+    }
+    pub fn seq(&self) -> PathBuf {
+        self.dir.join("seq")
+    }
+    pub fn spool(&self) -> PathBuf {
+        self.dir.join("spool")
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("daemon.lock")
+    }
+
+    /// Create the directory (and `spool/`) with mode 0700.
+    pub fn create(&self) -> io::Result<()> {
+        for d in [self.dir.clone(), self.spool()] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&d)?;
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Atomically replace `path` with `content` (mode 0600). See the module docs.
+pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(content)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Serialize `value` as pretty JSON and [`write_atomic`] it.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// Read a JSON file: `Ok(None)` when it does not exist, an error when it does not parse.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e}"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Open `path` for appending (created 0600).
+pub fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// fsync a directory so a create, rename or unlink inside it is durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Split a JSON-lines file into its complete lines. A last line without its newline is a
+/// write cut short by a crash (or still being written): it is not returned.
+pub fn complete_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    bytes[..end]
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+}
+
+/// A secret string (credential, token): never printed by `Debug`/`Display`.
+#[derive(Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Now, RFC 3339 UTC.
+pub fn now() -> String {
+    crate::events::now_rfc3339()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn atomic_json_is_0600_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.json");
+        write_json(&p, &serde_json::json!({"a": 1})).unwrap();
+        write_json(&p, &serde_json::json!({"a": 2})).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        let v: serde_json::Value = read_json(&p).unwrap().unwrap();
+        assert_eq!(v["a"], 2);
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+        let missing: Option<serde_json::Value> = read_json(&d.path().join("nope")).unwrap();
+        assert!(missing.is_none());
+    }
+
+    #[test]
+    fn torn_last_line_is_ignored() {
+        let lines: Vec<&[u8]> = complete_lines(b"{\"a\":1}\n\n{\"b\":2}\n{\"c\"").collect();
+        assert_eq!(lines, vec![&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]]);
+        assert_eq!(complete_lines(b"no newline").count(), 0);
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "<redacted>");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"hunter2\"");
+    }
+}
