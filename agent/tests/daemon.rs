@@ -611,15 +611,17 @@ fn sigterm_mid_apply_finishes_the_step_exits_0_and_resumes_at_the_next_start() {
     assert_eq!(st["apply"]["state"], "interrupted", "{st}");
     assert!(status_text(&s.state).contains("interrupted"));
 
-    let agent = s.spawn();
+    let _agent = s.spawn();
     let id = only_host(&hub);
     wait_for(LIMIT, "the apply to finish", || {
         has_applied(&hub.events(&id), 1)
     });
     assert_eq!(s.read("/etc/after"), "x");
     assert_eq!(s.read("/counter").lines().count(), 1);
-    let resumed: Vec<String> = agent
-        .events()
+    // Read the resumed steps from the hub (the record of truth), not from the agent's
+    // stdout, which a loaded machine may not have flushed yet.
+    let resumed: Vec<String> = hub
+        .events(&id)
         .iter()
         .filter(|e| e.kind == EventKind::StepUnchanged && e.data["resumed"] == true)
         .map(|e| e.step.clone())
