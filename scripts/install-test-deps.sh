@@ -11,6 +11,7 @@ needed=(
   sudo            # visudo checks sudoers drop-ins
   e2fsprogs
   postgresql      # the hub's storage suite runs against a real PostgreSQL (hub/tests/store_postgres.rs)
+  chromium        # the hub's fleet page is tested in headless Chromium (hub/tests/fleet_page.rs)
 )
 missing=()
 for p in "${needed[@]}"; do

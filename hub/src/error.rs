@@ -41,6 +41,9 @@ pub enum StoreError {
     },
     #[error("reading random bytes from the operating system: {0}")]
     Random(String),
+    /// A background task of the store failed (details in the message, for the log).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl StoreError {
@@ -55,7 +58,8 @@ impl StoreError {
             StoreError::Database { .. }
             | StoreError::Migrate { .. }
             | StoreError::Corrupt { .. }
-            | StoreError::Random(_) => "internal",
+            | StoreError::Random(_)
+            | StoreError::Internal(_) => "internal",
         }
     }
 }

@@ -94,6 +94,16 @@ pub fn insecure_allowed(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
 }
 
+/// What a handler may want to know about how it is served, added to every request as an
+/// extension by [`serve`]: whether the connection is TLS (cookies get `Secure`), and a
+/// signal that flips to `true` when shutdown starts (long-lived streams end then, so
+/// graceful shutdown does not wait for them).
+#[derive(Debug, Clone)]
+pub struct ServeContext {
+    pub tls: bool,
+    pub closing: tokio::sync::watch::Receiver<bool>,
+}
+
 /// Serve `app` on `listener` until `shutdown` resolves, then let open requests finish (for
 /// at most [`DRAIN_TIMEOUT`]). `tls: None` serves plain HTTP.
 pub async fn serve(
@@ -104,6 +114,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let acceptor = tls.map(TlsAcceptor::from);
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let app = app.layer(axum::Extension(ServeContext {
+        tls: acceptor.is_some(),
+        closing,
+    }));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     tokio::pin!(shutdown);
@@ -169,6 +184,8 @@ pub async fn serve(
         });
     }
     drop(listener);
+    // Streams (the fleet page's live feed) end now; ordinary requests get to finish.
+    let _ = closing_tx.send(true);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("connections still open after {} s; closing", DRAIN_TIMEOUT.as_secs()),

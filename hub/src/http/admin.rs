@@ -6,6 +6,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::fleet::Change;
 use super::{Admin, ApiError, AppState, JsonBody, LimitedBody, Q as Query};
 use crate::profile_doc;
 use crate::store::{
@@ -229,13 +230,17 @@ async fn upload_profile<S: Store>(
         None => Scope::Tenant(q.tenant().to_owned()),
     };
     Ok(match st.0.store.publish_profile(&scope, &profile).await? {
-        Published::Created(info) => (
-            StatusCode::CREATED,
-            Json(UploadAnswer {
-                info,
-                created: true,
-            }),
-        ),
+        Published::Created(info) => {
+            // Hosts following the latest version now have a newer one assigned.
+            st.0.fleet.notify(Change::All);
+            (
+                StatusCode::CREATED,
+                Json(UploadAnswer {
+                    info,
+                    created: true,
+                }),
+            )
+        }
         Published::Unchanged(info) => (
             StatusCode::OK,
             Json(UploadAnswer {
@@ -330,11 +335,12 @@ async fn assign<S: Store>(
         project: body.project,
     };
     let target = target_of(body.host, body.tag)?;
-    Ok(Json(
+    let done =
         st.0.store
             .assign(&q.project(), &target, &body.profile, body.version)
-            .await?,
-    ))
+            .await?;
+    st.0.fleet.notify(Change::All);
+    Ok(Json(done))
 }
 
 #[derive(Debug, Deserialize)]
@@ -356,6 +362,7 @@ async fn unassign<S: Store>(
     };
     let target = target_of(q.host, q.tag)?;
     if st.0.store.unassign(&scope.project(), &target).await? {
+        st.0.fleet.notify(Change::All);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(
@@ -387,7 +394,9 @@ async fn remove_host<S: Store>(
     State(st): State<AppState<S>>,
     Path(id): Path<String>,
 ) -> Result<Json<Host>, ApiError> {
-    Ok(Json(st.0.store.remove_host(&id).await?))
+    let host = st.0.store.remove_host(&id).await?;
+    st.0.fleet.notify(Change::Removed(host.id.as_str().into()));
+    Ok(Json(host))
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,8 +9,9 @@ use cairn_proto::protocol::{
     MAX_EVENTS_PER_BATCH,
 };
 
+use super::fleet::Change;
 use super::{ApiError, AppState, HostAuth, JsonBody};
-use crate::store::{Registration, Store};
+use crate::store::{self, Registration, Store};
 
 pub(crate) async fn register<S: Store>(
     State(state): State<AppState<S>>,
@@ -24,6 +25,10 @@ pub(crate) async fn register<S: Store>(
     };
     let done = state.0.store.register_host(&reg).await?;
     tracing::info!(host = %done.host.id, name = %done.host.name, project = %done.host.project, "registered");
+    state
+        .0
+        .fleet
+        .notify(Change::Host(done.host.id.as_str().into()));
     Ok((
         StatusCode::CREATED,
         Json(RegisterResponse {
@@ -41,6 +46,11 @@ pub(crate) async fn heartbeat<S: Store>(
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let store = &state.0.store;
     store.heartbeat(&host.id, req.inventory.as_ref()).await?;
+    state.0.fleet.notify(if req.inventory.is_some() {
+        Change::Host(host.id.as_str().into())
+    } else {
+        Change::Seen(host.id.as_str().into(), store::now())
+    });
     let assigned = store.assigned_profile(&host.id).await?;
     Ok(Json(HeartbeatResponse {
         profile_version: assigned.as_ref().map(|p| p.info.version),
@@ -116,6 +126,7 @@ pub(crate) async fn events<S: Store>(
         )));
     }
     let outcome = state.0.store.record_events(&host.id, &batch.events).await?;
+    state.0.fleet.notify(Change::Host(host.id.as_str().into()));
     Ok(Json(EventAck {
         acked_seq: outcome.acked_seq,
         accepted: outcome.accepted,

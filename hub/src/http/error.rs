@@ -57,7 +57,8 @@ impl From<StoreError> for ApiError {
             StoreError::Database { .. }
             | StoreError::Migrate { .. }
             | StoreError::Corrupt { .. }
-            | StoreError::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | StoreError::Random(_)
+            | StoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %error_chain(&e), "request failed");

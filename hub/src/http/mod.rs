@@ -4,6 +4,7 @@
 mod admin;
 mod agent;
 pub mod error;
+pub mod fleet;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +53,8 @@ pub(crate) struct Shared<S> {
     pub store: S,
     admin_sha256: Option<String>,
     pub heartbeat_interval_secs: u64,
+    /// The fleet page: change feed, sessions.
+    pub(crate) fleet: fleet::Fleet,
 }
 
 /// State shared by the handlers.
@@ -69,13 +72,18 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
         store,
         admin_sha256: config.admin_token.as_deref().map(secret::sha256_hex),
         heartbeat_interval_secs: config.heartbeat_interval_secs,
+        fleet: fleet::Fleet::new(),
     }));
     Router::new()
         .route("/v1/register", post(agent::register::<S>))
         .route("/v1/hosts/{id}/heartbeat", post(agent::heartbeat::<S>))
         .route("/v1/hosts/{id}/profile", get(agent::profile::<S>))
         .route("/v1/hosts/{id}/events", post(agent::events::<S>))
-        .nest("/v1/admin", admin::routes::<S>())
+        .nest(
+            "/v1/admin",
+            admin::routes::<S>().merge(fleet::api_routes::<S>()),
+        )
+        .merge(fleet::page_routes::<S>())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(guard))

@@ -19,7 +19,7 @@ use cairn_proto::{Event, Profile};
 use serde::Serialize;
 
 pub use db::Backend;
-pub use progress::HostStatus;
+pub use progress::{phase_of_stage, phase_progress, HostStatus, PhaseProgress, PhaseState, PHASES};
 pub use sql::SqlStore;
 
 use crate::error::StoreError;
@@ -299,6 +299,32 @@ pub struct StoredEvent {
     pub received_at: Timestamp,
 }
 
+/// One host as the fleet page shows it: identity, assignment, where its apply stands.
+/// Times are Unix seconds (the page computes "ago" against the hub's clock).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FleetHost {
+    pub id: String,
+    pub tenant: String,
+    pub project: String,
+    pub name: String,
+    pub tags: BTreeMap<String, String>,
+    pub status: HostStatus,
+    pub current_stage: String,
+    pub current_step: String,
+    pub last_error: String,
+    /// The profile the host should run (its own assignment, else its newest tag
+    /// assignment) and that profile's version (pinned, or the latest visible).
+    pub assigned_profile: Option<String>,
+    pub assigned_version: Option<u64>,
+    pub applied_profile: Option<String>,
+    pub applied_version: Option<u64>,
+    pub last_seq: u64,
+    pub registered_at: Timestamp,
+    pub last_seen: Timestamp,
+    /// The progress bar: OS stages → Kubernetes → CNI → add-ons.
+    pub progress: PhaseProgress,
+}
+
 /// Everything the hub stores, behind one interface. Every method is one consistent change
 /// (a transaction): a refused request changes nothing.
 pub trait Store: Clone + Send + Sync + 'static {
@@ -411,6 +437,13 @@ pub trait Store: Clone + Send + Sync + 'static {
         host_id: &str,
         events: &[Event],
     ) -> impl Future<Output = Result<EventOutcome, StoreError>> + Send;
+    /// The fleet page's view of hosts: every host (`ids: None`, ordered by tenant, project
+    /// and name) or the given ones (unknown ids are left out), with the profile each is
+    /// assigned, resolved in bulk.
+    fn fleet(
+        &self,
+        ids: Option<&[String]>,
+    ) -> impl Future<Output = Result<Vec<FleetHost>, StoreError>> + Send;
     /// Events with `seq > after`, in `seq` order, at most `limit`.
     fn list_events(
         &self,

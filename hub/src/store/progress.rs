@@ -165,6 +165,88 @@ pub(crate) fn advance(p: &mut Progress, events: &[&Event]) {
     }
 }
 
+/// The phases the fleet page draws a host's progress through, in order.
+pub const PHASES: [&str; 4] = ["OS", "Kubernetes", "CNI", "Add-ons"];
+
+/// Which phase a stage belongs to: `kubernetes*` → Kubernetes, `cni*` → CNI, `addons*` and
+/// `profile.applied*` → add-ons, every other stage (`rootfs` … `network`, `boot`, lifecycle
+/// hooks) → OS.
+pub fn phase_of_stage(stage: &str) -> usize {
+    let s = stage.trim().to_ascii_lowercase();
+    if s.starts_with("kubernetes") {
+        1
+    } else if s.starts_with("cni") {
+        2
+    } else if s.starts_with("addons")
+        || s.starts_with("add-ons")
+        || s.starts_with("profile.applied")
+    {
+        3
+    } else {
+        0
+    }
+}
+
+/// Where one phase of a host's apply stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseState {
+    Pending,
+    Active,
+    Done,
+    Failed,
+}
+
+/// A host's progress through [`PHASES`], as the fleet page draws it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PhaseProgress {
+    /// Index into [`PHASES`] of the phase the host is in (or failed in); `None` before the
+    /// first event and once applied.
+    pub phase: Option<usize>,
+    /// One state per phase of [`PHASES`].
+    pub phases: [PhaseState; 4],
+    /// 0 to 100: a quarter per finished phase, half a quarter for the running one; 100 once
+    /// the profile is applied.
+    pub percent: u8,
+}
+
+/// Derive the progress bar from a host's status and current stage (the stage the last
+/// event named; `profile_applied` moves the host to `applied`, which is a full bar).
+pub fn phase_progress(status: HostStatus, stage: &str) -> PhaseProgress {
+    let mut phases = [PhaseState::Pending; 4];
+    match status {
+        HostStatus::Registered => PhaseProgress {
+            phase: None,
+            phases,
+            percent: 0,
+        },
+        HostStatus::Applied => PhaseProgress {
+            phase: None,
+            phases: [PhaseState::Done; 4],
+            percent: 100,
+        },
+        HostStatus::Applying | HostStatus::Failed => {
+            let p = phase_of_stage(stage);
+            for s in phases.iter_mut().take(p) {
+                *s = PhaseState::Done;
+            }
+            let (state, extra) = if status == HostStatus::Failed {
+                (PhaseState::Failed, 0)
+            } else {
+                (PhaseState::Active, 12)
+            };
+            phases[p] = state;
+            // p ≤ 3, so this is at most 87.
+            let percent = u8::try_from(p * 25 + extra).unwrap_or(99);
+            PhaseProgress {
+                phase: Some(p),
+                phases,
+                percent,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +328,48 @@ mod tests {
         advance(&mut p, &[&later_old]);
         assert_eq!(p.status, HostStatus::Applied);
         assert_eq!(p.status_seq, 10);
+    }
+
+    #[test]
+    fn stages_map_to_phases() {
+        for (stage, phase) in [
+            ("rootfs", 0),
+            ("initramfs.before", 0),
+            ("boot", 0),
+            ("network.after", 0),
+            ("", 0),
+            ("kubernetes", 1),
+            ("kubernetes.before", 1),
+            ("cni", 2),
+            ("cni.after", 2),
+            ("addons", 3),
+            ("profile.applied", 3),
+        ] {
+            assert_eq!(phase_of_stage(stage), phase, "{stage}");
+        }
+    }
+
+    #[test]
+    fn progress_bar_follows_status_and_stage() {
+        use PhaseState::*;
+        let p = phase_progress(HostStatus::Registered, "");
+        assert_eq!((p.phase, p.phases, p.percent), (None, [Pending; 4], 0));
+        let p = phase_progress(HostStatus::Applying, "boot");
+        assert_eq!(
+            (p.phase, p.phases, p.percent),
+            (Some(0), [Active, Pending, Pending, Pending], 12)
+        );
+        let p = phase_progress(HostStatus::Applying, "cni");
+        assert_eq!(
+            (p.phase, p.phases, p.percent),
+            (Some(2), [Done, Done, Active, Pending], 62)
+        );
+        let p = phase_progress(HostStatus::Failed, "kubernetes");
+        assert_eq!(
+            (p.phase, p.phases, p.percent),
+            (Some(1), [Done, Failed, Pending, Pending], 25)
+        );
+        let p = phase_progress(HostStatus::Applied, "");
+        assert_eq!((p.phase, p.phases, p.percent), (None, [Done; 4], 100));
     }
 }

@@ -1,6 +1,6 @@
 //! [`SqlStore`]: the [`Store`] for SQLite and PostgreSQL, written once over [`super::db`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use cairn_proto::protocol::Inventory;
 use cairn_proto::{Event, EventKind, Profile};
@@ -11,13 +11,112 @@ use super::*;
 use crate::error::{db, StoreError};
 use crate::secret::{self, CREDENTIAL_PREFIX, TOKEN_PREFIX};
 
+/// Events per INSERT statement (10 parameters each: far below every backend's limit).
+const EVENTS_PER_INSERT: usize = 100;
+
 /// Most tags one host may carry.
 pub const MAX_TAGS: usize = 64;
+
+/// How often buffered heartbeats are written (see [`Beats`]).
+pub const HEARTBEAT_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Heartbeats written per transaction, so a large flush does not hold SQLite's single
+/// writer for long (event batches wait for it).
+const HEARTBEAT_FLUSH_CHUNK: usize = 32;
+
+/// Heartbeats received and not yet written: host id → (newest time, newest inventory).
+///
+/// A heartbeat's `last_seen` need not be durable, and writing each one as its own
+/// transaction (with SQLite, an fsync each) is what limits a hub with a large fleet. So
+/// heartbeats are answered from memory and written together: every
+/// [`HEARTBEAT_FLUSH_EVERY`] by a background task, and before any read that shows hosts
+/// (`get_host`, `list_hosts`, `fleet`), so readers always see every answered heartbeat.
+/// Events, registrations and admin changes stay one durable transaction each.
+#[derive(Debug, Default)]
+struct Beats {
+    pending: std::sync::Mutex<HashMap<String, (Timestamp, Option<String>)>>,
+    /// One flush at a time: an older inventory never overwrites a newer one.
+    flushing: tokio::sync::Mutex<()>,
+}
+
+impl Beats {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Timestamp, Option<String>)>> {
+        // The map stays consistent even if a holder panicked.
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn add(&self, host_id: &str, at: Timestamp, inventory: Option<String>) {
+        let mut pending = self.pending();
+        match pending.get_mut(host_id) {
+            Some((t, inv)) => {
+                *t = (*t).max(at);
+                if inventory.is_some() {
+                    *inv = inventory;
+                }
+            }
+            None => {
+                pending.insert(host_id.to_owned(), (at, inventory));
+            }
+        }
+    }
+
+    /// Write everything pending. Not cancellation-safe on its own (the batch is taken out
+    /// first): callers run it in a task of its own.
+    async fn flush(&self, pool: &Pool) -> Result<(), StoreError> {
+        let _one_at_a_time = self.flushing.lock().await;
+        let batch: Vec<(String, (Timestamp, Option<String>))> =
+            std::mem::take(&mut *self.pending()).into_iter().collect();
+        let mut rest = batch.as_slice();
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(rest.len().min(HEARTBEAT_FLUSH_CHUNK));
+            if let Err(e) = write_beats(pool, chunk).await {
+                // Keep what was not written, under anything newer that arrived since.
+                let mut pending = self.pending();
+                for (id, (t, inv)) in rest {
+                    let entry = pending.entry(id.clone()).or_insert((*t, None));
+                    entry.0 = entry.0.max(*t);
+                    if entry.1.is_none() {
+                        entry.1.clone_from(inv);
+                    }
+                }
+                return Err(e);
+            }
+            rest = tail;
+        }
+        Ok(())
+    }
+}
+
+async fn write_beats(
+    pool: &Pool,
+    chunk: &[(String, (Timestamp, Option<String>))],
+) -> Result<(), StoreError> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(db("starting a transaction for heartbeats"))?;
+    for (id, (at, inventory)) in chunk {
+        // Never move last_seen back (an event batch may have set a later time).
+        tx.execute(
+            "UPDATE hosts SET last_seen = CASE WHEN last_seen < $1 THEN $1 ELSE last_seen END, \
+             inventory = COALESCE($2, inventory) WHERE id = $3",
+            args![*at, inventory.clone(), id.as_str()],
+        )
+        .await
+        .map_err(db(format!("recording a heartbeat of host {id}")))?;
+    }
+    // Heartbeat times need not survive a crash: no fsync of their own.
+    tx.commit_relaxed()
+        .await
+        .map_err(db("committing heartbeats"))
+}
 
 /// The SQL-backed store. Cloning is cheap (the pools are shared).
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: Pool,
+    beats: std::sync::Arc<Beats>,
 }
 
 const HOST_SELECT: &str = "SELECT h.id, h.name, h.tags, h.inventory, h.status, h.status_seq, \
@@ -307,17 +406,51 @@ impl SqlStore {
     /// Open (and migrate) the database: a `postgres://` URL, or a SQLite file path (created
     /// if missing) or `sqlite:` URL.
     pub async fn open(url: &str) -> Result<SqlStore, StoreError> {
-        Ok(SqlStore {
+        let store = SqlStore {
             pool: Pool::connect(url).await?,
-        })
+            beats: std::sync::Arc::default(),
+        };
+        // Writes buffered heartbeats until the last clone of the store is gone.
+        let beats = std::sync::Arc::downgrade(&store.beats);
+        let pool = store.pool.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(HEARTBEAT_FLUSH_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(beats) = beats.upgrade() else {
+                    return;
+                };
+                if let Err(e) = beats.flush(&pool).await {
+                    tracing::warn!(error = %crate::http::error::error_chain(&e), "writing heartbeats");
+                }
+            }
+        });
+        Ok(store)
+    }
+
+    /// Write buffered heartbeats now (in a task of its own, so a caller that gives up
+    /// waiting loses nothing).
+    pub async fn flush_heartbeats(&self) -> Result<(), StoreError> {
+        if self.beats.pending().is_empty() {
+            return Ok(());
+        }
+        let (beats, pool) = (std::sync::Arc::clone(&self.beats), self.pool.clone());
+        match tokio::spawn(async move { beats.flush(&pool).await }).await {
+            Ok(r) => r,
+            Err(e) => Err(StoreError::Internal(format!("writing heartbeats: {e}"))),
+        }
     }
 
     pub fn backend(&self) -> Backend {
         self.pool.backend()
     }
 
-    /// Close every connection (checkpoints SQLite's WAL).
+    /// Write buffered heartbeats, then close every connection (checkpoints SQLite's WAL).
     pub async fn close(&self) {
+        if let Err(e) = self.flush_heartbeats().await {
+            tracing::warn!(error = %crate::http::error::error_chain(&e), "writing heartbeats at close");
+        }
         self.pool.close().await;
     }
 
@@ -652,19 +785,18 @@ impl Store for SqlStore {
             .map(serde_json::to_string)
             .transpose()
             .map_err(corrupt("encoding a host inventory".into()))?;
-        let n = self
+        let known = self
             .pool
-            .execute(
-                "UPDATE hosts SET last_seen = $1, inventory = COALESCE($2, inventory) WHERE id = $3",
-                args![now(), inventory, host_id],
-            )
+            .fetch_optional("SELECT 1 AS one FROM hosts WHERE id = $1", args![host_id])
             .await
-            .map_err(db(format!("recording a heartbeat of host {host_id}")))?;
-        if n == 0 {
+            .map_err(db(format!("reading host {host_id}")))?;
+        if known.is_none() {
             return Err(StoreError::NotFound(format!(
                 "there is no host `{host_id}`"
             )));
         }
+        // Written within HEARTBEAT_FLUSH_EVERY, or before the next read of hosts.
+        self.beats.add(host_id, now(), inventory);
         Ok(())
     }
 
@@ -1085,6 +1217,7 @@ impl Store for SqlStore {
     }
 
     async fn list_hosts(&self, project: Option<&ProjectRef>) -> Result<Vec<Host>, StoreError> {
+        self.flush_heartbeats().await?;
         let sql = format!(
             "{HOST_SELECT} WHERE ($1 IS NULL OR (t.name = $1 AND p.name = $2)) \
              ORDER BY t.name, p.name, h.name"
@@ -1108,6 +1241,7 @@ impl Store for SqlStore {
         id_or_name: &str,
         project: Option<&ProjectRef>,
     ) -> Result<Host, StoreError> {
+        self.flush_heartbeats().await?;
         let row = match project {
             Some(p) => {
                 let sql = format!(
@@ -1189,38 +1323,71 @@ impl Store for SqlStore {
             applied_version: row.opt_i64("applied_version").map_err(ctx())?.map(to_u64),
         };
         let mut last_seq = to_u64(row.i64("last_seq").map_err(ctx())?);
+        // One multi-row INSERT per chunk (one round trip to the database, not one per
+        // event); RETURNING names the rows actually inserted. A seq already stored, or
+        // repeated within the batch, inserts nothing: the first occurrence wins.
+        let mut inserted: HashSet<u64> = HashSet::with_capacity(events.len());
+        for chunk in events.chunks(EVENTS_PER_INSERT) {
+            let mut sql = String::from(
+                "INSERT INTO events (host_id, seq, kind, stage, step, source, message, data, \
+                 time, received_at) VALUES ",
+            );
+            let mut vals = Vec::with_capacity(chunk.len() * 10);
+            for (i, ev) in chunk.iter().enumerate() {
+                let data = if ev.data.is_null() {
+                    None
+                } else {
+                    Some(
+                        serde_json::to_string(&ev.data)
+                            .map_err(corrupt(format!("encoding the data of event {}", ev.seq)))?,
+                    )
+                };
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let b = i * 10;
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 9,
+                    b + 10
+                ));
+                vals.extend(args![
+                    host_id,
+                    to_i64(ev.seq, "event seq")?,
+                    ev.kind.as_str(),
+                    &ev.stage,
+                    &ev.step,
+                    &ev.source,
+                    &ev.message,
+                    data,
+                    &ev.time,
+                    now
+                ]);
+            }
+            sql.push_str(" ON CONFLICT (host_id, seq) DO NOTHING RETURNING seq");
+            let rows = tx
+                .fetch_all(&sql, vals)
+                .await
+                .map_err(db(format!("storing events of host {host_id}")))?;
+            for r in &rows {
+                inserted.insert(to_u64(
+                    r.i64("seq").map_err(db("reading a stored event seq"))?,
+                ));
+            }
+        }
         let mut fresh: Vec<&Event> = Vec::with_capacity(events.len());
         let mut duplicates = 0u32;
         for ev in events {
-            let data = if ev.data.is_null() {
-                None
-            } else {
-                Some(
-                    serde_json::to_string(&ev.data)
-                        .map_err(corrupt(format!("encoding the data of event {}", ev.seq)))?,
-                )
-            };
-            let n = tx
-                .execute(
-                    "INSERT INTO events (host_id, seq, kind, stage, step, source, message, data, \
-                     time, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                     ON CONFLICT (host_id, seq) DO NOTHING",
-                    args![
-                        host_id,
-                        to_i64(ev.seq, "event seq")?,
-                        ev.kind.as_str(),
-                        &ev.stage,
-                        &ev.step,
-                        &ev.source,
-                        &ev.message,
-                        data,
-                        &ev.time,
-                        now
-                    ],
-                )
-                .await
-                .map_err(db(format!("storing event {} of host {host_id}", ev.seq)))?;
-            if n == 1 {
+            // `remove`: a seq repeated within the batch counts as fresh once.
+            if inserted.remove(&ev.seq) {
                 fresh.push(ev);
                 last_seq = last_seq.max(ev.seq);
             } else {
@@ -1274,5 +1441,157 @@ impl Store for SqlStore {
             .await
             .map_err(db(format!("listing events of host {host_id}")))?;
         rows.iter().map(|r| event_from_row(r, host_id)).collect()
+    }
+
+    async fn fleet(&self, ids: Option<&[String]>) -> Result<Vec<FleetHost>, StoreError> {
+        self.flush_heartbeats().await?;
+        const FLEET_SELECT: &str = "SELECT h.id, h.name, h.tags, h.status, h.current_stage, \
+             h.current_step, h.last_error, h.applied_profile, h.applied_version, h.last_seq, \
+             h.registered_at, h.last_seen, h.project_id, p.tenant_id, \
+             p.name AS project_name, t.name AS tenant_name \
+             FROM hosts h JOIN projects p ON p.id = h.project_id \
+             JOIN tenants t ON t.id = p.tenant_id";
+        /// Ids per `IN (…)` query: far below every backend's parameter limit.
+        const CHUNK: usize = 500;
+        let mut rows = Vec::new();
+        match ids {
+            None => {
+                let sql = format!("{FLEET_SELECT} ORDER BY t.name, p.name, h.name");
+                rows = self
+                    .pool
+                    .fetch_all(&sql, args![])
+                    .await
+                    .map_err(db("listing the fleet"))?;
+            }
+            Some(ids) => {
+                for chunk in ids.chunks(CHUNK) {
+                    let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                    let sql = format!(
+                        "{FLEET_SELECT} WHERE h.id IN ({}) ORDER BY t.name, p.name, h.name",
+                        marks.join(", ")
+                    );
+                    let args = chunk.iter().map(super::db::Val::from).collect();
+                    rows.extend(
+                        self.pool
+                            .fetch_all(&sql, args)
+                            .await
+                            .map_err(db("reading fleet hosts"))?,
+                    );
+                }
+            }
+        }
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Every assignment and the latest version of every profile name per scope: small
+        // tables next to the hosts, read once per call instead of once per host.
+        let assignments = self
+            .pool
+            .fetch_all(
+                "SELECT project_id, host_id, tag_key, tag_value, profile_name, profile_version, \
+                 rev FROM assignments ORDER BY rev DESC",
+                args![],
+            )
+            .await
+            .map_err(db("reading assignments for the fleet"))?;
+        let latest_rows = self
+            .pool
+            .fetch_all(
+                "SELECT tenant_id, project_id, name, MAX(version) AS latest FROM profiles \
+                 GROUP BY tenant_id, project_id, name",
+                args![],
+            )
+            .await
+            .map_err(db("reading profile versions for the fleet"))?;
+        let actx = || db("reading an assignment row");
+        // host id → (profile, pinned version); project id → tag assignments, newest first.
+        let mut by_host: HashMap<String, (String, Option<i64>)> = HashMap::new();
+        type TagRule = (String, String, String, Option<i64>);
+        let mut by_tag: HashMap<String, Vec<TagRule>> = HashMap::new();
+        for a in &assignments {
+            let profile = a.text("profile_name").map_err(actx())?;
+            let version = a.opt_i64("profile_version").map_err(actx())?;
+            match a.opt_text("host_id").map_err(actx())? {
+                Some(h) => {
+                    by_host.insert(h, (profile, version));
+                }
+                None => by_tag
+                    .entry(a.text("project_id").map_err(actx())?)
+                    .or_default()
+                    .push((
+                        a.opt_text("tag_key").map_err(actx())?.unwrap_or_default(),
+                        a.opt_text("tag_value").map_err(actx())?.unwrap_or_default(),
+                        profile,
+                        version,
+                    )),
+            }
+        }
+        let pctx = || db("reading a profile version row");
+        // (tenant id, project id or "" for tenant scope, name) → latest version.
+        let mut latest: HashMap<(String, String, String), i64> = HashMap::new();
+        for r in &latest_rows {
+            latest.insert(
+                (
+                    r.text("tenant_id").map_err(pctx())?,
+                    r.opt_text("project_id")
+                        .map_err(pctx())?
+                        .unwrap_or_default(),
+                    r.text("name").map_err(pctx())?,
+                ),
+                r.i64("latest").map_err(pctx())?,
+            );
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id = r.text("id").map_err(db("reading a fleet row"))?;
+            let ctx = || db(format!("reading host {id}"));
+            let tags: BTreeMap<String, String> =
+                serde_json::from_str(&r.text("tags").map_err(ctx())?)
+                    .map_err(corrupt(format!("parsing the stored tags of host {id}")))?;
+            let pid = r.text("project_id").map_err(ctx())?;
+            let tid = r.text("tenant_id").map_err(ctx())?;
+            let chosen = by_host.get(&id).cloned().or_else(|| {
+                by_tag.get(&pid).and_then(|rules| {
+                    rules
+                        .iter()
+                        .find(|(k, v, _, _)| tags.get(k) == Some(v))
+                        .map(|(_, _, p, v)| (p.clone(), *v))
+                })
+            });
+            let (assigned_profile, assigned_version) = match chosen {
+                None => (None, None),
+                Some((name, Some(pinned))) => (Some(name), Some(to_u64(pinned))),
+                Some((name, None)) => {
+                    let newest = [String::new(), pid.clone()]
+                        .into_iter()
+                        .filter_map(|scope| latest.get(&(tid.clone(), scope, name.clone())))
+                        .max()
+                        .copied();
+                    (Some(name), newest.map(to_u64))
+                }
+            };
+            let status = HostStatus::parse(&r.text("status").map_err(ctx())?);
+            let current_stage = r.text("current_stage").map_err(ctx())?;
+            out.push(FleetHost {
+                tenant: r.text("tenant_name").map_err(ctx())?,
+                project: r.text("project_name").map_err(ctx())?,
+                name: r.text("name").map_err(ctx())?,
+                tags,
+                status,
+                progress: phase_progress(status, &current_stage),
+                current_stage,
+                current_step: r.text("current_step").map_err(ctx())?,
+                last_error: r.text("last_error").map_err(ctx())?,
+                assigned_profile,
+                assigned_version,
+                applied_profile: r.opt_text("applied_profile").map_err(ctx())?,
+                applied_version: r.opt_i64("applied_version").map_err(ctx())?.map(to_u64),
+                last_seq: to_u64(r.i64("last_seq").map_err(ctx())?),
+                registered_at: r.i64("registered_at").map_err(ctx())?,
+                last_seen: r.i64("last_seen").map_err(ctx())?,
+                id,
+            });
+        }
+        Ok(out)
     }
 }
