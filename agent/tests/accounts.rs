@@ -389,3 +389,290 @@ stages:
     );
     assert_eq!(before, after);
 }
+
+// ---- Native account writer vs shadow-utils ----------------------------------------------
+
+/// Apply `yaml` with the CLI, `CAIRN_ACCOUNTS=backend` (unset: the default), logging which
+/// backend handled each account action. Returns (exit code, stdout, stderr).
+fn apply_cli(
+    env: &TestEnv,
+    name: &str,
+    yaml: &str,
+    backend: Option<&str>,
+) -> (i32, String, String) {
+    let f = env.yaml(name, yaml);
+    let mut cmd = Command::new(common::bin());
+    cmd.args(["apply", "--root"])
+        .arg(&env.root)
+        .arg(&f)
+        .env("CAIRN_LOG", "cairn_agent::steps::users=debug")
+        .env_remove("CAIRN_ACCOUNTS");
+    if let Some(b) = backend {
+        cmd.env("CAIRN_ACCOUNTS", b);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        common::stdout(&out),
+        common::stderr(&out),
+    )
+}
+
+/// The backends that handled the account actions of a run, with the fallback reasons.
+fn backends(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.find("backend=\"").map(|i| l[i..].to_string()))
+        .collect()
+}
+
+/// Account databases and homes, for comparing roots: (path, mode, uid, gid, content).
+fn account_state(env: &TestEnv) -> Vec<(String, u32, u32, u32, String)> {
+    let mut out = Vec::new();
+    for f in [
+        "/etc/passwd",
+        "/etc/shadow",
+        "/etc/group",
+        "/etc/gshadow",
+        "/etc/subuid",
+        "/etc/subgid",
+    ] {
+        if env.exists(f) {
+            let (mode, uid, gid) = env.meta(f);
+            out.push((f.to_string(), mode, uid, gid, env.read(f)));
+        }
+    }
+    for dir in ["/home", "/srv"] {
+        if !env.exists(dir) {
+            continue;
+        }
+        for (p, e) in common::snapshot(&env.p(dir)) {
+            out.push((
+                format!("{dir}/{}", p.display()),
+                e.mode,
+                e.uid,
+                e.gid,
+                e.content.clone(),
+            ));
+        }
+    }
+    out
+}
+
+const PARITY_CREATE: &str = r#"#cloud-config
+groups:
+  - ops-team: [root]
+  - empty-team
+users:
+  - name: pa
+    gecos: Parity A
+    primary_group: pa-primary
+    groups: [ops-team, fresh-grp]
+    lock_passwd: false
+    passwd: "$6$abc$hash"
+  - name: pb
+    no_user_group: true
+    shell: /bin/sh
+  - name: pc
+    system: true
+    groups: [empty-team]
+  - name: pd
+    uid: 4321
+    no_create_home: true
+    inactive: '10'
+    expiredate: '2031-12-31'
+  - name: pe
+    homedir: /srv/pe-home
+    passwd: "$6$abc$hash"
+"#;
+
+const PARITY_CONVERGE: &str = r#"#cloud-config
+users:
+  - name: pa
+    gecos: Parity A2
+    shell: /bin/sh
+    groups: [ops-team, fresh-grp, later-grp]
+    lock_passwd: false
+    passwd: "$6$def$other"
+  - name: pb
+    uid: 4400
+    primary_group: ops-team
+  - name: pe
+    homedir: /srv/pe-moved
+    lock_passwd: true
+"#;
+
+#[test]
+fn native_and_shadow_utils_write_the_same_accounts() {
+    if !need_shadow_utils() {
+        return;
+    }
+    let native = TestEnv::new();
+    let tools = TestEnv::new();
+    for (name, yaml) in [
+        ("create.yaml", PARITY_CREATE),
+        ("converge.yaml", PARITY_CONVERGE),
+    ] {
+        let (code, out, err) = apply_cli(&native, name, yaml, None);
+        assert_eq!(code, 0, "{out}\n{err}");
+        let used = backends(&err);
+        assert!(
+            !used.is_empty() && used.iter().all(|b| b.starts_with("backend=\"native\"")),
+            "the native writer is the default: {used:?}"
+        );
+        let (code, out, err) = apply_cli(&tools, name, yaml, Some("shadow-utils"));
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(backends(&err)
+            .iter()
+            .all(|b| b.contains("reason=CAIRN_ACCOUNTS=shadow-utils")));
+        let (a, b) = (account_state(&native), account_state(&tools));
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x, y, "after {name}: left native, right shadow-utils");
+        }
+        assert_eq!(a.len(), b.len(), "after {name}: {a:?}\n{b:?}");
+    }
+    assert_eq!(native.passwd("pb").unwrap()[2], "4400");
+    assert_eq!(native.shadow_pw("pa").unwrap(), "$6$def$other");
+    assert_eq!(native.shadow_pw("pe").unwrap(), "!$6$abc$hash");
+    // Converged: nothing left to do for either backend.
+    let (_, out, _) = apply_cli(&native, "converge.yaml", PARITY_CONVERGE, None);
+    assert!(out.contains("0 step(s) changed"), "{out}");
+}
+
+#[test]
+fn dry_run_with_the_native_writer_touches_nothing() {
+    if !need_shadow_utils() {
+        return;
+    }
+    let env = TestEnv::new();
+    let before = common::snapshot(&env.root);
+    let f = env.yaml("dry.yaml", PARITY_CREATE);
+    let out = Command::new(common::bin())
+        .args(["apply", "--dry-run", "--root"])
+        .arg(&env.root)
+        .arg(&f)
+        .env_remove("CAIRN_ACCOUNTS")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let text = common::stdout(&out);
+    assert!(text.contains("created user pa"), "{text}");
+    assert!(
+        text.contains("created group fresh-grp for user pa"),
+        "{text}"
+    );
+    common::assert_same(&before, &common::snapshot(&env.root));
+    assert!(!env.exists("/etc/.pwd.lock"), "no lock file in a dry run");
+}
+
+#[test]
+fn the_native_writer_hands_what_it_cannot_match_to_shadow_utils() {
+    if !need_shadow_utils() {
+        return;
+    }
+    type Setup = fn(&TestEnv);
+    let cases: [(&str, Setup); 6] = [
+        ("SELinux target", |e| {
+            e.write("/etc/selinux/config", "SELINUX=enforcing\n")
+        }),
+        ("tcb shadow", |e| {
+            std::fs::create_dir_all(e.p("/etc/tcb")).unwrap()
+        }),
+        ("NSS passwd source `ldap`", |e| {
+            e.write("/etc/nsswitch.conf", "passwd: files ldap\ngroup: files\n")
+        }),
+        ("a line shadow-utils reads differently", |e| {
+            let text = e.read("/etc/passwd");
+            e.write("/etc/passwd", &format!("{text}\n"));
+        }),
+        ("subdirectories and the target has no /proc", |e| {
+            e.write("/etc/skel/.config/app/settings", "x=1\n")
+        }),
+        ("has hooks to run", |e| {
+            std::fs::create_dir_all(e.p("/etc/shadow-maint/useradd-pre.d")).unwrap()
+        }),
+    ];
+    for (reason, setup) in cases {
+        let env = TestEnv::new();
+        setup(&env);
+        let yaml = "#cloud-config\nusers:\n  - name: fallback\n    groups: [fb-grp]\n";
+        let (code, out, err) = apply_cli(&env, "fb.yaml", yaml, None);
+        assert_eq!(code, 0, "{reason}: {out}\n{err}");
+        let used = backends(&err);
+        assert!(
+            !used.is_empty()
+                && used
+                    .iter()
+                    .all(|b| b.starts_with("backend=\"shadow-utils\"") && b.contains(reason)),
+            "{reason}: {used:?}"
+        );
+        assert!(env.passwd("fallback").is_some(), "{reason}: user created");
+        assert!(env.group("fb-grp").unwrap()[3].contains("fallback"));
+    }
+}
+
+#[test]
+fn native_writes_share_the_lock_of_shadow_utils() {
+    if !need_shadow_utils() {
+        return;
+    }
+    use cairn_agent::host::shadow::lock::PwdLock;
+    use cairn_agent::host::Host;
+    use std::time::{Duration, Instant};
+    let env = TestEnv::new();
+    // Our lock holds off useradd (glibc's lckpwdf on the same file) ...
+    let held = PwdLock::acquire(&Host::system(&env.root)).unwrap();
+    let mut child = Command::new("useradd")
+        .arg("--root")
+        .arg(&env.root)
+        .arg("waiter")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "useradd must wait for the lock"
+    );
+    drop(held);
+    assert!(child.wait().unwrap().success());
+    assert!(env.passwd("waiter").is_some());
+    // ... and a held lckpwdf-style lock (fcntl, another process) holds off our writes.
+    if !host_has("python3") {
+        eprintln!("skipping the second half: no python3");
+        return;
+    }
+    let lock = env.p("/etc/.pwd.lock");
+    let mut holder = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import fcntl,sys,time\nf=open(sys.argv[1],'w')\nfcntl.lockf(f,fcntl.LOCK_EX)\nprint('held',flush=True)\ntime.sleep(1.5)\n",
+        )
+        .arg(&lock)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    let started = Instant::now();
+    let (code, out, err) = apply_cli(
+        &env,
+        "l.yaml",
+        "#cloud-config\nusers:\n  - name: later\n",
+        None,
+    );
+    let waited = started.elapsed();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(backends(&err)
+        .iter()
+        .all(|b| b.starts_with("backend=\"native\"")));
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "applied after {waited:?}"
+    );
+    assert!(env.passwd("later").is_some());
+    holder.wait().unwrap();
+}

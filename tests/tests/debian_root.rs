@@ -2,9 +2,11 @@
 //! twin root as the reference: real apt, real shadow-utils, real update-ca-certificates.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cairn_tests::{agent, rows, DebianRoot};
+use cairn_tests::{agent, agent_binary, rows, snapshot, DebianRoot};
 
 fn apply(root: &DebianRoot, doc: &str) -> (i32, String, String) {
     let file = tempfile::NamedTempFile::new().unwrap();
@@ -42,11 +44,16 @@ fn apt_installs_a_real_package() {
     );
 }
 
-/// The users/groups document both sides apply.
+/// The users/groups document both sides apply: a locked and an unlocked hash, a locked
+/// user without password, a primary group, missing supplementary groups created on the fly,
+/// a home outside /home, system users (one with groups), an explicit uid, expiry and
+/// inactivity, `no_user_group`, `no_create_home`, `no_log_init`, groups with members (one
+/// member missing), sudo and SSH keys.
 const USERS_DOC: &str = r#"#cloud-config
 groups:
   - admingroup: [root, sys]
   - cloud-users
+  - devs: [root, nosuchuser]
 users:
   - name: foobar
     gecos: Foo B. Bar
@@ -75,94 +82,291 @@ users:
     expiredate: '2032-09-01'
   - name: lockedhash
     passwd: $6$j212wezy$7H/1LT4f9/N3wpgNunhsIqtMj62OKiS3nyNwuizouQc3u7MbYCarYeAHWYPYb2FT.lbioDm2RrkJPb9BZMN1O/
+  - name: nug
+    gecos: No User Group
+    no_user_group: true
+  - name: nohome
+    no_create_home: true
+  - name: pguser
+    primary_group: cloud-users
+    groups: [devs, fresh-group]
+  - name: svcacct
+    system: true
+    groups: [svc-group]
+    shell: /usr/sbin/nologin
+  - name: expiring
+    uid: 2100
+    inactive: '30'
+    expiredate: '2030-01-15'
+    no_log_init: true
 "#;
+
+/// The account backends Cairn has (`CAIRN_ACCOUNTS`).
+const BACKENDS: [&str; 2] = ["native", "shadow-utils"];
+
+/// Apply `doc` with one accounts backend, logging which backend handled each action.
+fn apply_with(root: &DebianRoot, doc: &str, backend: &str) -> (i32, String, String) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), doc).unwrap();
+    let out = Command::new(agent_binary().unwrap())
+        .args(["apply", "--root"])
+        .arg(root.path())
+        .arg(file.path())
+        .env("CAIRN_ACCOUNTS", backend)
+        .env("CAIRN_LOG", "cairn_agent::steps::users=debug")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every account action of the run was handled by `backend` (and at least one ran).
+fn assert_backend(stderr: &str, backend: &str) {
+    let used: Vec<&str> = stderr
+        .match_indices("backend=\"")
+        .map(|(i, m)| {
+            let rest = &stderr[i + m.len()..];
+            &rest[..rest.find('"').unwrap()]
+        })
+        .collect();
+    assert!(
+        !used.is_empty() && used.iter().all(|b| *b == backend),
+        "expected every account action on {backend}, got {used:?}:\n{stderr}"
+    );
+}
+
+/// The account databases compared byte for byte.
+const DATABASES: [&str; 6] = [
+    "etc/passwd",
+    "etc/shadow",
+    "etc/group",
+    "etc/gshadow",
+    "etc/subuid",
+    "etc/subgid",
+];
+
+/// `left` and `right` have the same account databases, row for row and byte for byte.
+fn assert_same_databases(left: &DebianRoot, right: &DebianRoot, what: &str) {
+    for file in DATABASES {
+        let ours = left.read(file).unwrap();
+        let theirs = right.read(file).unwrap();
+        let (a, b) = (rows(&ours), rows(&theirs));
+        for (name, row) in &a {
+            assert_eq!(
+                Some(row),
+                b.get(name),
+                "{file}: row for `{name}` differs ({what})"
+            );
+        }
+        let only_right: Vec<_> = b.keys().filter(|k| !a.contains_key(*k)).collect();
+        assert!(
+            only_right.is_empty(),
+            "{file}: only on the right: {only_right:?} ({what})"
+        );
+        assert_eq!(
+            ours, theirs,
+            "{file}: same rows, different bytes or order ({what})"
+        );
+    }
+}
+
+/// Paths, modes, owners and contents (not times) of trees inside a root.
+fn trees(root: &DebianRoot, dirs: &[&str]) -> BTreeMap<PathBuf, (u32, u32, u32, String)> {
+    let mut out = BTreeMap::new();
+    for dir in dirs {
+        let base = root.path().join(dir);
+        if !base.exists() {
+            continue;
+        }
+        for (p, e) in snapshot(&base).unwrap() {
+            out.insert(Path::new(dir).join(p), (e.mode, e.uid, e.gid, e.content));
+        }
+        let m = std::fs::symlink_metadata(&base).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        out.insert(
+            PathBuf::from(dir),
+            (m.mode(), m.uid(), m.gid(), "top".into()),
+        );
+    }
+    out
+}
+
+/// Homes, mail spools and the login records useradd/usermod touch.
+const TREES: [&str; 5] = ["home", "local", "srv", "var/mail", "var/log"];
+
+fn assert_same_trees(left: &DebianRoot, right: &DebianRoot, what: &str) {
+    let (a, b) = (trees(left, &TREES), trees(right, &TREES));
+    let ignore = |p: &PathBuf| {
+        // cloud-init's and Cairn's own logs differ by nature.
+        let s = p.to_string_lossy();
+        s.starts_with("var/log/") && !(s == "var/log/lastlog" || s == "var/log/faillog")
+    };
+    let a: BTreeMap<_, _> = a.into_iter().filter(|(p, _)| !ignore(p)).collect();
+    let b: BTreeMap<_, _> = b.into_iter().filter(|(p, _)| !ignore(p)).collect();
+    for (p, e) in &a {
+        assert_eq!(Some(e), b.get(p), "{}: differs ({what})", p.display());
+    }
+    let only_right: Vec<_> = b.keys().filter(|k| !a.contains_key(*k)).collect();
+    assert!(
+        only_right.is_empty(),
+        "only on the right: {only_right:?} ({what})"
+    );
+}
 
 #[test]
 fn users_and_groups_match_cloud_init_field_by_field() {
-    let cairn = DebianRoot::new().unwrap();
     let reference = DebianRoot::new().unwrap();
-    let (code, out, err) = apply(&cairn, USERS_DOC);
-    assert_eq!(code, 0, "cairn apply failed:\n{out}\n{err}");
     reference.cloud_init(USERS_DOC, "users_groups").unwrap();
-
-    let users = [
-        "foobar",
-        "barfoo",
-        "testuser",
-        "cloudy",
-        "fizzbuzz",
-        "lockedhash",
-    ];
-    let groups = [
-        "admingroup",
-        "cloud-users",
-        "foobar",
-        "barfoo",
-        "testuser",
-        "cloudy",
-        "fizzbuzz",
-        "lockedhash",
-        "users",
-        "admin",
-    ];
-    for (file, names) in [
-        ("etc/passwd", &users[..]),
-        ("etc/shadow", &users[..]),
-        ("etc/group", &groups[..]),
-        ("etc/gshadow", &groups[..]),
-    ] {
-        let ours = rows(&cairn.read(file).unwrap());
-        let theirs = rows(&reference.read(file).unwrap());
-        for name in names {
-            assert_eq!(
-                ours.get(*name),
-                theirs.get(*name),
-                "{file}: row for `{name}` differs (left Cairn, right cloud-init)"
-            );
+    for backend in BACKENDS {
+        let cairn = DebianRoot::new().unwrap();
+        let (code, out, err) = apply_with(&cairn, USERS_DOC, backend);
+        assert_eq!(code, 0, "cairn apply ({backend}) failed:\n{out}\n{err}");
+        assert_backend(&err, backend);
+        let what = format!("left Cairn with {backend}, right cloud-init");
+        // passwd, shadow, group, gshadow, subuid and subgid: same rows, same bytes.
+        assert_same_databases(&cairn, &reference, &what);
+        // Homes (skeleton copies, modes, owners, SSH keys), mail spools, lastlog/faillog.
+        assert_same_trees(&cairn, &reference, &what);
+        for root in [&cairn, &reference] {
+            assert!(root.path().join("home/foobar/.bashrc").exists());
+            assert!(root.path().join("local/testdir/.bashrc").exists());
+            assert!(!root.path().join("home/cloudy").exists());
+            assert!(!root.path().join("home/nohome").exists());
         }
-        // Nothing else was added by one side only.
-        let ours_extra: Vec<_> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();
-        let theirs_extra: Vec<_> = theirs.keys().filter(|k| !ours.contains_key(*k)).collect();
-        assert!(
-            ours_extra.is_empty() && theirs_extra.is_empty(),
-            "{file}: only Cairn: {ours_extra:?}; only cloud-init: {theirs_extra:?}"
-        );
-    }
-    // Homes populated from /etc/skel on both sides; system user without one.
-    for root in [&cairn, &reference] {
-        assert!(root.path().join("home/foobar/.bashrc").exists());
-        assert!(root.path().join("local/testdir/.bashrc").exists());
-        assert!(!root.path().join("home/cloudy").exists());
-    }
-    // SSH keys: same key, dir 0700 and file 0600 owned by the user.
-    use std::os::unix::fs::MetadataExt;
-    let uid = rows(&cairn.read("etc/passwd").unwrap())["barfoo"][2]
-        .parse::<u32>()
-        .unwrap();
-    let keys = cairn.path().join("home/barfoo/.ssh/authorized_keys");
-    let m = std::fs::metadata(&keys).unwrap();
-    assert_eq!((m.mode() & 0o777, m.uid()), (0o600, uid));
-    let d = std::fs::metadata(keys.parent().unwrap()).unwrap();
-    assert_eq!((d.mode() & 0o777, d.uid()), (0o700, uid));
-    assert_eq!(
-        std::fs::read_to_string(&keys).unwrap().trim(),
-        reference
-            .read("home/barfoo/.ssh/authorized_keys")
+        // SSH keys: same key, dir 0700 and file 0600 owned by the user.
+        use std::os::unix::fs::MetadataExt;
+        let uid = rows(&cairn.read("etc/passwd").unwrap())["barfoo"][2]
+            .parse::<u32>()
+            .unwrap();
+        let keys = cairn.path().join("home/barfoo/.ssh/authorized_keys");
+        let m = std::fs::metadata(&keys).unwrap();
+        assert_eq!((m.mode() & 0o777, m.uid()), (0o600, uid));
+        let d = std::fs::metadata(keys.parent().unwrap()).unwrap();
+        assert_eq!((d.mode() & 0o777, d.uid()), (0o700, uid));
+        // Sudo rules: both grant the same rule; Cairn's drop-in passes visudo.
+        let sudo = cairn.read("etc/sudoers.d/90-cairn-barfoo").unwrap();
+        assert!(sudo.contains("barfoo ALL=(ALL) NOPASSWD:ALL"), "{sudo}");
+        assert!(reference
+            .read("etc/sudoers.d/90-cloud-init-users")
             .unwrap()
-            .trim()
+            .contains("barfoo ALL=(ALL) NOPASSWD:ALL"));
+        cairn.chroot(&["visudo", "-c"]).unwrap();
+        // And a second apply changes nothing.
+        let (code, out, _) = apply_with(&cairn, USERS_DOC, backend);
+        assert_eq!(code, 0);
+        assert!(out.contains("0 step(s) changed"), "{backend}: {out}");
+    }
+}
+
+const HASH_A: &str = "$6$j212wezy$7H/1LT4f9/N3wpgNunhsIqtMj62OKiS3nyNwuizouQc3u7MbYCarYeAHWYPYb2FT.lbioDm2RrkJPb9BZMN1O/";
+const HASH_B: &str = "$6$cairnsalt$VyuLwe1Fp3s.HgYLNBPQG7fgAAJm3xxExEGvxk07bD8NetrIWuyQdoxky/mLeAMBh1dCttcpzumve7EanalfS.";
+
+#[test]
+fn existing_users_converge_the_same_with_both_backends() {
+    let before = format!(
+        r#"#cloud-config
+users:
+  - name: alice
+    gecos: Alice
+    shell: /bin/sh
+    lock_passwd: false
+    passwd: {HASH_A}
+  - name: bob
+    groups: [users]
+  - name: carol
+    primary_group: carol
+    groups: [cdrom]
+  - name: dave
+    lock_passwd: false
+    passwd: {HASH_A}
+"#
     );
-    // Sudo rules: both grant the same rule; Cairn's drop-in passes visudo.
-    let sudo = cairn.read("etc/sudoers.d/90-cairn-barfoo").unwrap();
-    assert!(sudo.contains("barfoo ALL=(ALL) NOPASSWD:ALL"), "{sudo}");
-    assert!(reference
-        .read("etc/sudoers.d/90-cloud-init-users")
-        .unwrap()
-        .contains("barfoo ALL=(ALL) NOPASSWD:ALL"));
-    cairn.chroot(&["visudo", "-c"]).unwrap();
-    // And a second apply changes nothing.
-    let (code, out, _) = apply(&cairn, USERS_DOC);
-    assert_eq!(code, 0);
-    assert!(out.contains("0 step(s) changed"), "{out}");
+    // gecos, shell, home, password (alice); uid and added groups, one created on the fly
+    // (bob); primary group and an added group (carol); lock (dave); a member added by a
+    // top-level group (alice).
+    let after = format!(
+        r#"#cloud-config
+groups:
+  - cdrom: [alice]
+users:
+  - name: alice
+    gecos: Alice Changed
+    shell: /bin/bash
+    homedir: /srv/alice
+    lock_passwd: false
+    passwd: {HASH_B}
+  - name: bob
+    uid: 2500
+    groups: [users, audio, newgrp]
+  - name: carol
+    primary_group: staff
+    groups: [cdrom, video]
+  - name: dave
+    passwd: {HASH_A}
+"#
+    );
+    let roots: Vec<DebianRoot> = BACKENDS
+        .iter()
+        .map(|_| DebianRoot::new().unwrap())
+        .collect();
+    for root in &roots {
+        // Mail spools and login records for the uid change to carry over.
+        std::fs::write(
+            root.path().join("etc/default/useradd"),
+            "SHELL=/bin/sh\nCREATE_MAIL_SPOOL=yes\n",
+        )
+        .unwrap();
+        let pattern = |n: usize, k: usize| {
+            (0..n)
+                .map(|i| ((i * k) % 251 + 1) as u8)
+                .collect::<Vec<u8>>()
+        };
+        std::fs::write(root.path().join("var/log/lastlog"), pattern(292 * 3000, 7)).unwrap();
+        std::fs::write(root.path().join("var/log/faillog"), pattern(32 * 3000, 3)).unwrap();
+    }
+    for (step, doc) in [("create", &before), ("converge", &after)] {
+        for (root, backend) in roots.iter().zip(BACKENDS) {
+            let (code, out, err) = apply_with(root, doc, backend);
+            assert_eq!(code, 0, "{step} with {backend} failed:\n{out}\n{err}");
+            assert_backend(&err, backend);
+            if step == "converge" {
+                assert!(out.contains("updated user alice"), "{out}");
+            }
+        }
+        let what = format!("after {step}: left native, right shadow-utils");
+        assert_same_databases(&roots[0], &roots[1], &what);
+        assert_same_trees(&roots[0], &roots[1], &what);
+    }
+    let native = &roots[0];
+    let passwd = rows(&native.read("etc/passwd").unwrap());
+    assert_eq!(
+        passwd["alice"][4..],
+        ["Alice Changed", "/srv/alice", "/bin/bash"]
+    );
+    assert_eq!(passwd["bob"][2], "2500");
+    assert_eq!(passwd["carol"][3], "50", "staff");
+    let shadow = rows(&native.read("etc/shadow").unwrap());
+    assert_eq!(shadow["alice"][1], HASH_B);
+    assert_eq!(shadow["dave"][1], format!("!{HASH_A}"));
+    let group = rows(&native.read("etc/group").unwrap());
+    assert_eq!(group["newgrp"][3], "bob");
+    assert_eq!(group["cdrom"][3], "carol,alice");
+    // usermod re-owned bob's home (uid) and carol's (gid) and moved bob's mailbox.
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(native.path().join("home/bob/.profile")).unwrap();
+    assert_eq!(m.uid(), 2500);
+    let m = std::fs::metadata(native.path().join("home/carol/.profile")).unwrap();
+    assert_eq!(m.gid(), 50);
+    let m = std::fs::metadata(native.path().join("var/mail/bob")).unwrap();
+    assert_eq!(m.uid(), 2500);
+    for (root, backend) in roots.iter().zip(BACKENDS) {
+        let (code, out, _) = apply_with(root, &after, backend);
+        assert_eq!(code, 0);
+        assert!(out.contains("0 step(s) changed"), "{backend}: {out}");
+    }
 }
 
 fn make_ca(dir: &std::path::Path, cn: &str) -> String {

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod fs;
 pub mod osrelease;
 pub mod runner;
+pub mod shadow;
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, OnceLock};

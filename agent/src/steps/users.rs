@@ -1,15 +1,35 @@
-//! Users, groups, SSH authorized keys and sudo rules, with shadow-utils.
+//! Users, groups, SSH authorized keys and sudo rules.
 //!
-//! Accounts are created and modified with `useradd`/`usermod`/`groupadd` (`--root` when
-//! the target is not `/`), exactly as cloud-init calls them, so passwd/group/shadow rows
-//! come out field for field the same. Existing users are converged: differing gecos,
-//! shell, home, primary group, uid, missing supplementary groups, password and lock.
+//! Account changes are decided once (`plan_groups`, `plan_users`) and carried out by
+//! one of two backends with shadow-utils' semantics, the options cloud-init passes:
+//!
+//! - **native** ([`crate::host::shadow`]): the databases are read once under
+//!   shadow-utils' lock, every operation of the action is applied in memory exactly as
+//!   `useradd`/`usermod`/`groupadd` would, and each changed file is written once
+//!   (atomically, with the `FILE-` backups); then homes are created from the skeleton;
+//! - **shadow-utils**: `useradd`/`usermod`/`groupadd`/`groupmod` (`--root` when the target
+//!   is not `/`), one command per operation, as cloud-init runs them.
+//!
+//! Native is used unless it cannot guarantee the same result (SELinux, tcb, NSS sources
+//! besides files, unusual database lines, options or errors it leaves to the tools, a
+//! host whose shadow-utils is not Debian's 4.13) or `CAIRN_ACCOUNTS=shadow-utils` is set;
+//! then the whole action runs with shadow-utils. Existing users are converged: differing
+//! gecos, shell, home, primary group, uid, missing supplementary groups, password and lock.
+
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use sha_crypt::{sha512_check, sha512_simple, Sha512Params};
 
-use super::{converge_file, Changes, StepCx, StepError};
-use crate::host::{fs, Cmd};
-use crate::model::{AbsPath, AuthorizedKeysSpec, GroupSpec, Password, UserSemantics, UserSpec};
+use super::{Changes, StepCx, StepError};
+use crate::host::accounts::Accounts;
+use crate::host::shadow::{
+    self, Backend, CommitError, GroupAdd, Session, Unsupported, UserAdd, UserMod,
+};
+use crate::host::{fs, Cmd, Host};
+use crate::model::{AbsPath, AuthorizedKeysSpec, GroupSpec, Password, UserSpec};
 
 /// A shadow-utils command acting on the target's account files.
 fn shadow_cmd(cx: &StepCx, program: &str) -> Cmd {
@@ -28,59 +48,285 @@ fn run(cx: &StepCx, cmd: Cmd) -> Result<(), StepError> {
     Ok(())
 }
 
+/// Why an account operation did not happen.
+enum AcctError {
+    Step(StepError),
+    /// The native backend hands the whole action to shadow-utils.
+    Unsupported(Unsupported),
+}
+
+impl From<StepError> for AcctError {
+    fn from(e: StepError) -> Self {
+        AcctError::Step(e)
+    }
+}
+
+impl From<Unsupported> for AcctError {
+    fn from(u: Unsupported) -> Self {
+        AcctError::Unsupported(u)
+    }
+}
+
+/// What the users/groups decisions need from a backend.
+trait AccountBackend {
+    fn kind(&self) -> Backend;
+    /// The accounts as they stand (after this action's operations, when the backend can
+    /// tell: the native one can even in a dry run).
+    fn view(&mut self) -> &Accounts;
+    fn groupadd(&mut self, g: &GroupAdd) -> Result<(), AcctError>;
+    fn groupmod_gid(&mut self, name: &str, gid: u32) -> Result<(), AcctError>;
+    fn useradd(&mut self, u: &UserAdd) -> Result<(), AcctError>;
+    fn usermod(&mut self, name: &str, m: &UserMod) -> Result<(), AcctError>;
+}
+
+/// One command per operation.
+struct ShadowUtils<'c, 'a> {
+    cx: &'c mut StepCx<'a>,
+}
+
+fn groupadd_cmd(cx: &StepCx, g: &GroupAdd) -> Cmd {
+    let mut cmd = shadow_cmd(cx, "groupadd");
+    if let Some(gid) = g.gid {
+        cmd = cmd.arg("--gid").arg(gid.to_string());
+    }
+    if g.system {
+        cmd = cmd.arg("--system");
+    }
+    cmd.arg(&g.name)
+}
+
+/// Same options, in the same (sorted-by-key) order, as cloud-init's add_user.
+fn useradd_cmd(cx: &StepCx, u: &UserAdd) -> Cmd {
+    let mut cmd = shadow_cmd(cx, "useradd").arg(&u.name);
+    if let Some(e) = &u.expiredate {
+        cmd = cmd.arg("--expiredate").arg(e);
+    }
+    if let Some(g) = &u.comment {
+        cmd = cmd.arg("--comment").arg(g);
+    }
+    if !u.groups.is_empty() {
+        cmd = cmd.arg("--groups").arg(&u.groups);
+    }
+    if let Some(h) = &u.home {
+        cmd = cmd.arg("--home").arg(h);
+    }
+    if let Some(i) = &u.inactive {
+        cmd = cmd.arg("--inactive").arg(i);
+    }
+    if u.no_log_init {
+        cmd = cmd.arg("--no-log-init");
+    }
+    if u.no_user_group {
+        cmd = cmd.arg("--no-user-group");
+    }
+    if let Some(p) = &u.password {
+        cmd = cmd.arg("--password").secret_arg(p);
+    }
+    if let Some(pg) = &u.gid {
+        cmd = cmd.arg("--gid").arg(pg);
+    }
+    if let Some(s) = &u.shell {
+        cmd = cmd.arg("--shell").arg(s);
+    }
+    if u.system {
+        cmd = cmd.arg("--system");
+    }
+    if let Some(uid) = u.uid {
+        cmd = cmd.arg("--uid").arg(uid.to_string());
+    }
+    cmd.arg(if u.create_home { "-m" } else { "-M" })
+}
+
+fn usermod_cmd(cx: &StepCx, name: &str, m: &UserMod) -> Cmd {
+    let mut cmd = shadow_cmd(cx, "usermod");
+    if let Some(g) = &m.comment {
+        cmd = cmd.arg("--comment").arg(g);
+    }
+    if let Some(s) = &m.shell {
+        cmd = cmd.arg("--shell").arg(s);
+    }
+    if let Some(h) = &m.home {
+        cmd = cmd.arg("--home").arg(h);
+    }
+    if let Some(uid) = m.uid {
+        cmd = cmd.arg("--uid").arg(uid.to_string());
+    }
+    if let Some(g) = &m.gid {
+        cmd = cmd.arg("--gid").arg(g);
+    }
+    if let Some(groups) = &m.append_groups {
+        cmd = cmd.arg("--append").arg("--groups").arg(groups);
+    }
+    if let Some(p) = &m.password {
+        cmd = cmd.arg("--password").secret_arg(p.clone());
+    }
+    if m.lock {
+        cmd = cmd.arg("--lock");
+    }
+    cmd.arg(name)
+}
+
+impl AccountBackend for ShadowUtils<'_, '_> {
+    fn kind(&self) -> Backend {
+        Backend::ShadowUtils
+    }
+    fn view(&mut self) -> &Accounts {
+        self.cx.accounts()
+    }
+    fn groupadd(&mut self, g: &GroupAdd) -> Result<(), AcctError> {
+        run(self.cx, groupadd_cmd(self.cx, g))?;
+        self.cx.accounts_changed();
+        Ok(())
+    }
+    fn groupmod_gid(&mut self, name: &str, gid: u32) -> Result<(), AcctError> {
+        let cmd = shadow_cmd(self.cx, "groupmod")
+            .arg("--gid")
+            .arg(gid.to_string())
+            .arg(name);
+        run(self.cx, cmd)?;
+        self.cx.accounts_changed();
+        Ok(())
+    }
+    fn useradd(&mut self, u: &UserAdd) -> Result<(), AcctError> {
+        run(self.cx, useradd_cmd(self.cx, u))?;
+        self.cx.accounts_changed();
+        Ok(())
+    }
+    fn usermod(&mut self, name: &str, m: &UserMod) -> Result<(), AcctError> {
+        run(self.cx, usermod_cmd(self.cx, name, m))?;
+        self.cx.accounts_changed();
+        Ok(())
+    }
+}
+
+/// Operations applied to an in-memory [`Session`], written by [`with_accounts`].
+struct Native<'h> {
+    host: &'h Host,
+    session: Session,
+    view: Option<Accounts>,
+}
+
+impl AccountBackend for Native<'_> {
+    fn kind(&self) -> Backend {
+        Backend::Native
+    }
+    fn view(&mut self) -> &Accounts {
+        let session = &self.session;
+        self.view.get_or_insert_with(|| session.accounts())
+    }
+    fn groupadd(&mut self, g: &GroupAdd) -> Result<(), AcctError> {
+        self.view = None;
+        Ok(self.session.groupadd(g)?)
+    }
+    fn groupmod_gid(&mut self, name: &str, gid: u32) -> Result<(), AcctError> {
+        self.view = None;
+        Ok(self.session.groupmod_gid(name, gid)?)
+    }
+    fn useradd(&mut self, u: &UserAdd) -> Result<(), AcctError> {
+        self.view = None;
+        Ok(self.session.useradd(self.host, u)?)
+    }
+    fn usermod(&mut self, name: &str, m: &UserMod) -> Result<(), AcctError> {
+        self.view = None;
+        Ok(self.session.usermod(name, m)?)
+    }
+}
+
+/// Run `plan` with the native backend when it can guarantee shadow-utils' result, else
+/// (or when it gives up part-way, before writing anything) with shadow-utils.
+fn with_accounts<F>(cx: &mut StepCx, plan: F) -> Result<Changes, StepError>
+where
+    F: Fn(&mut dyn AccountBackend, bool) -> Result<Changes, AcctError>,
+{
+    let dry = cx.dry_run;
+    let host = cx.host;
+    let why = match shadow::refusal(host) {
+        Some(why) => why,
+        None => match Session::open(host, dry) {
+            Err(Unsupported(why)) => why,
+            Ok(session) => {
+                let mut native = Native {
+                    host,
+                    session,
+                    view: None,
+                };
+                match plan(&mut native, dry) {
+                    Ok(changes) => {
+                        if !dry && native.session.has_changes() {
+                            native.session.commit(host).map_err(|e| match e {
+                                CommitError::Fs(e) => StepError::Fs(e),
+                                CommitError::Other(m) => StepError::msg(m),
+                            })?;
+                            cx.accounts_changed();
+                        }
+                        tracing::debug!(backend = "native", "account databases handled natively");
+                        return Ok(changes);
+                    }
+                    Err(AcctError::Step(e)) => return Err(e),
+                    Err(AcctError::Unsupported(Unsupported(why))) => why,
+                }
+            }
+        },
+    };
+    tracing::debug!(backend = "shadow-utils", reason = %why, "account databases handled by shadow-utils");
+    let mut backend = ShadowUtils { cx };
+    plan(&mut backend, dry).map_err(|e| match e {
+        AcctError::Step(e) => e,
+        AcctError::Unsupported(u) => StepError::msg(u.0),
+    })
+}
+
 pub fn groups(cx: &mut StepCx, specs: &[GroupSpec]) -> Result<Changes, StepError> {
+    with_accounts(cx, |b, dry| plan_groups(b, specs, dry))
+}
+
+fn plan_groups(
+    b: &mut dyn AccountBackend,
+    specs: &[GroupSpec],
+    dry_run: bool,
+) -> Result<Changes, AcctError> {
+    // In a dry run shadow-utils' view does not move; the native one does.
+    let simulated = b.kind() == Backend::Native;
     let mut changes = Vec::new();
     for spec in specs {
-        let existing = cx.accounts().group(&spec.name).cloned();
+        let existing = b.view().group(&spec.name).cloned();
         match existing {
             None => {
-                let mut cmd = shadow_cmd(cx, "groupadd");
-                if let Some(gid) = spec.gid {
-                    cmd = cmd.arg("--gid").arg(gid.to_string());
-                }
-                if spec.system {
-                    cmd = cmd.arg("--system");
-                }
-                run(cx, cmd.arg(&spec.name))?;
+                b.groupadd(&GroupAdd {
+                    name: spec.name.clone(),
+                    gid: spec.gid,
+                    system: spec.system,
+                })?;
                 changes.push(format!("created group {}", spec.name));
-                cx.accounts_changed();
             }
             Some(g) => {
                 if let Some(gid) = spec.gid.filter(|gid| *gid != g.gid) {
-                    run(
-                        cx,
-                        shadow_cmd(cx, "groupmod")
-                            .arg("--gid")
-                            .arg(gid.to_string())
-                            .arg(&spec.name),
-                    )?;
+                    b.groupmod_gid(&spec.name, gid)?;
                     changes.push(format!("changed gid of group {} to {gid}", spec.name));
-                    cx.accounts_changed();
                 }
             }
         }
         for member in &spec.members {
-            let group_has = cx
-                .accounts()
+            let group_has = b
+                .view()
                 .group(&spec.name)
                 .is_some_and(|g| g.members.contains(member));
             if group_has {
                 continue;
             }
-            if cx.accounts().user(member).is_none() && !cx.dry_run {
+            if b.view().user(member).is_none() && (simulated || !dry_run) {
                 // cloud-init skips members that do not exist, with a warning; so do we.
                 tracing::warn!("not adding {member} to group {}: no such user", spec.name);
                 continue;
             }
-            run(
-                cx,
-                shadow_cmd(cx, "usermod")
-                    .args(["-a", "-G"])
-                    .arg(&spec.name)
-                    .arg(member),
+            b.usermod(
+                member,
+                &UserMod {
+                    append_groups: Some(spec.name.clone()),
+                    ..Default::default()
+                },
             )?;
             changes.push(format!("added {member} to group {}", spec.name));
-            cx.accounts_changed();
         }
     }
     Ok(changes)
@@ -113,6 +359,50 @@ fn wanted_password(spec: &UserSpec, current: Option<&str>) -> Result<Option<Stri
 }
 
 pub fn users(cx: &mut StepCx, specs: &[UserSpec]) -> Result<Changes, StepError> {
+    let mut changes = with_accounts(cx, |b, dry| plan_users(b, specs, dry))?;
+    let mut writes = Writes::default();
+    for spec in specs {
+        changes.extend(sudo_rules(cx, spec, &mut writes)?);
+        if !spec.ssh_authorized_keys.is_empty() {
+            changes.extend(add_keys(
+                cx,
+                &spec.name,
+                &spec.ssh_authorized_keys,
+                &mut writes,
+            )?);
+        }
+    }
+    writes.commit()?;
+    Ok(changes)
+}
+
+/// useradd's options for a new user `spec` with the initial shadow `password`.
+fn user_add(spec: &UserSpec, password: Option<String>) -> UserAdd {
+    UserAdd {
+        name: spec.name.clone(),
+        uid: spec.uid,
+        comment: spec.gecos.clone(),
+        groups: spec.groups.join(","),
+        home: spec.homedir.as_ref().map(|h| h.as_str().to_string()),
+        expiredate: spec.expiredate.clone(),
+        inactive: spec.inactive.clone(),
+        no_log_init: spec.no_log_init,
+        no_user_group: spec.no_user_group,
+        password,
+        gid: spec.primary_group.clone(),
+        shell: spec.shell.clone(),
+        system: spec.system,
+        // cloud-init creates the home (copying /etc/skel) unless no_create_home or system.
+        create_home: !(spec.no_create_home || spec.system),
+    }
+}
+
+fn plan_users(
+    b: &mut dyn AccountBackend,
+    specs: &[UserSpec],
+    dry_run: bool,
+) -> Result<Changes, AcctError> {
+    let simulated = b.kind() == Backend::Native;
     let mut changes = Vec::new();
     for spec in specs {
         // cloud-init creates missing supplementary and primary groups first.
@@ -121,17 +411,16 @@ pub fn users(cx: &mut StepCx, specs: &[UserSpec]) -> Result<Changes, StepError> 
             needed.push(pg);
         }
         for g in needed {
-            if cx.accounts().group(g).is_none() {
-                run(cx, shadow_cmd(cx, "groupadd").arg(g))?;
+            if b.view().group(g).is_none() {
+                b.groupadd(&GroupAdd {
+                    name: g.to_string(),
+                    ..Default::default()
+                })?;
                 changes.push(format!("created group {g} for user {}", spec.name));
-                cx.accounts_changed();
             }
         }
-        let existing = cx.accounts().user(&spec.name).cloned();
-        let current_pw = cx
-            .accounts()
-            .shadow_password(&spec.name)
-            .map(str::to_string);
+        let existing = b.view().user(&spec.name).cloned();
+        let current_pw = b.view().shadow_password(&spec.name).map(str::to_string);
         let password = wanted_password(spec, current_pw.as_deref())?;
         match existing {
             None => {
@@ -141,44 +430,49 @@ pub fn users(cx: &mut StepCx, specs: &[UserSpec]) -> Result<Changes, StepError> 
                     (Some(h), true) if !h.starts_with('!') => Some(format!("!{h}")),
                     (p, _) => p.clone(),
                 };
-                create_user(cx, spec, initial.as_deref())?;
+                b.useradd(&user_add(spec, initial))?;
                 changes.push(format!("created user {}", spec.name));
-                cx.accounts_changed();
-                let locked = cx
-                    .accounts()
+                let locked = b
+                    .view()
                     .shadow_password(&spec.name)
                     .is_some_and(|p| p.starts_with('!'));
                 if spec.lock_passwd && !locked {
-                    run(cx, shadow_cmd(cx, "usermod").arg("--lock").arg(&spec.name))?;
+                    b.usermod(
+                        &spec.name,
+                        &UserMod {
+                            lock: true,
+                            ..Default::default()
+                        },
+                    )?;
                 }
             }
             Some(u) => {
-                let mut cmd = shadow_cmd(cx, "usermod");
+                let mut m = UserMod::default();
                 let mut what = Vec::new();
                 if let Some(g) = spec.gecos.as_ref().filter(|g| **g != u.gecos) {
-                    cmd = cmd.arg("--comment").arg(g);
+                    m.comment = Some(g.clone());
                     what.push("gecos");
                 }
                 if let Some(s) = spec.shell.as_ref().filter(|s| **s != u.shell) {
-                    cmd = cmd.arg("--shell").arg(s);
+                    m.shell = Some(s.clone());
                     what.push("shell");
                 }
                 if let Some(h) = spec.homedir.as_ref().filter(|h| h.as_str() != u.home) {
-                    cmd = cmd.arg("--home").arg(h.as_str());
+                    m.home = Some(h.as_str().to_string());
                     what.push("home");
                 }
                 if let Some(uid) = spec.uid.filter(|id| *id != u.uid) {
-                    cmd = cmd.arg("--uid").arg(uid.to_string());
+                    m.uid = Some(uid);
                     what.push("uid");
                 }
                 if let Some(pg) = &spec.primary_group {
-                    let gid = cx.accounts().group(pg).map(|g| g.gid);
+                    let gid = b.view().group(pg).map(|g| g.gid);
                     if gid != Some(u.gid) {
-                        cmd = cmd.arg("--gid").arg(pg);
+                        m.gid = Some(pg.clone());
                         what.push("primary group");
                     }
                 }
-                let have = cx.accounts().supplementary(&spec.name).join(",");
+                let have = b.view().supplementary(&spec.name).join(",");
                 let missing: Vec<&str> = spec
                     .groups
                     .iter()
@@ -186,7 +480,7 @@ pub fn users(cx: &mut StepCx, specs: &[UserSpec]) -> Result<Changes, StepError> 
                     .filter(|g| !have.split(',').any(|h| h == *g))
                     .collect();
                 if !missing.is_empty() {
-                    cmd = cmd.arg("--append").arg("--groups").arg(missing.join(","));
+                    m.append_groups = Some(missing.join(","));
                     what.push("groups");
                 }
                 let cur = current_pw.clone().unwrap_or_default();
@@ -197,92 +491,43 @@ pub fn users(cx: &mut StepCx, specs: &[UserSpec]) -> Result<Changes, StepError> 
                     // hashes without it, or a locked hash (`!`, `!$6$…`) is rewritten on
                     // every apply.
                     if p.trim_start_matches('!') != cur_hash {
-                        cmd = cmd.arg("--password").secret_arg(p.clone());
+                        m.password = Some(p.clone());
                         what.push("password");
                     }
                 }
                 if !what.is_empty() {
-                    run(cx, cmd.arg(&spec.name))?;
+                    b.usermod(&spec.name, &m)?;
                     changes.push(format!("updated user {}: {}", spec.name, what.join(", ")));
-                    cx.accounts_changed();
                 }
-                let now = cx
-                    .accounts()
+                let now = b
+                    .view()
                     .shadow_password(&spec.name)
                     .unwrap_or_default()
                     .to_string();
-                let locked = if cx.dry_run {
+                let locked = if dry_run && !simulated {
                     cur_locked
                 } else {
                     now.starts_with('!')
                 };
                 if spec.lock_passwd && !locked {
-                    run(cx, shadow_cmd(cx, "usermod").arg("--lock").arg(&spec.name))?;
+                    b.usermod(
+                        &spec.name,
+                        &UserMod {
+                            lock: true,
+                            ..Default::default()
+                        },
+                    )?;
                     changes.push(format!("locked password of {}", spec.name));
-                    cx.accounts_changed();
                 }
             }
-        }
-        changes.extend(sudo_rules(cx, spec)?);
-        if !spec.ssh_authorized_keys.is_empty() {
-            changes.extend(add_keys(cx, &spec.name, &spec.ssh_authorized_keys)?);
         }
     }
     Ok(changes)
 }
 
-fn create_user(cx: &StepCx, spec: &UserSpec, password: Option<&str>) -> Result<(), StepError> {
-    // Same options, in the same (sorted-by-key) order, as cloud-init's add_user.
-    let mut cmd = shadow_cmd(cx, "useradd").arg(&spec.name);
-    if let Some(e) = &spec.expiredate {
-        cmd = cmd.arg("--expiredate").arg(e);
-    }
-    if let Some(g) = &spec.gecos {
-        cmd = cmd.arg("--comment").arg(g);
-    }
-    if !spec.groups.is_empty() {
-        cmd = cmd.arg("--groups").arg(spec.groups.join(","));
-    }
-    if let Some(h) = &spec.homedir {
-        cmd = cmd.arg("--home").arg(h.as_str());
-    }
-    if let Some(i) = &spec.inactive {
-        cmd = cmd.arg("--inactive").arg(i);
-    }
-    if spec.no_log_init {
-        cmd = cmd.arg("--no-log-init");
-    }
-    if spec.no_user_group {
-        cmd = cmd.arg("--no-user-group");
-    }
-    if let Some(p) = password {
-        cmd = cmd.arg("--password").secret_arg(p);
-    }
-    if let Some(pg) = &spec.primary_group {
-        cmd = cmd.arg("--gid").arg(pg);
-    }
-    if let Some(s) = &spec.shell {
-        cmd = cmd.arg("--shell").arg(s);
-    }
-    if spec.system {
-        cmd = cmd.arg("--system");
-    }
-    if let Some(uid) = spec.uid {
-        cmd = cmd.arg("--uid").arg(uid.to_string());
-    }
-    // yip gives new users /bin/sh-less defaults from useradd; cloud-init creates the home
-    // (copying /etc/skel) unless no_create_home or system.
-    let create_home = !(spec.no_create_home || spec.system);
-    cmd = cmd.arg(if create_home { "-m" } else { "-M" });
-    if spec.semantics == UserSemantics::Yip && spec.shell.is_none() {
-        // yip's default shell comes from useradd defaults too; nothing to add.
-    }
-    run(cx, cmd)
-}
-
 /// One sudoers drop-in per user (`/etc/sudoers.d/90-cairn-<user>`, mode 0440), checked
 /// with `visudo -cf` when the target or the host has it.
-fn sudo_rules(cx: &mut StepCx, spec: &UserSpec) -> Result<Changes, StepError> {
+fn sudo_rules(cx: &mut StepCx, spec: &UserSpec, writes: &mut Writes) -> Result<Changes, StepError> {
     let file_name = format!("90-cairn-{}", spec.name.replace('.', "_"));
     let path = AbsPath::parse(&format!("/etc/sudoers.d/{file_name}")).map_err(StepError::msg)?;
     if spec.sudo.0.is_empty() {
@@ -305,7 +550,7 @@ fn sudo_rules(cx: &mut StepCx, spec: &UserSpec) -> Result<Changes, StepError> {
         validate_sudoers(cx, &content)?;
     }
     let mut changes = Vec::new();
-    if let Some(c) = converge_file(cx, &path, content.as_bytes(), 0o440, Some((0, 0)))? {
+    if let Some(c) = writes.converge(cx, &path, content.as_bytes(), 0o440, (0, 0))? {
         changes.push(c);
     }
     changes.extend(ensure_includedir(cx)?);
@@ -387,15 +632,157 @@ pub fn authorized_keys(
     specs: &[AuthorizedKeysSpec],
 ) -> Result<Changes, StepError> {
     let mut changes = Vec::new();
+    let mut writes = Writes::default();
     for spec in specs {
-        changes.extend(add_keys(cx, &spec.user, &spec.keys)?);
+        changes.extend(add_keys(cx, &spec.user, &spec.keys, &mut writes)?);
     }
+    writes.commit()?;
     Ok(changes)
 }
 
+/// Files of one users action (sudo drop-ins, `authorized_keys`), written at its end and made
+/// durable together: each still atomically (temp file, fsync, rename, directory fsync),
+/// but with their fsyncs concurrent so the filesystem commits them at once.
+#[derive(Default)]
+struct Writes(Vec<Queued>);
+
+/// A file write waiting for [`Writes::commit`].
+struct Queued {
+    path: PathBuf,
+    content: Vec<u8>,
+    mode: u32,
+    owner: (u32, u32),
+}
+
+impl Writes {
+    /// `steps::converge_file` with the write queued: the change line when content, mode or owner
+    /// differ (mode and owner alone are fixed at once).
+    fn converge(
+        &mut self,
+        cx: &StepCx,
+        path: &AbsPath,
+        content: &[u8],
+        mode: u32,
+        owner: (u32, u32),
+    ) -> Result<Option<String>, StepError> {
+        let real = cx.path(path);
+        if self.0.iter().any(|q| q.path == real) {
+            // The same file twice in one action: write the first before reading it again.
+            self.commit()?;
+        }
+        let current = fs::read_opt(&real)?;
+        let meta = fs::meta(&real);
+        if meta.as_ref().is_some_and(|m| m.is_dir) {
+            return Err(StepError::msg(format!("{path} is a directory, not a file")));
+        }
+        let content_same = current.as_deref() == Some(content);
+        let mode_same = meta.as_ref().is_some_and(|m| m.mode == mode);
+        let owner_same = meta.as_ref().is_some_and(|m| (m.uid, m.gid) == owner);
+        if content_same && mode_same && owner_same {
+            return Ok(None);
+        }
+        let change = if current.is_none() {
+            format!("created {path} ({} bytes, mode {mode:04o})", content.len())
+        } else if !content_same {
+            format!("rewrote {path} ({} bytes, mode {mode:04o})", content.len())
+        } else if !mode_same {
+            format!("changed mode of {path} to {mode:04o}")
+        } else {
+            format!("changed owner of {path}")
+        };
+        if !cx.dry_run {
+            if content_same {
+                if !mode_same {
+                    fs::set_mode(&real, mode)?;
+                }
+                if !owner_same {
+                    fs::set_owner(&real, owner.0, owner.1)?;
+                }
+            } else {
+                fs::ensure_parents(&real)?;
+                self.0.push(Queued {
+                    path: real,
+                    content: content.to_vec(),
+                    mode,
+                    owner,
+                });
+            }
+        }
+        Ok(Some(change))
+    }
+
+    fn commit(&mut self) -> Result<(), StepError> {
+        let mut staged: Vec<(File, PathBuf, PathBuf)> = Vec::new();
+        let result = (|| {
+            for Queued {
+                path: dst,
+                content,
+                mode,
+                owner: (uid, gid),
+            } in self.0.drain(..)
+            {
+                let dir = dst.parent().unwrap_or(Path::new("/")).to_path_buf();
+                let name = dst
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let tmp = dir.join(format!(".{name}.cairn-{}.tmp", std::process::id()));
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(fs::err("creating", &tmp))?;
+                staged.push((
+                    f.try_clone().map_err(fs::err("creating", &tmp))?,
+                    tmp.clone(),
+                    dst,
+                ));
+                f.write_all(&content).map_err(fs::err("writing", &tmp))?;
+                std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+                    .map_err(fs::err("changing owner of", &tmp))?;
+                f.set_permissions(Permissions::from_mode(mode))
+                    .map_err(fs::err("changing mode of", &tmp))?;
+            }
+            let files: Vec<(&File, &Path)> =
+                staged.iter().map(|(f, t, _)| (f, t.as_path())).collect();
+            shadow::sync_together(&files)?;
+            let mut dirs: Vec<PathBuf> = Vec::new();
+            for (_, tmp, dst) in &staged {
+                std::fs::rename(tmp, dst).map_err(fs::err("renaming into place", dst))?;
+                let dir = dst.parent().unwrap_or(Path::new("/")).to_path_buf();
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+            }
+            let handles: Vec<(File, PathBuf)> = dirs
+                .into_iter()
+                .filter_map(|d| File::open(&d).ok().map(|f| (f, d)))
+                .collect();
+            let dir_files: Vec<(&File, &Path)> =
+                handles.iter().map(|(f, d)| (f, d.as_path())).collect();
+            // Like fs::write_atomic: a failed directory sync does not fail the write.
+            let _ = shadow::sync_together(&dir_files);
+            Ok::<(), StepError>(())
+        })();
+        if result.is_err() {
+            for (_, tmp, _) in &staged {
+                let _ = std::fs::remove_file(tmp);
+            }
+        }
+        result
+    }
+}
+
 /// Add missing keys to `~user/.ssh/authorized_keys` (dir 0700, file 0600, owned by the
-/// user); keys already there are kept, in order.
-fn add_keys(cx: &mut StepCx, user: &str, keys: &[String]) -> Result<Changes, StepError> {
+/// user); keys already there are kept, in order. The file is queued in `writes`.
+fn add_keys(
+    cx: &mut StepCx,
+    user: &str,
+    keys: &[String],
+    writes: &mut Writes,
+) -> Result<Changes, StepError> {
     let Some(entry) = cx.accounts().user(user).cloned() else {
         if cx.dry_run {
             return Ok(vec![format!(
@@ -445,14 +832,10 @@ fn add_keys(cx: &mut StepCx, user: &str, keys: &[String]) -> Result<Changes, Ste
     if !content.is_empty() {
         content.push('\n');
     }
-    if converge_file(
-        cx,
-        &file,
-        content.as_bytes(),
-        0o600,
-        Some((entry.uid, entry.gid)),
-    )?
-    .is_some()
+    let owner = (entry.uid, entry.gid);
+    if writes
+        .converge(cx, &file, content.as_bytes(), 0o600, owner)?
+        .is_some()
     {
         changes.push(if added > 0 {
             format!("authorized {added} SSH key(s) for {user}")
