@@ -10,6 +10,8 @@ use super::{Changes, StepCx, StepError};
 use crate::host::{Cmd, Host, OsRelease, RunError};
 use crate::model::{PackageRef, PackageSpec};
 
+/// Touched (inside the target) after every successful refresh of the package lists.
+pub const REFRESH_STAMP: &str = "/var/lib/cairn/packages-refreshed";
 /// Package lists younger than this are not refreshed again.
 pub const REFRESH_MAX_AGE: Duration = Duration::from_secs(3600);
 /// How long to wait for another package manager's lock before failing.
@@ -88,14 +90,20 @@ pub fn apply(cx: &mut StepCx, spec: &PackageSpec) -> Result<Changes, StepError> 
         .filter(|p| installed.contains_key(*p))
         .cloned()
         .collect();
-    let stale = backend
-        .lists_refreshed(cx.host)
+    // A refresh that finds nothing new leaves the package manager's files untouched (apt
+    // keeps their old mtimes), so Cairn also records when it last refreshed.
+    let stamp = cx.host.path_str(REFRESH_STAMP);
+    let refreshed = backend.lists_refreshed(cx.host).max(mtime(&stamp));
+    let stale = refreshed
         .and_then(|t| t.elapsed().ok())
         .is_none_or(|age| age > REFRESH_MAX_AGE);
     let mut changes = Vec::new();
     // Refresh when asked and stale, or when installing onto stale lists.
     if stale && (spec.refresh || spec.upgrade || !to_install.is_empty()) {
         run_pm(cx, backend.as_ref(), backend.refresh())?;
+        if !cx.dry_run {
+            crate::host::fs::write_atomic(&stamp, b"", 0o644, None)?;
+        }
         changes.push(format!("refreshed {} package lists", backend.name()));
     }
     if spec.upgrade {
