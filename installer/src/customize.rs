@@ -1,0 +1,1 @@
+//! (being written: see installer/src/lib.rs for the layout contract)
