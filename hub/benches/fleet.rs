@@ -3,8 +3,9 @@
 //! `cargo bench -p cairn-hub --bench fleet` — a benchmark, not a test: it prints figures and
 //! fails only if the simulation itself breaks (requests refused, the hub dies).
 //!
-//! 1. Starts the release `cairn-hub serve` binary on a free loopback port with a fresh SQLite
-//!    database and a server certificate from a throw-away rcgen CA.
+//! 1. Starts the release `cairn-hub serve` binary (or `CAIRN_FLEET_HUB`, to compare builds)
+//!    on a free loopback port with a fresh SQLite database and a server certificate from a
+//!    throw-away rcgen CA.
 //! 2. Registers N agents (`CAIRN_FLEET_AGENTS`, default 10 000) with one token.
 //! 3. Steady state: every agent heartbeats every `CAIRN_FLEET_HEARTBEAT_SECS` (30) ± 10 %,
 //!    starting at a random point of its first period, sends its inventory with its first
@@ -123,6 +124,8 @@ struct Recorder {
     until: Mutex<Option<Instant>>,
     samples: Mutex<Samples>,
     errors: Mutex<Errors>,
+    /// Worst latency (µs) of the requests started in each second of the window.
+    worst_by_second: Mutex<BTreeMap<u64, u32>>,
 }
 
 impl Recorder {
@@ -132,6 +135,7 @@ impl Recorder {
             until: Mutex::new(None),
             samples: Mutex::new(BTreeMap::new()),
             errors: Mutex::new(BTreeMap::new()),
+            worst_by_second: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -140,6 +144,7 @@ impl Recorder {
         *self.until.lock().unwrap() = Some(until);
         self.samples.lock().unwrap().clear();
         self.errors.lock().unwrap().clear();
+        self.worst_by_second.lock().unwrap().clear();
     }
 
     fn record(&self, kind: Kind, started: Instant, result: Result<(), String>) {
@@ -151,6 +156,12 @@ impl Recorder {
         match result {
             Ok(()) => {
                 let us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+                if let Some(f) = from {
+                    let second = started.saturating_duration_since(f).as_secs();
+                    let mut worst = self.worst_by_second.lock().unwrap();
+                    let w = worst.entry(second).or_insert(0);
+                    *w = (*w).max(us);
+                }
                 self.samples
                     .lock()
                     .unwrap()
@@ -164,6 +175,22 @@ impl Recorder {
                 entry.0 += 1;
             }
         }
+    }
+
+    /// The `n` seconds of the window with the slowest requests: (second, worst ms).
+    fn worst_seconds(&self, n: usize) -> Vec<(u64, f64)> {
+        let mut v: Vec<(u64, u32)> = self
+            .worst_by_second
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(s, w)| (*s, *w))
+            .collect();
+        v.sort_by_key(|(_, w)| std::cmp::Reverse(*w));
+        v.into_iter()
+            .take(n)
+            .map(|(s, w)| (s, f64::from(w) / 1000.0))
+            .collect()
     }
 
     fn take(&self) -> (Samples, Errors) {
@@ -199,6 +226,11 @@ fn summarize(samples: &mut [u32]) -> Summary {
     }
 }
 
+/// The hub binary under test: this build's, or `CAIRN_FLEET_HUB` (to compare builds).
+fn hub_binary() -> String {
+    std::env::var("CAIRN_FLEET_HUB").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cairn-hub").to_owned())
+}
+
 /// The hub under test, as a child process.
 struct HubProcess {
     child: Child,
@@ -220,9 +252,9 @@ impl HubProcess {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let bin = env!("CARGO_BIN_EXE_cairn-hub");
+        let bin = hub_binary();
         let log = std::fs::File::create(dir.path().join("hub.log")).unwrap();
-        let child = Command::new(bin)
+        let child = Command::new(&bin)
             .arg("--db")
             .arg(dir.path().join("hub.db"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -335,6 +367,23 @@ fn cpu_now() -> (f64, f64) {
         .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
         .sum();
     (busy / 100.0, mine / 100.0)
+}
+
+/// How late a 10 ms timer in the simulator fires: a stall of the whole machine (or of the
+/// simulator) shows here as well as in the request latencies; a stall of the hub alone
+/// does not. Runs until `end`; answers the worst lateness per second of `from..end` (ms).
+async fn scheduling_probe(from: Instant, end: Instant) -> BTreeMap<u64, f64> {
+    let mut worst: BTreeMap<u64, f64> = BTreeMap::new();
+    while Instant::now() < end {
+        let t = Instant::now();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let late = t.elapsed().saturating_sub(Duration::from_millis(10));
+        if t >= from {
+            let w = worst.entry(t.duration_since(from).as_secs()).or_insert(0.0);
+            *w = w.max(late.as_secs_f64() * 1000.0);
+        }
+    }
+    worst
 }
 
 /// One simulated agent's identity and counters.
@@ -644,12 +693,14 @@ async fn run(cfg: Config) {
         cfg.events_every
     );
     println!(
-        "  hub: {} ({} build), SQLite in a temp dir, TLS (rustls, test CA), {version:?}",
-        env!("CARGO_BIN_EXE_cairn-hub"),
-        if cfg!(debug_assertions) {
-            "debug"
+        "  hub: {} ({}), SQLite in a temp dir, TLS (rustls, test CA), {version:?}",
+        hub_binary(),
+        if std::env::var_os("CAIRN_FLEET_HUB").is_some() {
+            "from CAIRN_FLEET_HUB"
+        } else if cfg!(debug_assertions) {
+            "debug build"
         } else {
-            "release"
+            "release build"
         }
     );
     println!(
@@ -766,6 +817,7 @@ async fn run(cfg: Config) {
             end,
         )));
     }
+    let probe = tokio::spawn(scheduling_probe(measure_from, end));
     tokio::time::sleep_until(measure_from.into()).await;
     hub.assert_alive();
     let (cpu0, _, _) = hub.usage();
@@ -788,6 +840,23 @@ async fn run(cfg: Config) {
         (100.0 * ((all1 - all0) - (cpu1 - cpu0) - (me1 - me0)) / secs).max(0.0),
         rss,
         peak
+    );
+    let probe = probe.await.unwrap();
+    let slow: Vec<String> = sim
+        .rec
+        .worst_seconds(3)
+        .iter()
+        .map(|(sec, ms)| {
+            format!(
+                "second {sec}: {ms:.0} ms (simulator timer late by {:.0} ms)",
+                probe.get(sec).copied().unwrap_or(0.0)
+            )
+        })
+        .collect();
+    println!("  slowest seconds: {}", slow.join("; "));
+    let probe_worst = probe.values().copied().fold(0.0, f64::max);
+    println!(
+        "  simulator's own 10 ms timer: worst lateness {probe_worst:.0} ms (a machine-wide stall shows here too)"
     );
     let errs: u64 = errors.values().map(|e| e.0).sum();
     let verdict = if p99 < GOAL_P99_MS && errs == 0 {

@@ -225,8 +225,8 @@ fn admin_disabled() -> ApiError {
     )
 }
 
-fn html(status: StatusCode, body: &'static str) -> Response {
-    let mut resp = (status, body).into_response();
+fn html(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
+    let mut resp = (status, body.into()).into_response();
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -256,10 +256,7 @@ fn security_headers(h: &mut HeaderMap) {
 
 /// The login form, with one of a few fixed notes (never text from the request).
 fn login_page(status: StatusCode, note: &'static str) -> Response {
-    let body = LOGIN_HTML.replace("{{NOTE}}", note);
-    let mut resp = html(status, "");
-    *resp.body_mut() = axum::body::Body::from(body);
-    resp
+    html(status, LOGIN_HTML.replace("{{NOTE}}", note))
 }
 
 fn set_cookie(value: &str, max_age: u64, tls: bool) -> Result<HeaderValue, ApiError> {
@@ -364,9 +361,7 @@ async fn logout<S: Store>(
     if let Some(s) = cookie_value(&headers, SESSION_COOKIE) {
         st.0.fleet.end_session(s);
     }
-    let mut resp = redirect_to_page(set_cookie("", 0, is_tls(ctx.as_ref()))?);
-    *resp.status_mut() = StatusCode::SEE_OTHER;
-    Ok(resp)
+    Ok(redirect_to_page(set_cookie("", 0, is_tls(ctx.as_ref()))?))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -29,7 +29,8 @@ macro_rules! storage_suite {
             events_are_idempotent_by_seq_and_drive_status,
             heartbeat_records_inventory_and_last_seen,
             removing_a_host_revokes_it_and_drops_its_events,
-            tenants_and_projects_are_named_uniquely);
+            tenants_and_projects_are_named_uniquely,
+            fleet_view_resolves_assignments_like_the_profile_endpoint);
     };
     (@case $fresh:path, $($name:ident),*) => {
         $(
@@ -993,4 +994,111 @@ pub async fn tenants_and_projects_are_named_uniquely(store: &SqlStore) {
         Err(StoreError::NotFound(_))
     ));
     assert!(store.list_tokens(None).await.unwrap().is_empty());
+}
+
+pub async fn fleet_view_resolves_assignments_like_the_profile_endpoint(store: &SqlStore) {
+    let p = default_project();
+    let tenant = Scope::Tenant("default".into());
+    store
+        .publish_profile(&tenant, &profile("base", 0, "one"))
+        .await
+        .unwrap();
+    store
+        .publish_profile(&tenant, &profile("base", 0, "two"))
+        .await
+        .unwrap();
+    store
+        .publish_profile(&Scope::Project(p.clone()), &profile("local", 0, "l"))
+        .await
+        .unwrap();
+    let t = token(store, &p, None).await;
+    let mut ids = Vec::new();
+    for (name, tags) in [
+        ("d-tagged", vec![("site", "a")]),
+        ("c-pinned", vec![("site", "a")]),
+        ("b-none", vec![]),
+        ("a-local", vec![("site", "b")]),
+    ] {
+        ids.push(
+            store
+                .register_host(&registration(&t, name, &tags))
+                .await
+                .unwrap()
+                .host
+                .id,
+        );
+    }
+    store
+        .assign(
+            &p,
+            &Target::Tag {
+                key: "site".into(),
+                value: "a".into(),
+            },
+            "base",
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .assign(&p, &Target::Host("c-pinned".into()), "base", Some(1))
+        .await
+        .unwrap();
+    store
+        .assign(&p, &Target::Host("a-local".into()), "local", None)
+        .await
+        .unwrap();
+    store
+        .record_events(
+            &ids[0],
+            &[event(1, EventKind::StageStarted, "kubernetes", "", "")],
+        )
+        .await
+        .unwrap();
+
+    let fleet = store.fleet(None).await.unwrap();
+    let names: Vec<&str> = fleet.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["a-local", "b-none", "c-pinned", "d-tagged"],
+        "sorted by name"
+    );
+    let seen: Vec<(Option<&str>, Option<u64>)> = fleet
+        .iter()
+        .map(|h| (h.assigned_profile.as_deref(), h.assigned_version))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (Some("local"), Some(1)),
+            (None, None),
+            (Some("base"), Some(1)),
+            (Some("base"), Some(2)),
+        ]
+    );
+    // The same answer as the profile endpoint's resolution, host by host.
+    for h in &fleet {
+        let served = store.assigned_profile(&h.id).await.unwrap();
+        assert_eq!(
+            served.map(|r| (r.info.name, r.info.version)),
+            h.assigned_profile.clone().zip(h.assigned_version),
+            "{}",
+            h.name
+        );
+    }
+    let tagged = fleet.iter().find(|h| h.name == "d-tagged").unwrap();
+    assert_eq!(tagged.status, HostStatus::Applying);
+    assert_eq!(tagged.progress.phase, Some(1));
+    assert_eq!(tagged.progress.percent, 37);
+
+    // Some hosts only; unknown ids are left out. A heartbeat shows at once.
+    let before = fleet.iter().find(|h| h.name == "b-none").unwrap().last_seen;
+    store.heartbeat(&ids[2], None).await.unwrap();
+    let some = store
+        .fleet(Some(&[ids[2].clone(), "h_missing".to_string()]))
+        .await
+        .unwrap();
+    assert_eq!(some.len(), 1);
+    assert_eq!(some[0].name, "b-none");
+    assert!(some[0].last_seen >= before);
 }
