@@ -121,6 +121,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
+    /// Print a shell completion script: `cairn-agent completions bash >
+    /// /usr/share/bash-completion/completions/cairn-agent` (also zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (cairn-agent.1 and one per subcommand) into DIR.
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -188,6 +199,26 @@ fn main() -> ExitCode {
                 Output::Human => print!("{}", daemon::status::render(&report)),
             }
             ExitCode::from(daemon::status::exit_code(&report))
+        }
+        Command::Completions { shell } => {
+            // Into memory first: clap_complete panics on a write error (e.g. `| head`).
+            let mut script = Vec::new();
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "cairn-agent", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            ExitCode::SUCCESS
+        }
+        Command::Manpages { dir } => {
+            let written = std::fs::create_dir_all(&dir).and_then(|()| {
+                clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir)
+            });
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing man pages to {}: {e}", dir.display());
+                    ExitCode::from(1)
+                }
+            }
         }
     }
 }

@@ -366,3 +366,42 @@ fn a_second_apply_on_the_same_root_is_refused_while_one_runs() {
     );
     assert!(env.root.as_path().join("etc/q").exists());
 }
+
+#[test]
+fn completions_and_man_pages_cover_every_subcommand() {
+    let subcommands = ["validate", "apply", "stage", "run", "status"];
+    let bash = cli(["completions", "bash"]);
+    assert!(bash.status.success(), "{}", stderr(&bash));
+    let script = stdout(&bash);
+    for s in subcommands {
+        assert!(script.contains(s), "bash completion lacks `{s}`");
+    }
+    // The script is valid bash.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn-agent.bash");
+    std::fs::write(&path, &script).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+
+    let man = dir.path().join("man");
+    let out = cli(["manpages".as_ref(), man.as_os_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let top = std::fs::read_to_string(man.join("cairn-agent.1")).unwrap();
+    assert!(top.starts_with(".ie") || top.contains(".TH cairn-agent 1"), "{top}");
+    for s in subcommands {
+        let page = std::fs::read_to_string(man.join(format!("cairn-agent-{s}.1")))
+            .unwrap_or_else(|e| panic!("no man page for `{s}`: {e}"));
+        assert!(page.contains(".SH SYNOPSIS"), "cairn-agent-{s}.1: {page}");
+    }
+
+    // An unwritable directory is an error naming it, not a panic.
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, "").unwrap();
+    let out = cli(["manpages".as_ref(), blocked.join("man").as_os_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("writing man pages to"), "{}", stderr(&out));
+}
