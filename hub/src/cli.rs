@@ -81,6 +81,16 @@ pub enum Command {
     Unassign(UnassignArgs),
     /// List hosts (default), or show, remove or read the events of one.
     Hosts(HostsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (cairn-hub.1 and one per subcommand) into DIR.
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -342,6 +352,17 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&cli.db, args).await,
+        Command::Completions { shell } => {
+            // Into memory first: clap_complete panics on a write error (e.g. `| head`).
+            let mut script = Vec::new();
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "cairn-hub", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(())
+        }
+        Command::Manpages { dir } => std::fs::create_dir_all(&dir)
+            .and_then(|()| clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir))
+            .with_context(|| format!("writing man pages to {}", dir.display())),
         command => {
             let store = SqlStore::open(&cli.db)
                 .await
@@ -613,7 +634,9 @@ fn target_of(host: Option<String>, tag: Option<String>) -> anyhow::Result<Target
 async fn admin(store: &SqlStore, output: Output, command: Command) -> anyhow::Result<()> {
     let json = output == Output::Json;
     match command {
-        Command::Serve(_) => bail!("serve is not an admin command"),
+        Command::Serve(_) | Command::Completions { .. } | Command::Manpages { .. } => {
+            bail!("not an admin command")
+        }
         Command::Tenant(TenantCmd::Create { name }) => {
             let t = store.create_tenant(&name).await?;
             if json {

@@ -309,3 +309,36 @@ fn help_teaches_and_unreachable_databases_exit_3() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
 }
+
+#[test]
+fn completions_and_man_pages_need_no_database() {
+    let dir = tempfile::tempdir().unwrap();
+    // A database that cannot be opened: these commands must not touch it.
+    let db = dir.path().join("missing/dir/hub.db");
+    let out = hub(&db, &["completions", "bash"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = String::from_utf8(out.stdout).unwrap();
+    for s in ["serve", "token", "profile", "assign", "hosts"] {
+        assert!(script.contains(s), "bash completion lacks `{s}`");
+    }
+    let man = dir.path().join("man");
+    let out = hub(&db, &["manpages", man.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for page in [
+        "cairn-hub.1",
+        "cairn-hub-serve.1",
+        "cairn-hub-token-create.1",
+    ] {
+        let text = std::fs::read_to_string(man.join(page)).unwrap();
+        assert!(text.contains(".SH SYNOPSIS"), "{page}");
+    }
+    assert!(!db.exists());
+}
