@@ -385,13 +385,20 @@ fn completions_and_man_pages_cover_every_subcommand() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 
     let man = dir.path().join("man");
     let out = cli(["manpages".as_ref(), man.as_os_str()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let top = std::fs::read_to_string(man.join("cairn-agent.1")).unwrap();
-    assert!(top.starts_with(".ie") || top.contains(".TH cairn-agent 1"), "{top}");
+    assert!(
+        top.starts_with(".ie") || top.contains(".TH cairn-agent 1"),
+        "{top}"
+    );
     for s in subcommands {
         let page = std::fs::read_to_string(man.join(format!("cairn-agent-{s}.1")))
             .unwrap_or_else(|e| panic!("no man page for `{s}`: {e}"));
@@ -403,5 +410,9 @@ fn completions_and_man_pages_cover_every_subcommand() {
     std::fs::write(&blocked, "").unwrap();
     let out = cli(["manpages".as_ref(), blocked.join("man").as_os_str()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("writing man pages to"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("writing man pages to"),
+        "{}",
+        stderr(&out)
+    );
 }
