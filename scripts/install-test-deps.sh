@@ -12,6 +12,11 @@ needed=(
   e2fsprogs
   postgresql      # the hub's storage suite runs against a real PostgreSQL (hub/tests/store_postgres.rs)
   chromium        # the hub's fleet page is tested in headless Chromium (hub/tests/fleet_page.rs)
+  gcc-aarch64-linux-gnu  # packaging/build-static.sh: compiles ring's C for aarch64-unknown-linux-musl
+  qemu-user-static       # runs the aarch64 static binaries (--version check, packaging tests)
+  file                   # packaging tests: binaries are static
+  rpm                    # packaging/build-packages.sh: rpmbuild; tests install with rpm --root
+  fakeroot               # packaging/build-packages.sh: root-owned files in the .deb without root
 )
 missing=()
 for p in "${needed[@]}"; do
@@ -26,4 +31,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Rust targets for the static (musl) release binaries (packaging/build-static.sh).
+if command -v rustup >/dev/null 2>&1; then
+  for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+    rustup target list --installed | grep -qx "$t" || rustup target add "$t"
+  done
 fi
