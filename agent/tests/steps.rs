@@ -742,6 +742,66 @@ fn dns_writes_resolv_conf() {
 }
 
 #[test]
+fn dns_goes_to_systemd_resolved_when_it_owns_resolv_conf() {
+    let env = TestEnv::empty();
+    std::fs::create_dir_all(env.root.join("etc")).unwrap();
+    std::os::unix::fs::symlink(
+        "../run/systemd/resolve/stub-resolv.conf",
+        env.root.join("etc/resolv.conf"),
+    )
+    .unwrap();
+    let yaml = r#"stages:
+  network:
+    - name: dns
+      dns:
+        nameservers: [10.0.0.53, 1.1.1.1]
+        search: [site.example]
+"#;
+    let run = env.apply_yaml("dns.yaml", yaml).ok();
+    assert_eq!(
+        env.read("/etc/systemd/resolved.conf.d/10-cairn-dns.conf"),
+        "# Written by Cairn from user-data (dns:)\n[Resolve]\nDNS=10.0.0.53 1.1.1.1\nDomains=site.example\n"
+    );
+    // The link and resolved's own file are left alone.
+    assert!(std::fs::symlink_metadata(env.root.join("etc/resolv.conf"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(!env.exists("/run/systemd/resolve/stub-resolv.conf"));
+    assert!(
+        run.describe().contains("systemd-resolved"),
+        "{}",
+        run.describe()
+    );
+    // Idempotent.
+    let again = env.apply_yaml("dns.yaml", yaml).ok();
+    assert!(
+        again
+            .events
+            .iter()
+            .all(|e| e.kind != EventKind::StepChanged),
+        "{}",
+        again.describe()
+    );
+
+    // resolv.conf options have no resolved equivalent: refused, naming them.
+    let yaml = r#"stages:
+  network:
+    - name: dns
+      dns:
+        nameservers: [10.0.0.53]
+        options: [rotate]
+"#;
+    let run = env.apply_yaml("dns2.yaml", yaml);
+    assert!(!run.outcome.ok());
+    assert!(
+        run.describe().contains("`options` (rotate)"),
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
 fn environment_merges_and_keeps_other_lines() {
     let env = TestEnv::empty();
     env.write(

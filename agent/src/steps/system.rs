@@ -88,7 +88,23 @@ pub fn hostname(cx: &mut StepCx, spec: &HostnameSpec) -> Result<Changes, StepErr
     Ok(changes)
 }
 
+/// Where systemd-resolved keeps the resolv.conf files it owns; `/etc/resolv.conf` pointing
+/// in here means resolved manages DNS and would overwrite anything written to its files.
+const RESOLVED_RUNTIME: &str = "/run/systemd/resolve/";
+
+/// The drop-in that carries `dns:` settings to systemd-resolved.
+const RESOLVED_DROP_IN: &str = "/etc/systemd/resolved.conf.d/10-cairn-dns.conf";
+
 pub fn dns(cx: &mut StepCx, spec: &DnsSpec) -> Result<Changes, StepError> {
+    if spec.path.as_str() == "/etc/resolv.conf" {
+        let link = std::fs::read_link(cx.host.path_str("/etc").join("resolv.conf")).ok();
+        if let Some(target) = link {
+            let target = target.to_string_lossy().into_owned();
+            if target.contains(RESOLVED_RUNTIME) {
+                return dns_via_resolved(cx, spec);
+            }
+        }
+    }
     let mut body = String::from("# Written by Cairn\n");
     for ns in &spec.nameservers {
         body.push_str(&format!("nameserver {ns}\n"));
@@ -104,6 +120,46 @@ pub fn dns(cx: &mut StepCx, spec: &DnsSpec) -> Result<Changes, StepError> {
             .into_iter()
             .collect(),
     )
+}
+
+/// `/etc/resolv.conf` is systemd-resolved's: writing the link's target would last until
+/// resolved rewrites it. The servers and search domains go to a resolved.conf drop-in
+/// instead, and a running resolved reloads it.
+fn dns_via_resolved(cx: &mut StepCx, spec: &DnsSpec) -> Result<Changes, StepError> {
+    if !spec.options.is_empty() {
+        return Err(StepError::msg(format!(
+            "/etc/resolv.conf is managed by systemd-resolved, which has no equivalent of \
+             resolv.conf `options` ({}); remove them, or give `dns.path` to write a resolv.conf \
+             of your own",
+            spec.options.join(" ")
+        )));
+    }
+    let mut body = String::from("# Written by Cairn from user-data (dns:)\n[Resolve]\n");
+    if !spec.nameservers.is_empty() {
+        body.push_str(&format!("DNS={}\n", spec.nameservers.join(" ")));
+    }
+    if !spec.search.is_empty() {
+        body.push_str(&format!("Domains={}\n", spec.search.join(" ")));
+    }
+    let mut changes: Changes = converge_file(
+        cx,
+        &abs(RESOLVED_DROP_IN)?,
+        body.as_bytes(),
+        0o644,
+        Some((0, 0)),
+    )?
+    .into_iter()
+    .map(|c| format!("{c} (/etc/resolv.conf belongs to systemd-resolved)"))
+    .collect();
+    if !changes.is_empty() && cx.host.is_live() && !cx.dry_run {
+        // Only restarts it if it is running.
+        let _ = cx
+            .host
+            .runner()
+            .run(&Cmd::new("systemctl").args(["try-restart", "systemd-resolved.service"]));
+        changes.push("restarted systemd-resolved (if running)".into());
+    }
+    Ok(changes)
 }
 
 fn quote_env(v: &str) -> String {
