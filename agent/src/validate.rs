@@ -1,18 +1,26 @@
 //! Cross-entry checks on a merged configuration: things no single entry can know, such as
-//! the same user declared twice with different uids.
+//! the same user declared twice with different uids, or one file written twice with
+//! different content (which would flip, and report a change, on every apply).
 
 use std::collections::HashMap;
 
 use crate::diag::{Diagnostics, Location};
-use crate::model::{Action, Config};
+use crate::model::{Action, Config, FileSpec};
 
 pub fn check(config: &Config, diags: &mut Diagnostics) {
     let mut users: HashMap<&str, (Option<u32>, &Location)> = HashMap::new();
     let mut groups: HashMap<&str, (Option<u32>, &Location)> = HashMap::new();
+    let mut files: HashMap<&str, (&FileSpec, &str)> = HashMap::new();
     for stage in &config.stages {
         for step in &stage.steps {
             for action in &step.actions {
                 match action {
+                    // Steps with conditions may be meant for different machines.
+                    Action::Files(specs) if step.conditions.is_empty() => {
+                        for f in specs.iter().filter(|f| !f.append) {
+                            same_file_twice(diags, &mut files, f, &stage.name);
+                        }
+                    }
                     Action::Users(specs) => {
                         for u in specs {
                             conflict(
@@ -68,6 +76,39 @@ fn conflict<'a>(
         Some((Some(_), _)) => {}
         _ => {
             seen.insert(name, (id, location));
+        }
+    }
+}
+
+/// The same path written by two unconditional entries with different content, mode or
+/// owner: each apply would rewrite it twice and never settle.
+fn same_file_twice<'a>(
+    diags: &mut Diagnostics,
+    seen: &mut HashMap<&'a str, (&'a FileSpec, &'a str)>,
+    file: &'a FileSpec,
+    stage: &'a str,
+) {
+    let key = file.path.as_str();
+    match seen.get(key) {
+        Some((prev, prev_stage)) => {
+            let differs = prev.content != file.content
+                || format!("{:?}", (&prev.mode, &prev.owner, &prev.group))
+                    != format!("{:?}", (&file.mode, &file.owner, &file.group));
+            if differs {
+                diags.warning(
+                    file.location.clone(),
+                    format!(
+                        "`{key}` is also written at {} (stage {prev_stage}) with other content or \
+                         attributes: every apply would rewrite it twice and report a change; keep \
+                         one entry, or use `append: true`",
+                        prev.location
+                    ),
+                );
+            }
+            seen.insert(key, (file, stage));
+        }
+        None => {
+            seen.insert(key, (file, stage));
         }
     }
 }

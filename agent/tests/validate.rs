@@ -388,3 +388,29 @@ fn cloud_init_corpus_validates() {
         "write-files.yaml and ca-certs.yaml are in the corpus"
     );
 }
+
+#[test]
+fn the_same_file_written_twice_differently_is_a_warning() {
+    let env = TestEnv::empty();
+    let a = env.yaml(
+        "a.yaml",
+        "#cloud-config\nwrite_files:\n  - path: /etc/motd\n    content: one\n",
+    );
+    let b = env.yaml(
+        "b.yaml",
+        "stages:\n  boot:\n    - files:\n        - path: /etc/motd\n          content: two\n    \
+         - only_arch: arm64\n      files:\n        - path: /etc/motd\n          content: three\n    \
+         - files:\n        - path: /etc/issue\n          content: same\n        - path: /etc/issue\n          content: same\n        - path: /etc/motd\n          content: more\n          append: true\n",
+    );
+    let v = validate(&[&a, &b], false);
+    assert_eq!(v.code, 0, "a warning, not an error");
+    assert_eq!(v.warnings().len(), 1, "{:?}", v.warnings());
+    let line = v.line(&format!("{}:4:11: warning: ", b.display()));
+    assert!(
+        line.contains(&format!(
+            "`/etc/motd` is also written at {}:3:5",
+            a.display()
+        )),
+        "{line}"
+    );
+}
