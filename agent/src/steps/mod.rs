@@ -146,30 +146,37 @@ pub fn apply_action(action: &Action, cx: &mut StepCx) -> Result<Changes, StepErr
     }
 }
 
-/// Write `content` to `path` in the target if it differs (content, mode or owner), the
-/// building block most kinds share. Returns the change line, if any.
-pub fn converge_file(
-    cx: &mut StepCx,
+/// How a file in the target differs from what a step wants there.
+pub struct FileDelta {
+    /// The file's host path.
+    pub real: std::path::PathBuf,
+    /// The change line to report.
+    pub change: String,
+    /// Only mode and/or owner differ: fix them in place, no rewrite.
+    pub content_same: bool,
+    pub mode_same: bool,
+    pub owner_same: bool,
+}
+
+/// Compare `path` in the target with the wanted content, mode and owner; `None` when it
+/// already matches. A directory in the way is an error. An unknown owner (`None`: in a
+/// dry run, an account an earlier step would create) never matches.
+pub fn file_delta(
+    cx: &StepCx,
     path: &crate::model::AbsPath,
     content: &[u8],
     mode: u32,
-    ids: Option<(u32, u32)>,
-) -> Result<Option<String>, StepError> {
+    owner: Option<(u32, u32)>,
+) -> Result<Option<FileDelta>, StepError> {
     let real = cx.path(path);
     let current = crate::host::fs::read_opt(&real)?;
     let meta = crate::host::fs::meta(&real);
-    if let Some(m) = &meta {
-        if m.is_dir {
-            return Err(StepError::msg(format!("{path} is a directory, not a file")));
-        }
+    if meta.as_ref().is_some_and(|m| m.is_dir) {
+        return Err(StepError::msg(format!("{path} is a directory, not a file")));
     }
     let content_same = current.as_deref() == Some(content);
     let mode_same = meta.as_ref().is_some_and(|m| m.mode == mode);
-    let owner_same = match (ids, &meta) {
-        (Some((u, g)), Some(m)) => m.uid == u && m.gid == g,
-        (None, Some(_)) => false,
-        _ => false,
-    };
+    let owner_same = meta.as_ref().is_some_and(|m| Some((m.uid, m.gid)) == owner);
     if content_same && mode_same && owner_same {
         return Ok(None);
     }
@@ -182,17 +189,46 @@ pub fn converge_file(
     } else {
         format!("changed owner of {path}")
     };
+    Ok(Some(FileDelta {
+        real,
+        change,
+        content_same,
+        mode_same,
+        owner_same,
+    }))
+}
+
+impl FileDelta {
+    /// Fix mode and owner in place; only for a delta whose content is the same.
+    pub fn fix_attributes(&self, mode: u32, owner: Option<(u32, u32)>) -> Result<(), StepError> {
+        if !self.mode_same {
+            crate::host::fs::set_mode(&self.real, mode)?;
+        }
+        if let (Some((uid, gid)), false) = (owner, self.owner_same) {
+            crate::host::fs::set_owner(&self.real, uid, gid)?;
+        }
+        Ok(())
+    }
+}
+
+/// Write `content` to `path` in the target if it differs (content, mode or owner), the
+/// building block most kinds share. Returns the change line, if any.
+pub fn converge_file(
+    cx: &mut StepCx,
+    path: &crate::model::AbsPath,
+    content: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<Option<String>, StepError> {
+    let Some(delta) = file_delta(cx, path, content, mode, owner)? else {
+        return Ok(None);
+    };
     if !cx.dry_run {
-        if content_same {
-            if !mode_same {
-                crate::host::fs::set_mode(&real, mode)?;
-            }
-            if let (Some((u, g)), false) = (ids, owner_same) {
-                crate::host::fs::set_owner(&real, u, g)?;
-            }
+        if delta.content_same {
+            delta.fix_attributes(mode, owner)?;
         } else {
-            crate::host::fs::write_atomic(&real, content, mode, ids)?;
+            crate::host::fs::write_atomic(&delta.real, content, mode, owner)?;
         }
     }
-    Ok(Some(change))
+    Ok(Some(delta.change))
 }

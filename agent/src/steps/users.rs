@@ -665,50 +665,27 @@ impl Writes {
         mode: u32,
         owner: (u32, u32),
     ) -> Result<Option<String>, StepError> {
-        let real = cx.path(path);
-        if self.0.iter().any(|q| q.path == real) {
+        if self.0.iter().any(|q| q.path == cx.path(path)) {
             // The same file twice in one action: write the first before reading it again.
             self.commit()?;
         }
-        let current = fs::read_opt(&real)?;
-        let meta = fs::meta(&real);
-        if meta.as_ref().is_some_and(|m| m.is_dir) {
-            return Err(StepError::msg(format!("{path} is a directory, not a file")));
-        }
-        let content_same = current.as_deref() == Some(content);
-        let mode_same = meta.as_ref().is_some_and(|m| m.mode == mode);
-        let owner_same = meta.as_ref().is_some_and(|m| (m.uid, m.gid) == owner);
-        if content_same && mode_same && owner_same {
+        let Some(delta) = super::file_delta(cx, path, content, mode, Some(owner))? else {
             return Ok(None);
-        }
-        let change = if current.is_none() {
-            format!("created {path} ({} bytes, mode {mode:04o})", content.len())
-        } else if !content_same {
-            format!("rewrote {path} ({} bytes, mode {mode:04o})", content.len())
-        } else if !mode_same {
-            format!("changed mode of {path} to {mode:04o}")
-        } else {
-            format!("changed owner of {path}")
         };
         if !cx.dry_run {
-            if content_same {
-                if !mode_same {
-                    fs::set_mode(&real, mode)?;
-                }
-                if !owner_same {
-                    fs::set_owner(&real, owner.0, owner.1)?;
-                }
+            if delta.content_same {
+                delta.fix_attributes(mode, Some(owner))?;
             } else {
-                fs::ensure_parents(&real)?;
+                fs::ensure_parents(&delta.real)?;
                 self.0.push(Queued {
-                    path: real,
+                    path: delta.real,
                     content: content.to_vec(),
                     mode,
                     owner,
                 });
             }
         }
-        Ok(Some(change))
+        Ok(Some(delta.change))
     }
 
     fn commit(&mut self) -> Result<(), StepError> {
