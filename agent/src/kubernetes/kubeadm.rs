@@ -692,6 +692,8 @@ pub fn plan(k: &KubernetesLayer, cni: &CniLayer, target: &Target) -> Result<Plan
 
     Ok(Plan {
         flavor: k.flavor,
+        version: k.version.trim().to_string(),
+        node_name: target.node_name.clone(),
         role: k.role,
         cni: cni.cni,
         service: "kubelet".into(),

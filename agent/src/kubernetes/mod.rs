@@ -12,8 +12,11 @@
 //! [`Config`], so [`crate::engine::apply`] writes it like any user-data.
 
 pub mod cni;
+pub mod install;
 pub mod k3s;
 pub mod kubeadm;
+pub mod place;
+pub mod probe;
 pub mod render;
 pub mod rke2;
 
@@ -131,7 +134,8 @@ impl fmt::Debug for PlanFile {
 }
 
 /// What to do with a fetched artifact once its sha256 is verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Placement {
     /// Install as an executable file.
     Binary { path: String, mode: u32 },
@@ -142,7 +146,7 @@ pub enum Placement {
 }
 
 /// An artifact to fetch through the cache (`crate::artifacts`), already chosen for the arch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fetch {
     /// The artifact's name in the profile (`k3s`, `rke2`, `kubeadm`…).
     pub name: String,
@@ -186,6 +190,10 @@ pub enum CniDelivery {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub flavor: Flavor,
+    /// The Kubernetes/distribution version tag the plan installs (e.g. `v1.31.4+k3s1`).
+    pub version: String,
+    /// The node's name in the cluster (the target's).
+    pub node_name: String,
     pub role: Role,
     pub cni: CniType,
     /// The service (unit) that runs the node, e.g. `k3s`, `rke2-agent`, `kubelet`.

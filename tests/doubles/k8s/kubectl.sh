@@ -1,0 +1,2 @@
+# kubectl double (kubeadm's kubectl artifact).
+kubectl_main "$@"

@@ -1,0 +1,3 @@
+#!/bin/sh
+# modprobe double: a test root cannot load kernel modules; succeed quietly.
+exit 0
