@@ -17,6 +17,14 @@ needed=(
   file                   # packaging tests: binaries are static
   rpm                    # packaging/build-packages.sh: rpmbuild; tests install with rpm --root
   fakeroot               # packaging/build-packages.sh: root-owned files in the .deb without root
+  fdisk                  # installer tests: sfdisk builds and reads GPT test disks
+  dosfstools             # installer: mkfs.vfat for the CAIRN_OEM partition
+  mtools                 # installer: mcopy/mdir/mtype into FAT images without mounting
+  zstd                   # installer tests: compressed images; the ISO's embedded disk image
+  xorriso                # installer: the hybrid install ISO
+  squashfs-tools         # installer: the ISO's live root
+  qemu-system-x86        # ISO and boot tests (x86_64 guest, -accel tcg)
+  ovmf                   # UEFI firmware for the x86_64 VM tests
 )
 missing=()
 for p in "${needed[@]}"; do

@@ -1,9 +1,10 @@
 //! `cairn-installer`: command-line entry point. Each subcommand lives in its own module
 //! of the library.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -17,9 +18,130 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Write a disk image to a disk, verified, then put the site's user-data on it.
+    ///
+    /// The image is a local file or an http(s) URL, raw or compressed with gzip or zstd
+    /// (decompressed while it is written). Its sha256 is computed while streaming; when a
+    /// digest is known up front (--sha256, or IMAGE.sha256 next to the image) a local file is
+    /// verified completely before anything is written, and a URL is checked at the end (on a
+    /// mismatch the disk's partition tables are wiped so it never boots a corrupt image).
+    ///
+    /// Refuses a disk that is mounted (or any partition of it), used as swap, held by
+    /// device-mapper/LVM/RAID, or that the running system boots from; --force overrides all
+    /// but "mounted". After writing, the partition table is re-read and the user-data files
+    /// are written into the CAIRN_OEM partition, where the agent reads them at boot.
+    ///
+    /// Example: cairn-installer install --image cairn-x86_64.img.zst --device /dev/sdb \
+    ///            --user-data site.yaml --sha256 3f1c…
+    Install {
+        /// Image to write: a path or an http(s) URL.
+        #[arg(long, value_name = "FILE|URL")]
+        image: String,
+        /// Target disk: /dev/sdX, /dev/nvme0n1, /dev/disk/by-id/… (a whole disk, not a partition).
+        #[arg(long, value_name = "DEV")]
+        device: PathBuf,
+        /// User-data files (or directories of *.yaml) for the OEM partition, in merge order.
+        /// Validated before anything is written.
+        #[arg(long = "user-data", value_name = "FILE")]
+        user_data: Vec<PathBuf>,
+        /// Expected sha256 of the image as stored (compressed, if it is).
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// Also write to swap, device-mapper/LVM members, a partition or the boot disk.
+        /// A mounted device is refused even so.
+        #[arg(long)]
+        force: bool,
+        /// The target is a regular file (created if missing) instead of a block device.
+        #[arg(long)]
+        to_file: bool,
+        /// Progress and result as human text, or as JSON lines on stdout.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Human,
+    Json,
+}
 
 fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match cli.command {
+        Command::Install {
+            image,
+            device,
+            user_data,
+            sha256,
+            force,
+            to_file,
+            output,
+        } => install(
+            cairn_installer::install::Options {
+                image,
+                device,
+                user_data,
+                sha256,
+                force,
+                to_file,
+                output: match output {
+                    Output::Human => cairn_installer::install::progress::Mode::Human,
+                    Output::Json => cairn_installer::install::progress::Mode::Json,
+                },
+            },
+            output,
+        ),
+    }
+}
+
+fn install(opts: cairn_installer::install::Options, output: Output) -> ExitCode {
+    use cairn_installer::install::progress::human_bytes;
+    match cairn_installer::install::run(&opts) {
+        Ok(r) => {
+            if output == Output::Json {
+                let mut v = serde_json::to_value(&r).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("kind".into(), "installed".into());
+                }
+                println!("{v}");
+            } else {
+                println!(
+                    "wrote {} to {} in {:.1} s ({}/s); sha256 {} ({}); user-data: {}",
+                    human_bytes(r.bytes_written),
+                    r.device.display(),
+                    r.seconds,
+                    human_bytes(r.bytes_per_sec),
+                    r.sha256,
+                    r.verified,
+                    if r.user_data.is_empty() {
+                        "none".to_string()
+                    } else {
+                        format!("{} file(s) in CAIRN_OEM", r.user_data.len())
+                    }
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if output == Output::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"kind": "error", "message": e.to_string()})
+                );
+            }
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
