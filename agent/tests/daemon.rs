@@ -824,6 +824,48 @@ fn a_hub_signed_by_another_ca_gets_nothing() {
 }
 
 #[test]
+fn the_configured_ca_replaces_the_system_roots() {
+    // The hub's certificate chains to a CA the "system" trusts (SSL_CERT_FILE is the
+    // system store for rustls-native-certs), but the user-data names another CA.
+    let (system_ca, chain, key) = hub::make_pki();
+    let configured = hub::make_pki().0;
+    let hub = TestHub::start_with(&["tok-pinned"], configured, chain.clone(), key.clone_key());
+    let s = Setup::new(&hub, "tok-pinned", "edge-pinned");
+    let store = s.env.cfg.join("system-roots.pem");
+    std::fs::write(&store, &system_ca).unwrap();
+    let store_env = [("SSL_CERT_FILE", store.to_str().unwrap())];
+    let mut agent = Agent::spawn_with(&s.config, &s.state, &s.env.root, &store_env, &[]);
+    wait_for(
+        LIMIT,
+        "status: unreachable with a certificate error",
+        || {
+            let st = status(&s.state).0;
+            st["hub"]["state"] == "unreachable"
+                && st["hub"]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.to_lowercase().contains("certificate"))
+        },
+    );
+    assert!(hub.requests().is_empty(), "the system roots were trusted");
+    assert!(agent.term(Duration::from_secs(15)).success());
+
+    // Without a configured CA, the system roots are what vouches for the hub.
+    let open = TestHub::start_with(&["tok-system"], system_ca, chain, key);
+    let s = Setup::new(&open, "tok-system", "edge-system");
+    let yaml = std::fs::read_to_string(&s.config).unwrap();
+    let without_ca = yaml.split("  ca_certs:").next().unwrap().to_string();
+    std::fs::write(&s.config, without_ca).unwrap();
+    let store = s.env.cfg.join("system-roots.pem");
+    std::fs::write(&store, open.ca()).unwrap();
+    let store_env = [("SSL_CERT_FILE", store.to_str().unwrap())];
+    let mut agent = Agent::spawn_with(&s.config, &s.state, &s.env.root, &store_env, &[]);
+    wait_for(LIMIT, "registration through the system roots", || {
+        open.hosts().len() == 1
+    });
+    assert!(agent.term(Duration::from_secs(15)).success());
+}
+
+#[test]
 fn retry_after_is_honoured() {
     let hub = TestHub::start(&["tok-busy"]);
     hub.state().busy = Some((1, 2));

@@ -106,9 +106,12 @@ impl HubClient {
     pub fn new(settings: &Settings) -> Result<HubClient, String> {
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
-            // Trust the system's roots and the configured CAs, not a bundled copy.
+            // The CAs given in the hub settings are the only ones trusted for the hub: a
+            // public CA (or one an attacker planted in the OS store) cannot vouch for an
+            // impostor. Without them, the system's roots (a hub with a public certificate);
+            // never a bundled copy.
             .tls_built_in_webpki_certs(false)
-            .tls_built_in_native_certs(true)
+            .tls_built_in_native_certs(settings.ca_certs.is_empty())
             .https_only(true)
             .min_tls_version(reqwest::tls::Version::TLS_1_2)
             .connect_timeout(CONNECT_TIMEOUT)
