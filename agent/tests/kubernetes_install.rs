@@ -10,7 +10,6 @@ mod common;
 #[path = "common/k8s.rs"]
 mod k8s;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_agent::artifacts::FetchOptions;
@@ -155,5 +154,316 @@ combos! {
     kubeadm_flannel_reaches_cni_ready: Kubeadm, Flannel;
 }
 
-#[allow(dead_code)]
-fn _unused(_: Arc<()>, _: Arch) {}
+fn phase_status(a: &Applied, phase: &str) -> String {
+    phases(&a.events)
+        .into_iter()
+        .find(|(p, _)| p == phase)
+        .map(|(_, s)| s)
+        .unwrap_or_default()
+}
+
+/// Re-applying the same layer: nothing fetched, nothing changed, nothing restarted.
+fn reapply_changes_nothing(flavor: Flavor, cni: CniType, svc: &str) {
+    let m = Mirror::start();
+    let (k, c) = k8s::publish(&m, flavor, cni, &k8s::version(flavor, 31), false);
+    let root = K8sRoot::new();
+    let first = apply(&root, &k, &c, &opts());
+    assert!(first.result.is_ok(), "{}", describe(&root, &first, svc));
+    let fetched = m.requests().len();
+    let log_before = root.service_log();
+    let second = apply(&root, &k, &c, &opts());
+    let report = second.result.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.changes.is_empty(), "changes: {:?}", report.changes);
+    assert!(report.started.is_empty(), "started: {:?}", report.started);
+    for p in ["artifacts", "host-prep", "install", "start"] {
+        assert_eq!(phase_status(&second, p), "unchanged", "phase {p}");
+    }
+    assert_eq!(phase_status(&second, "cni-ready"), "done");
+    assert_eq!(m.requests().len(), fetched, "no second download");
+    assert_eq!(
+        root.service_log(),
+        log_before,
+        "the service manager saw nothing new"
+    );
+    assert_eq!(root.starts(svc), 1);
+}
+
+#[test]
+fn k3s_reapply_changes_and_restarts_nothing() {
+    reapply_changes_nothing(Flavor::K3s, CniType::Calico, "k3s.service");
+}
+
+#[test]
+fn rke2_reapply_changes_and_restarts_nothing() {
+    reapply_changes_nothing(Flavor::Rke2, CniType::Cilium, "rke2-server.service");
+}
+
+#[test]
+fn kubeadm_reapply_changes_and_restarts_nothing() {
+    // A second `kubeadm init` would fail its preflight: the pipeline must not run it.
+    reapply_changes_nothing(Flavor::Kubeadm, CniType::Flannel, "kubelet.service");
+}
+
+fn upgrade(flavor: Flavor, svc: &str, bin: &str) {
+    let m = Mirror::start();
+    let old = k8s::version(flavor, 31);
+    let new = k8s::version(flavor, 32);
+    let (k1, c) = k8s::publish(&m, flavor, CniType::Calico, &old, false);
+    let (k2, _) = k8s::publish(&m, flavor, CniType::Calico, &new, false);
+    let root = K8sRoot::new();
+    let a = apply(&root, &k1, &c, &opts());
+    assert!(a.result.is_ok(), "{}", describe(&root, &a, svc));
+    assert!(root.read(bin).contains(&format!("DOUBLE_VERSION='{old}'")));
+    let b = apply(&root, &k2, &c, &opts());
+    assert!(b.result.is_ok(), "{}", describe(&root, &b, svc));
+    assert!(
+        root.read(bin).contains(&format!("DOUBLE_VERSION='{new}'")),
+        "{bin} replaced by {new}"
+    );
+    let install = b
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::Phase && e.step == "install")
+        .unwrap();
+    assert_eq!(install.data["upgraded_from"], old.as_str(), "{install:?}");
+    assert_eq!(
+        root.starts(svc),
+        2,
+        "restarted in place once: {:?}",
+        root.service_log()
+    );
+    assert!(
+        root.read("/var/lib/k8s-double/version").starts_with(&new),
+        "the new version runs"
+    );
+    assert_eq!(phase_status(&b, "cni-ready"), "done");
+}
+
+#[test]
+fn k3s_upgrade_replaces_the_binary_and_restarts_in_place() {
+    upgrade(Flavor::K3s, "k3s.service", "/usr/local/bin/k3s");
+}
+
+#[test]
+fn rke2_upgrade_replaces_the_tarball_layout_and_restarts_in_place() {
+    upgrade(Flavor::Rke2, "rke2-server.service", "/usr/local/bin/rke2");
+}
+
+fn rollback(flavor: Flavor, svc: &str, bin: &str) {
+    let m = Mirror::start();
+    let old = k8s::version(flavor, 31);
+    let new = k8s::version(flavor, 32);
+    let (k1, c) = k8s::publish(&m, flavor, CniType::Flannel, &old, false);
+    let (k2, _) = k8s::publish(&m, flavor, CniType::Flannel, &new, true);
+    let root = K8sRoot::new();
+    let a = apply(&root, &k1, &c, &opts());
+    assert!(a.result.is_ok(), "{}", describe(&root, &a, svc));
+    let b = apply(&root, &k2, &c, &opts());
+    let err = b
+        .result
+        .as_ref()
+        .err()
+        .cloned()
+        .unwrap_or_else(|| panic!("{}", describe(&root, &b, svc)));
+    assert_eq!(err.phase, "start");
+    assert!(err.rolled_back, "{err}");
+    assert!(
+        err.message.contains("built to fail at start"),
+        "the failure's log is named: {err}"
+    );
+    assert!(
+        err.message.contains(&format!(
+            "rolled back to {} {old}",
+            kubernetes::flavor_name(flavor)
+        )),
+        "{err}"
+    );
+    assert_eq!(phase_status(&b, "start"), "rolled_back");
+    assert!(
+        root.read(bin).contains(&format!("DOUBLE_VERSION='{old}'")),
+        "previous binary back"
+    );
+    // Started: first install, the failed new version, the rollback.
+    assert_eq!(root.starts(svc), 3, "{:?}", root.service_log());
+    let host = Host::system(root.path());
+    let active = host
+        .run_in_target(cairn_agent::host::Cmd::new("systemctl").args(["is-active", svc]))
+        .unwrap();
+    assert_eq!(active.status, 0, "{svc} runs again after the rollback");
+    // The record still names the old version: re-applying it changes nothing.
+    let again = apply(&root, &k1, &c, &opts());
+    let report = again.result.unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.started.is_empty(), "{:?}", report.started);
+}
+
+#[test]
+fn k3s_failing_new_version_rolls_back() {
+    rollback(Flavor::K3s, "k3s.service", "/usr/local/bin/k3s");
+}
+
+#[test]
+fn rke2_failing_new_version_rolls_back() {
+    rollback(Flavor::Rke2, "rke2-server.service", "/usr/local/bin/rke2");
+}
+
+/// A root whose /bin/sh is an aarch64 ELF (only its header matters to the arch probe).
+/// Nothing can run in it here, so the install stops after placing files, as the CLI does
+/// for a root other than `/`.
+#[test]
+fn arm64_target_gets_arm64_artifacts_and_amd64_gets_amd64() {
+    for (arch, machine) in [(Arch::Arm64, 0xb7u16), (Arch::Amd64, 0x3e)] {
+        let x = k8s::arch_name(arch);
+        let other = if arch == Arch::Arm64 {
+            "amd64"
+        } else {
+            "arm64"
+        };
+        for flavor in [Flavor::K3s, Flavor::Rke2, Flavor::Kubeadm] {
+            let m = Mirror::start();
+            let (k, c) = k8s::publish(
+                &m,
+                flavor,
+                CniType::Cilium,
+                &k8s::version(flavor, 31),
+                false,
+            );
+            let root = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(root.path().join("bin")).unwrap();
+            let mut elf = vec![0u8; 64];
+            elf[..4].copy_from_slice(b"\x7fELF");
+            elf[18..20].copy_from_slice(&machine.to_le_bytes());
+            std::fs::write(root.path().join("bin/sh"), elf).unwrap();
+            let host = Host::system(root.path());
+            let arch_seen = cairn_agent::host::osrelease::target_arch(&host);
+            assert_eq!(arch_seen, x);
+            let plan =
+                kubernetes::plan(&k, &c, &Target::new(arch_seen, "node-1").unwrap()).unwrap();
+            let mut o = opts();
+            o.start = false;
+            let sink = MemorySink::default();
+            let mut em = Emitter::new("node-1").with_sink(Box::new(sink.clone()));
+            let report = install::install(&plan, &host, &o, &mut em)
+                .unwrap_or_else(|e| panic!("{x} {flavor:?}: {e}"));
+            let reqs = m.requests();
+            assert!(!reqs.is_empty());
+            assert!(
+                reqs.iter().all(|r| r.contains(x)
+                    || (flavor == Flavor::K3s && arch == Arch::Amd64 && r.ends_with("/k3s"))),
+                "{x} {flavor:?} fetched {reqs:?}"
+            );
+            assert!(
+                reqs.iter().all(|r| !r.contains(other)),
+                "{x} {flavor:?} fetched {reqs:?}"
+            );
+            let bin = match flavor {
+                Flavor::K3s => "usr/local/bin/k3s",
+                Flavor::Rke2 => "usr/local/bin/rke2",
+                Flavor::Kubeadm => "usr/local/bin/kubelet",
+            };
+            let text = std::fs::read_to_string(root.path().join(bin)).unwrap();
+            assert!(
+                text.contains(&format!("DOUBLE_ARCH='{x}'")),
+                "{x} {flavor:?}: {bin}"
+            );
+            let skipped: Vec<_> = report
+                .phases
+                .iter()
+                .filter(|p| p.status == "skipped")
+                .map(|p| p.phase)
+                .collect();
+            assert_eq!(
+                skipped,
+                PHASES[3..].to_vec(),
+                "nothing started in an image root"
+            );
+        }
+    }
+}
+
+/// The doubles can fail: the k3s double refuses Calico with Flannel still on, and a CNI
+/// pool that is not the cluster's pod CIDR.
+#[test]
+fn k3s_double_refuses_flannel_left_on_or_a_foreign_pod_cidr() {
+    let m = Mirror::start();
+    let (k, c) = k8s::publish(
+        &m,
+        Flavor::K3s,
+        CniType::Calico,
+        &k8s::version(Flavor::K3s, 31),
+        false,
+    );
+    let root = K8sRoot::new();
+    let a = apply(&root, &k, &c, &opts());
+    assert!(a.result.is_ok(), "{}", describe(&root, &a, "k3s.service"));
+    let host = Host::system(root.path());
+    let dropin = root
+        .path()
+        .join("etc/rancher/k3s/config.yaml.d/90-cairn.yaml");
+    let good = std::fs::read_to_string(&dropin).unwrap();
+    let restart = || {
+        host.run_in_target(cairn_agent::host::Cmd::new("systemctl").args(["restart", "k3s"]))
+            .unwrap()
+    };
+    std::fs::write(
+        &dropin,
+        good.replace("flannel-backend: \"none\"", "flannel-backend: \"vxlan\""),
+    )
+    .unwrap();
+    let out = restart();
+    assert_ne!(out.status, 0);
+    assert!(
+        root.unit_log("k3s.service")
+            .contains("set flannel-backend: none"),
+        "{}",
+        root.unit_log("k3s.service")
+    );
+    std::fs::write(&dropin, good.replace("10.50.0.0/16", "10.60.0.0/16")).unwrap();
+    assert_ne!(restart().status, 0);
+    assert!(
+        root.unit_log("k3s.service")
+            .contains("differs from cluster-cidr 10.60.0.0/16"),
+        "{}",
+        root.unit_log("k3s.service")
+    );
+}
+
+/// A phase that runs out of time names itself and what it saw last: here the Calico
+/// operator bundle lacks its CRDs, so the Installation is never accepted.
+#[test]
+fn a_timeout_names_the_phase_and_the_last_thing_seen() {
+    let m = Mirror::start();
+    let (k, mut c) = k8s::publish(
+        &m,
+        Flavor::Kubeadm,
+        CniType::Calico,
+        &k8s::version(Flavor::Kubeadm, 31),
+        false,
+    );
+    let broken = m.artifact(
+        "tigera-operator",
+        Arch::Amd64,
+        "/calico/broken/tigera-operator.yaml",
+        b"# no CRDs here\n".to_vec(),
+    );
+    c.artifacts.retain(|a| a.arch != Arch::Amd64);
+    c.artifacts.push(broken);
+    let root = K8sRoot::new();
+    let mut o = opts();
+    o.timeouts.node_ready = Duration::from_secs(2);
+    let started = Instant::now();
+    let a = apply(&root, &k, &c, &o);
+    let err = a
+        .result
+        .as_ref()
+        .err()
+        .cloned()
+        .unwrap_or_else(|| panic!("{}", describe(&root, &a, "kubelet.service")));
+    assert_eq!(err.phase, "node-ready");
+    assert!(err.message.starts_with("timed out"), "{err}");
+    assert!(
+        err.message.contains("no matches for kind \"Installation\""),
+        "{err}"
+    );
+    assert_eq!(phase_status(&a, "node-ready"), "timeout");
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
