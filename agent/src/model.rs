@@ -532,9 +532,12 @@ impl fmt::Debug for HubSettings {
 /// `install:` settings.
 #[derive(Debug, Clone, Default)]
 pub struct InstallSettings {
+    /// Target disk; `None` (absent or `auto`): the only suitable disk.
     pub device: Option<String>,
     pub reboot: bool,
     pub poweroff: bool,
+    /// Where the `install:` block is, for messages.
+    pub location: Option<Location>,
 }
 
 #[cfg(test)]

@@ -101,17 +101,87 @@ pub fn decode_stylus(ctx: &mut Ctx, node: &Node) -> Option<HubSettings> {
     Some(hub)
 }
 
+/// `install:` keys Cairn's installer reads.
+const INSTALL_KEYS: &[&str] = &["device", "reboot", "poweroff"];
+
+/// Kairos installer keys (partitions, bind mounts, grub options…): accepted so a Kairos
+/// config validates, but the Cairn installer does not act on them.
+const KAIROS_INSTALL_KEYS: &[&str] = &[
+    "auto",
+    "no-format",
+    "force",
+    "partitions",
+    "extra-partitions",
+    "bind_mounts",
+    "ephemeral_mounts",
+    "grub_options",
+    "grub-entry-name",
+    "env",
+    "image",
+    "system",
+    "recovery-system",
+    "passive",
+    "skip_copy_kcrypt_plugin",
+    "encrypted_partitions",
+    "nousers",
+    "firmware",
+    "part-table",
+];
+
+/// `install:` — where and how the installer's live environment installs: `device` (a path
+/// under /dev, or `auto` for the only suitable disk), then `reboot` or `poweroff` (not both).
 pub fn decode_install(ctx: &mut Ctx, node: &Node) -> InstallSettings {
-    let mut install = InstallSettings::default();
+    let mut install = InstallSettings {
+        location: Some(ctx.loc(node)),
+        ..Default::default()
+    };
+    let mut reboot_node = None;
     for (key, value) in ctx.entries(node, "install") {
         match key.scalar().unwrap_or_default() {
-            "device" => install.device = ctx.string(value, "device"),
-            "reboot" => install.reboot = ctx.boolean(value, "reboot").unwrap_or(false),
-            "poweroff" => install.poweroff = ctx.boolean(value, "poweroff").unwrap_or(false),
-            // Kairos installer keys (partitions, bind_mounts, grub_options…) are read by the
-            // installer issue's live environment; accepted here.
-            _ => {}
+            "device" => install.device = install_device(ctx, value),
+            "reboot" => {
+                install.reboot = ctx.boolean(value, "reboot").unwrap_or(false);
+                reboot_node = Some(value);
+            }
+            "poweroff" => {
+                install.poweroff = ctx.boolean(value, "poweroff").unwrap_or(false);
+                reboot_node = reboot_node.or(Some(value));
+            }
+            k if KAIROS_INSTALL_KEYS.contains(&k) => {}
+            _ => ctx.unknown_key(key, "install", INSTALL_KEYS),
+        }
+    }
+    if install.reboot && install.poweroff {
+        if let Some(n) = reboot_node {
+            ctx.error(
+                n,
+                "install: `reboot` and `poweroff` are both true; choose one (neither: the \
+                 installer stays at a shell)",
+            );
         }
     }
     install
+}
+
+fn install_device(ctx: &mut Ctx, node: &Node) -> Option<String> {
+    let d = ctx.string(node, "device")?;
+    if d == "auto" {
+        return None;
+    }
+    let bad = if !d.starts_with("/dev/") || d.len() <= "/dev/".len() {
+        Some("must be a device path under /dev/ (e.g. /dev/sda, /dev/disk/by-id/…) or `auto`")
+    } else if d.split('/').any(|c| c == "..") {
+        Some("must not contain `..`")
+    } else if d.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("must not contain spaces")
+    } else {
+        None
+    };
+    match bad {
+        Some(why) => {
+            ctx.error(node, format!("install device {d:?} {why}"));
+            None
+        }
+        None => Some(d),
+    }
 }

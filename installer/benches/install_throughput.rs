@@ -1,0 +1,172 @@
+//! `cairn-installer install` throughput to a loop device against `dd bs=4M oflag=direct
+//! conv=fsync` (same image, same device, page cache warm for both) and, when it is installed,
+//! `coreos-installer install --image-file` (`cargo install coreos-installer --root
+//! /var/tmp/coreos-installer`, or CAIRN_COREOS_INSTALLER=PATH). Needs root and `losetup`.
+//!
+//! Run: `cargo bench -p cairn-installer --bench install_throughput` (CAIRN_BENCH_MIB=1024 sets
+//! the image size, CAIRN_BENCH_ROUNDS=3 the rounds; the best round of each tool is reported).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn noise_file(path: &Path, mib: u64) {
+    use std::io::Write;
+    if std::fs::metadata(path).map(|m| m.len()).ok() == Some(mib << 20) {
+        return;
+    }
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut chunk = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for w in chunk.chunks_mut(8) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            w.copy_from_slice(&seed.to_le_bytes());
+        }
+        f.write_all(&chunk).unwrap();
+    }
+    f.flush().unwrap();
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+fn timed(name: &str, cmd: &mut Command) -> Option<f64> {
+    let t = Instant::now();
+    let out = cmd.output().unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        eprintln!(
+            "{name} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    Some(secs)
+}
+
+fn main() {
+    let mib = env_u64("CAIRN_BENCH_MIB", 1024);
+    let rounds = env_u64("CAIRN_BENCH_ROUNDS", 3);
+    let dir = PathBuf::from("/var/tmp/cairn-bench-install");
+    std::fs::create_dir_all(&dir).unwrap();
+    let img = dir.join("image.raw");
+    noise_file(&img, mib);
+    let digest = sha256(&img); // also warms the page cache
+    let backing = dir.join("device");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(mib << 20)
+        .unwrap();
+    let out = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&backing)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "losetup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let coreos = std::env::var("CAIRN_COREOS_INSTALLER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/var/tmp/coreos-installer/bin/coreos-installer"));
+
+    let bin = env!("CARGO_BIN_EXE_cairn-installer");
+    let mut best: Vec<(&str, f64)> = Vec::new();
+    let mut record = |name: &'static str, secs: Option<f64>| {
+        if let Some(s) = secs {
+            match best.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, b)) => *b = b.min(s),
+                None => best.push((name, s)),
+            }
+        }
+    };
+    for _ in 0..rounds {
+        record(
+            "dd bs=4M oflag=direct conv=fsync",
+            timed(
+                "dd",
+                Command::new("dd")
+                    .arg(format!("if={}", img.display()))
+                    .arg(format!("of={dev}"))
+                    .args(["bs=4M", "oflag=direct", "conv=fsync", "status=none"]),
+            ),
+        );
+        record(
+            "cairn-installer install (sha256 while streaming)",
+            timed(
+                "cairn-installer",
+                Command::new(bin)
+                    .args(["install", "--image"])
+                    .arg(&img)
+                    .args(["--device", &dev])
+                    .env("CAIRN_LOG", "warn"),
+            ),
+        );
+        record(
+            "cairn-installer install --sha256 (verify first, then write)",
+            timed(
+                "cairn-installer --sha256",
+                Command::new(bin)
+                    .args(["install", "--image"])
+                    .arg(&img)
+                    .args(["--device", &dev, "--sha256", &digest])
+                    .env("CAIRN_LOG", "warn"),
+            ),
+        );
+        if coreos.exists() {
+            record(
+                "coreos-installer install --image-file --insecure",
+                timed(
+                    "coreos-installer",
+                    Command::new(&coreos)
+                        .args(["install", "--insecure", "--image-file"])
+                        .arg(&img)
+                        .arg(&dev),
+                ),
+            );
+        }
+    }
+    // The last write must have produced the image exactly.
+    let check = Command::new("cmp")
+        .args(["-n", &(mib << 20).to_string()])
+        .arg(&img)
+        .arg(&dev)
+        .status()
+        .unwrap();
+    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    let _ = std::fs::remove_file(&backing);
+
+    let dd = best.first().map(|(_, s)| *s).unwrap_or(f64::NAN);
+    println!("install throughput, {mib} MiB image to a loop device (best of {rounds}):");
+    for (name, secs) in &best {
+        println!(
+            "  {name:<62} {:>7.1} MiB/s  {:>5.2}× dd",
+            mib as f64 / secs,
+            dd / secs
+        );
+    }
+    if !coreos.exists() {
+        println!("  (coreos-installer not found at {})", coreos.display());
+    }
+    assert!(
+        check.success(),
+        "the device does not hold the image after the last run"
+    );
+}
