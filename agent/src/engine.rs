@@ -282,6 +282,41 @@ pub fn apply_with(
             // The stage did not finish; a resumed apply starts it again.
             break;
         }
+        if outcome.failed.is_none() {
+            match sweep_stage_drop_ins(host, stage, &mut state, opts.dry_run) {
+                Ok(changes) if changes.is_empty() => {}
+                Ok(changes) => {
+                    changed += 1;
+                    outcome.changed += 1;
+                    events.emit(
+                        EventKind::StepChanged,
+                        &stage.name,
+                        SWEEP_STEP,
+                        "",
+                        format!("{} change(s)", changes.len()),
+                        json!({"changes": changes, "dry_run": opts.dry_run}),
+                    );
+                    outcome.changes.extend(changes);
+                }
+                Err(message) => {
+                    failed += 1;
+                    events.emit(
+                        EventKind::StepFailed,
+                        &stage.name,
+                        SWEEP_STEP,
+                        "",
+                        &message,
+                        json!({}),
+                    );
+                    outcome.failed = Some(Failure {
+                        stage: stage.name.clone(),
+                        step: SWEEP_STEP.into(),
+                        source: String::new(),
+                        message,
+                    });
+                }
+            }
+        }
         events.emit(
             EventKind::StageFinished,
             &stage.name,
@@ -380,4 +415,44 @@ fn target_hostname(host: &Host) -> String {
     std::fs::read_to_string(host.path_str("/etc/hostname"))
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+/// The pseudo-step that reports drop-ins removed at the end of a stage.
+const SWEEP_STEP: &str = "remove stale drop-ins";
+
+/// After a stage completed: remove the drop-ins it owned before that none of its steps
+/// owns now (a step renamed or deleted), and record what it owns.
+fn sweep_stage_drop_ins(
+    host: &Host,
+    stage: &crate::model::Stage,
+    state: &mut State,
+    dry_run: bool,
+) -> Result<Vec<String>, String> {
+    let now: std::collections::BTreeSet<String> = stage
+        .steps
+        .iter()
+        .flat_map(|step| {
+            let key = format!("{}/{}", stage.name, step.name);
+            step.actions
+                .iter()
+                .filter_map(move |a| crate::steps::owned_drop_in(&key, a))
+        })
+        .collect();
+    let before = state.drop_ins.get(&stage.name).cloned().unwrap_or_default();
+    if before == now {
+        return Ok(Vec::new());
+    }
+    let changes =
+        crate::steps::sweep_drop_ins(host, dry_run, &before, &now).map_err(|e| e.to_string())?;
+    if !dry_run {
+        if now.is_empty() {
+            state.drop_ins.remove(&stage.name);
+        } else {
+            state.drop_ins.insert(stage.name.clone(), now);
+        }
+        state
+            .save(host)
+            .map_err(|e| format!("saving Cairn state: {e}"))?;
+    }
+    Ok(changes)
 }

@@ -4,7 +4,7 @@
 //! `per-boot` commands are not repeated and a second apply reports zero changes. Saved
 //! atomically after every command step that succeeds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +17,10 @@ pub struct State {
     /// Command-step key (a digest of stage, step and commands) → when it last ran.
     #[serde(default)]
     pub commands: BTreeMap<String, CommandRecord>,
+    /// Stage name → the drop-in files (target paths) its steps owned at its last complete
+    /// apply; a drop-in no step owns any more is removed (see `steps::sweep_drop_ins`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drop_ins: BTreeMap<String, BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -11,8 +11,9 @@ use std::process::Command;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use cairn_agent::engine::ApplyOptions;
 use cairn_proto::EventKind;
-use common::{host_has, indent, serve, sha256_hex, temp_leftovers, TestEnv};
+use common::{apply, host_has, indent, serve, sha256_hex, temp_leftovers, TestEnv};
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -522,7 +523,7 @@ fn a_fixed_failure_resumes_without_rerunning_completed_commands() {
       commands: ["[ -e /fixed ] || exit 1", "echo b >> /resume.log"]
 "#;
     let f = env.yaml("resume.yaml", yaml);
-    let opts = cairn_agent::engine::ApplyOptions {
+    let opts = ApplyOptions {
         stages: vec!["after-install".into()],
         dry_run: false,
     };
@@ -679,7 +680,10 @@ fn sysctl_and_modules_write_drop_ins() {
     );
     assert_eq!(env.meta(&sysctl), (0o644, 0, 0));
     let modules = only("/etc/modules-load.d", "cairn-");
-    assert_eq!(env.read(&modules), "br_netfilter\nnf_conntrack\n");
+    assert_eq!(
+        env.read(&modules),
+        "# Written by Cairn from user-data\nbr_netfilter\nnf_conntrack\n"
+    );
     assert_eq!(
         env.read("/etc/modprobe.d/cairn-nf_conntrack.conf"),
         "options nf_conntrack hashsize=1024\n"
@@ -720,6 +724,89 @@ fn hostname_writes_etc_hostname_and_the_hosts_line() {
         .ok();
     assert_eq!(env.read("/etc/hostname"), "edge-9\n");
     assert!(env.read("/etc/hosts").contains("127.0.1.1\tedge-9\n"));
+}
+
+#[test]
+fn a_renamed_or_removed_step_leaves_no_drop_in_behind() {
+    let env = TestEnv::empty();
+    let v1 = r#"stages:
+  boot:
+    - name: k8s net
+      sysctl: {net.ipv4.ip_forward: "1"}
+      modules: [br_netfilter]
+  network:
+    - name: other
+      sysctl: {vm.swappiness: "10"}
+"#;
+    env.apply_yaml("v.yaml", v1).ok();
+    assert!(env.exists("/etc/sysctl.d/90-cairn-boot-k8s-net.conf"));
+    assert!(env.exists("/etc/modules-load.d/cairn-boot-k8s-net.conf"));
+    // A file of the admin's own, named like ours but not written by Cairn, is never touched.
+    env.write(
+        "/etc/sysctl.d/90-cairn-boot-mine.conf",
+        "vm.overcommit_memory = 1\n",
+    );
+
+    // The step is renamed and loses its modules.
+    let v2 = r#"stages:
+  boot:
+    - name: kubernetes networking
+      sysctl: {net.ipv4.ip_forward: "1"}
+  network:
+    - name: other
+      sysctl: {vm.swappiness: "10"}
+"#;
+    // A dry run says what would go, and removes nothing.
+    let dry = apply(
+        &env.root,
+        &[env.yaml("v.yaml", v2)],
+        &ApplyOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+    );
+    assert!(dry
+        .outcome
+        .changes
+        .iter()
+        .any(|c| c.contains("removed /etc/sysctl.d/90-cairn-boot-k8s-net.conf")));
+    assert!(env.exists("/etc/sysctl.d/90-cairn-boot-k8s-net.conf"));
+
+    let run = env.apply_yaml("v.yaml", v2).ok();
+    assert!(!env.exists("/etc/sysctl.d/90-cairn-boot-k8s-net.conf"));
+    assert!(!env.exists("/etc/modules-load.d/cairn-boot-k8s-net.conf"));
+    assert!(env.exists("/etc/sysctl.d/90-cairn-boot-kubernetes-networking.conf"));
+    assert!(env.exists("/etc/sysctl.d/90-cairn-network-other.conf"));
+    assert!(env.exists("/etc/sysctl.d/90-cairn-boot-mine.conf"));
+    let sweep = run.step("remove stale drop-ins");
+    assert_eq!(sweep.kind, EventKind::StepChanged);
+    assert_eq!(sweep.stage, "boot");
+
+    // Settled: nothing more to remove. Running only `network` keeps boot's drop-ins.
+    let again = env.apply_yaml("v.yaml", v2).ok();
+    assert_eq!(again.outcome.changed, 0, "{}", again.describe());
+    let only_network = apply(
+        &env.root,
+        &[env.yaml(
+            "n.yaml",
+            "stages:\n  network:\n    - name: other\n      sysctl: {vm.swappiness: \"10\"}\n",
+        )],
+        &ApplyOptions {
+            stages: vec!["network".into()],
+            ..Default::default()
+        },
+    )
+    .ok();
+    assert_eq!(only_network.outcome.changed, 0);
+    assert!(env.exists("/etc/sysctl.d/90-cairn-boot-kubernetes-networking.conf"));
+
+    // A stage whose steps are all gone loses its drop-ins too.
+    env.apply_yaml(
+        "v.yaml",
+        "stages:\n  boot:\n    - name: motd\n      files: [{path: /etc/motd, content: hi}]\n",
+    )
+    .ok();
+    assert!(!env.exists("/etc/sysctl.d/90-cairn-boot-kubernetes-networking.conf"));
 }
 
 #[test]

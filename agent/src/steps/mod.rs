@@ -10,6 +10,7 @@ mod commands;
 mod files;
 mod packages;
 mod system;
+pub use system::{owned_drop_in, sweep_drop_ins};
 mod users;
 
 use std::path::PathBuf;

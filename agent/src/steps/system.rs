@@ -5,7 +5,7 @@
 use super::{converge_file, Changes, StepCx, StepError};
 use crate::host::{fs, Cmd};
 use crate::model::{
-    AbsPath, DnsSpec, EnvSpec, HostnameSpec, KernelModule, KeyValue, Located, SystemctlSpec,
+    AbsPath, Action, DnsSpec, EnvSpec, HostnameSpec, KernelModule, KeyValue, Located, SystemctlSpec,
 };
 
 fn abs(p: &str) -> Result<AbsPath, StepError> {
@@ -208,11 +208,53 @@ pub fn environment(cx: &mut StepCx, spec: &EnvSpec) -> Result<Changes, StepError
     )
 }
 
+fn sysctl_drop_in(step_key: &str) -> String {
+    format!("/etc/sysctl.d/90-cairn-{}.conf", slug(step_key))
+}
+
+fn modules_drop_in(step_key: &str) -> String {
+    format!("/etc/modules-load.d/cairn-{}.conf", slug(step_key))
+}
+
+/// The drop-in a step's action owns, named after the step (`stage/name`): what the engine
+/// removes once no step of the stage produces it any more (a step renamed or deleted must
+/// not leave its sysctls or modules behind for every later boot).
+pub fn owned_drop_in(step_key: &str, action: &Action) -> Option<String> {
+    match action {
+        Action::Sysctl(kvs) if !kvs.is_empty() => Some(sysctl_drop_in(step_key)),
+        Action::Modules(mods) if !mods.is_empty() => Some(modules_drop_in(step_key)),
+        _ => None,
+    }
+}
+
+/// Remove the drop-ins a stage recorded before that none of its steps owns now. Only files
+/// still marked as written by Cairn are deleted. Returns the change lines.
+pub fn sweep_drop_ins(
+    host: &crate::host::Host,
+    dry_run: bool,
+    before: &std::collections::BTreeSet<String>,
+    now: &std::collections::BTreeSet<String>,
+) -> Result<Changes, StepError> {
+    let mut changes = Vec::new();
+    for stale in before.difference(now) {
+        let real = host.path(&abs(stale)?);
+        let ours = fs::read_opt(&real)?.is_some_and(|b| b.starts_with(b"# Written by Cairn"));
+        if ours {
+            changes.push(format!("removed {stale} (no step writes it any more)"));
+            if !dry_run {
+                std::fs::remove_file(&real)
+                    .map_err(|e| StepError::msg(format!("removing {stale}: {e}")))?;
+            }
+        }
+    }
+    Ok(changes)
+}
+
 pub fn sysctl(cx: &mut StepCx, kvs: &[KeyValue]) -> Result<Changes, StepError> {
     if kvs.is_empty() {
         return Ok(Vec::new());
     }
-    let name = format!("/etc/sysctl.d/90-cairn-{}.conf", slug(&cx.step_key));
+    let name = sysctl_drop_in(&cx.step_key);
     let mut body = String::from("# Written by Cairn from user-data\n");
     for kv in kvs {
         body.push_str(&format!("{} = {}\n", kv.key, kv.value));
@@ -247,8 +289,9 @@ pub fn modules(cx: &mut StepCx, mods: &[KernelModule]) -> Result<Changes, StepEr
         return Ok(Vec::new());
     }
     let mut changes = Vec::new();
-    let name = format!("/etc/modules-load.d/cairn-{}.conf", slug(&cx.step_key));
-    let body: String = mods.iter().map(|m| format!("{}\n", m.name)).collect();
+    let name = modules_drop_in(&cx.step_key);
+    let mut body = String::from("# Written by Cairn from user-data\n");
+    body.extend(mods.iter().map(|m| format!("{}\n", m.name)));
     changes.extend(converge_file(
         cx,
         &abs(&name)?,
