@@ -19,6 +19,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build a bootable GPT disk image (raw or qcow2) from a root file system and user-data.
+    ///
+    /// The disk has an EFI system partition with systemd-boot and the kernel, the CAIRN_OEM
+    /// partition holding the user-data (read by the agent at boot from /oem), a persistent
+    /// partition (/usr/local) and the root file system, last, which grows to fill the disk
+    /// on first boot. Needs no root privileges and no loop devices (mkfs.vfat, mtools,
+    /// mkfs.ext4 -d, sfdisk; fakeroot when not root; qemu-img for qcow2).
+    ///
+    /// Example:
+    ///   sudo packaging/os-image/build-root.sh --arch x86_64 --out root.tar
+    ///   cairn-installer image --arch x86_64 --rootfs root.tar --user-data site.yaml \
+    ///     --out edge.img
+    Image {
+        #[command(flatten)]
+        args: cairn_installer::image::Args,
+        /// Result as human text, or as one JSON object on stdout.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Replace the user-data embedded in an existing image, without rebuilding it.
+    ///
+    /// Raw images are changed in place (only the CAIRN_OEM partition is rewritten, after the
+    /// new files validated); qcow2 images are rewritten through a work copy and renamed
+    /// over the original.
+    ///
+    /// Example: cairn-installer customize edge.img --user-data site-042.yaml
+    Customize {
+        #[command(flatten)]
+        args: cairn_installer::customize::Args,
+        /// Result as human text, or as one JSON object on stdout.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
     /// Write a disk image to a disk, verified, then put the site's user-data on it.
     ///
     /// The image is a local file or an http(s) URL, raw or compressed with gzip or zstd
@@ -79,6 +112,8 @@ fn main() -> ExitCode {
         )
         .init();
     match cli.command {
+        Command::Image { args, output } => image(&args, output),
+        Command::Customize { args, output } => customize(&args, output),
         Command::Install {
             image,
             device,
@@ -143,5 +178,57 @@ fn install(opts: cairn_installer::install::Options, output: Output) -> ExitCode 
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+fn print_error(output: Output, e: &dyn std::fmt::Display) -> ExitCode {
+    if output == Output::Json {
+        println!(
+            "{}",
+            serde_json::json!({"kind": "error", "message": e.to_string()})
+        );
+    }
+    eprintln!("error: {e}");
+    ExitCode::from(1)
+}
+
+fn image(args: &cairn_installer::image::Args, output: Output) -> ExitCode {
+    match cairn_installer::image::build(&args.options()) {
+        Ok(s) => {
+            if output == Output::Json {
+                let mut v = serde_json::to_value(&s).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("kind".into(), "image".into());
+                }
+                println!("{v}");
+            } else {
+                print!("{}", cairn_installer::image::describe(&s));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => print_error(output, &e),
+    }
+}
+
+fn customize(args: &cairn_installer::customize::Args, output: Output) -> ExitCode {
+    match cairn_installer::customize::customize(&args.image, &args.user_data) {
+        Ok(s) => {
+            if output == Output::Json {
+                let mut v = serde_json::to_value(&s).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("kind".into(), "customized".into());
+                }
+                println!("{v}");
+            } else {
+                println!(
+                    "{}: user-data replaced ({:?} image): {}",
+                    s.image.display(),
+                    s.kind,
+                    s.user_data.join(", ")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => print_error(output, &e),
     }
 }
