@@ -236,6 +236,34 @@ fn files_replace_atomically_and_converge_mode() {
 }
 
 #[test]
+fn files_of_a_failing_step_are_not_half_written() {
+    let env = TestEnv::empty();
+    env.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n");
+    env.write("/etc/group", "root:x:0:\n");
+    env.write("/etc/app/a.conf", "old a\n");
+    let yaml = r#"stages:
+  boot:
+    - name: app config
+      files:
+        - path: /etc/app/a.conf
+          content: "new a\n"
+        - path: /etc/app/b.conf
+          content: "new b\n"
+          owner_string: nobody-here
+"#;
+    let run = env.apply_yaml("f.yaml", yaml);
+    assert!(!run.outcome.ok());
+    assert!(run.describe().contains("nobody-here"), "{}", run.describe());
+    assert_eq!(
+        env.read("/etc/app/a.conf"),
+        "old a\n",
+        "a.conf was replaced"
+    );
+    assert!(!env.exists("/etc/app/b.conf"));
+    assert_eq!(temp_leftovers(&env.root), Vec::<String>::new());
+}
+
+#[test]
 fn files_through_a_symlink_stay_inside_the_root() {
     let env = TestEnv::empty();
     std::fs::create_dir_all(env.p("/etc")).unwrap();

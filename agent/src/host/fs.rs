@@ -168,3 +168,140 @@ mod tests {
         assert_eq!(names.len(), 1, "no temp file left behind");
     }
 }
+
+/// fsync every file, concurrently: the filesystem can then make them durable in one
+/// journal commit instead of one commit per file (each file is still synced before it is
+/// renamed into place).
+pub fn sync_together(files: &[(&File, &Path)]) -> Result<(), FsError> {
+    if files.len() <= 1 {
+        for (f, p) in files {
+            f.sync_all().map_err(err("syncing", p))?;
+        }
+        return Ok(());
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .iter()
+            .map(|(f, p)| s.spawn(move || f.sync_all().map_err(err("syncing", p))))
+            .collect();
+        let mut result = Ok(());
+        for h in handles {
+            let r = h.join().unwrap_or_else(|_| {
+                Err(FsError {
+                    action: "syncing",
+                    path: PathBuf::new(),
+                    source: std::io::Error::other("sync thread panicked"),
+                })
+            });
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
+}
+
+/// Whole-file writes collected and made durable together: each file still lands atomically
+/// (temp file with its owner and mode, fsync, rename, directory fsync), but the fsyncs run
+/// concurrently so the filesystem commits them at once instead of one journal commit each.
+/// Nothing is renamed into place unless every temp file was written and synced.
+#[derive(Default)]
+pub struct WriteBatch(Vec<Queued>);
+
+struct Queued {
+    path: PathBuf,
+    content: Vec<u8>,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+}
+
+impl WriteBatch {
+    /// Is `path` waiting in the batch? (Read it again only after [`WriteBatch::commit`].)
+    pub fn holds(&self, path: &Path) -> bool {
+        self.0.iter().any(|q| q.path == path)
+    }
+
+    /// Queue a write of `content` to `path` (parents are created now).
+    pub fn push(
+        &mut self,
+        path: PathBuf,
+        content: Vec<u8>,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), FsError> {
+        ensure_parents(&path)?;
+        self.0.push(Queued {
+            path,
+            content,
+            mode,
+            owner,
+        });
+        Ok(())
+    }
+
+    /// Write, sync and rename every queued file; on failure no temp file is left behind.
+    pub fn commit(&mut self) -> Result<(), FsError> {
+        let mut staged: Vec<(File, PathBuf, PathBuf)> = Vec::new();
+        let result = (|| {
+            for Queued {
+                path: dst,
+                content,
+                mode,
+                owner,
+            } in self.0.drain(..)
+            {
+                let dir = dst.parent().unwrap_or(Path::new("/")).to_path_buf();
+                let name = dst
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let tmp = dir.join(format!(".{name}.cairn-{}.tmp", std::process::id()));
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(err("creating", &tmp))?;
+                staged.push((
+                    f.try_clone().map_err(err("creating", &tmp))?,
+                    tmp.clone(),
+                    dst,
+                ));
+                f.write_all(&content).map_err(err("writing", &tmp))?;
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+                        .map_err(err("changing owner of", &tmp))?;
+                }
+                f.set_permissions(Permissions::from_mode(mode))
+                    .map_err(err("changing mode of", &tmp))?;
+            }
+            let files: Vec<(&File, &Path)> =
+                staged.iter().map(|(f, t, _)| (f, t.as_path())).collect();
+            sync_together(&files)?;
+            let mut dirs: Vec<PathBuf> = Vec::new();
+            for (_, tmp, dst) in &staged {
+                fs::rename(tmp, dst).map_err(err("renaming into place", dst))?;
+                let dir = dst.parent().unwrap_or(Path::new("/")).to_path_buf();
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+            }
+            let handles: Vec<(File, PathBuf)> = dirs
+                .into_iter()
+                .filter_map(|d| File::open(&d).ok().map(|f| (f, d)))
+                .collect();
+            let dir_files: Vec<(&File, &Path)> =
+                handles.iter().map(|(f, d)| (f, d.as_path())).collect();
+            // As in write_atomic: a failed directory sync does not fail the write.
+            let _ = sync_together(&dir_files);
+            Ok(())
+        })();
+        if result.is_err() {
+            for (_, tmp, _) in &staged {
+                let _ = fs::remove_file(tmp);
+            }
+        }
+        result
+    }
+}

@@ -2,17 +2,24 @@
 
 use std::time::Duration;
 
-use super::{converge_file, Changes, StepCx, StepError};
+use super::{converge_queued, Changes, StepCx, StepError};
 use crate::artifacts::{self, FetchOptions};
 use crate::host::fs;
 use crate::model::{DirSpec, DownloadSpec, FileSpec};
 
+/// Whole-file entries are compared first and written together at the end of the step (one
+/// concurrent round of fsyncs, see [`fs::WriteBatch`]): an entry that cannot be resolved
+/// (an unknown owner, a directory in the way) fails the step before the files queued so far
+/// are replaced.
 pub fn files(cx: &mut StepCx, specs: &[FileSpec]) -> Result<Changes, StepError> {
     let mut changes = Vec::new();
+    let mut batch = fs::WriteBatch::default();
     for spec in specs {
         let mode = spec.mode.map_or(0o644, |m| m.0);
         let ids = cx.resolve_ids(spec.owner.as_ref(), spec.group.as_ref())?;
         if spec.append {
+            // Appends act on the file as the entries before them left it.
+            batch.commit()?;
             let real = cx.path(&spec.path);
             let current = fs::read_opt(&real)?.unwrap_or_default();
             // Appending the same block again would grow the file on every run: skip it
@@ -32,10 +39,11 @@ pub fn files(cx: &mut StepCx, specs: &[FileSpec]) -> Result<Changes, StepError> 
             }
             continue;
         }
-        if let Some(c) = converge_file(cx, &spec.path, &spec.content, mode, ids)? {
+        if let Some(c) = converge_queued(cx, &mut batch, &spec.path, &spec.content, mode, ids)? {
             changes.push(c);
         }
     }
+    batch.commit()?;
     Ok(changes)
 }
 

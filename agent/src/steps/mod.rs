@@ -212,6 +212,32 @@ impl FileDelta {
     }
 }
 
+/// [`converge_file`] with the write queued in `batch` (mode and owner alone are fixed at
+/// once). The same path queued twice is written before it is compared again.
+pub fn converge_queued(
+    cx: &StepCx,
+    batch: &mut crate::host::fs::WriteBatch,
+    path: &crate::model::AbsPath,
+    content: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<Option<String>, StepError> {
+    if batch.holds(&cx.path(path)) {
+        batch.commit()?;
+    }
+    let Some(delta) = file_delta(cx, path, content, mode, owner)? else {
+        return Ok(None);
+    };
+    if !cx.dry_run {
+        if delta.content_same {
+            delta.fix_attributes(mode, owner)?;
+        } else {
+            batch.push(delta.real, content.to_vec(), mode, owner)?;
+        }
+    }
+    Ok(Some(delta.change))
+}
+
 /// Write `content` to `path` in the target if it differs (content, mode or owner), the
 /// building block most kinds share. Returns the change line, if any.
 pub fn converge_file(

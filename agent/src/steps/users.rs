@@ -16,11 +16,6 @@
 //! then the whole action runs with shadow-utils. Existing users are converged: differing
 //! gecos, shell, home, primary group, uid, missing supplementary groups, password and lock.
 
-use std::fs::{File, OpenOptions, Permissions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-
 use sha_crypt::{sha512_check, sha512_simple, Sha512Params};
 
 use super::{Changes, StepCx, StepError};
@@ -641,18 +636,9 @@ pub fn authorized_keys(
 }
 
 /// Files of one users action (sudo drop-ins, `authorized_keys`), written at its end and made
-/// durable together: each still atomically (temp file, fsync, rename, directory fsync),
-/// but with their fsyncs concurrent so the filesystem commits them at once.
+/// durable together (see [`fs::WriteBatch`]).
 #[derive(Default)]
-struct Writes(Vec<Queued>);
-
-/// A file write waiting for [`Writes::commit`].
-struct Queued {
-    path: PathBuf,
-    content: Vec<u8>,
-    mode: u32,
-    owner: (u32, u32),
-}
+struct Writes(fs::WriteBatch);
 
 impl Writes {
     /// `steps::converge_file` with the write queued: the change line when content, mode or owner
@@ -665,90 +651,11 @@ impl Writes {
         mode: u32,
         owner: (u32, u32),
     ) -> Result<Option<String>, StepError> {
-        if self.0.iter().any(|q| q.path == cx.path(path)) {
-            // The same file twice in one action: write the first before reading it again.
-            self.commit()?;
-        }
-        let Some(delta) = super::file_delta(cx, path, content, mode, Some(owner))? else {
-            return Ok(None);
-        };
-        if !cx.dry_run {
-            if delta.content_same {
-                delta.fix_attributes(mode, Some(owner))?;
-            } else {
-                fs::ensure_parents(&delta.real)?;
-                self.0.push(Queued {
-                    path: delta.real,
-                    content: content.to_vec(),
-                    mode,
-                    owner,
-                });
-            }
-        }
-        Ok(Some(delta.change))
+        super::converge_queued(cx, &mut self.0, path, content, mode, Some(owner))
     }
 
     fn commit(&mut self) -> Result<(), StepError> {
-        let mut staged: Vec<(File, PathBuf, PathBuf)> = Vec::new();
-        let result = (|| {
-            for Queued {
-                path: dst,
-                content,
-                mode,
-                owner: (uid, gid),
-            } in self.0.drain(..)
-            {
-                let dir = dst.parent().unwrap_or(Path::new("/")).to_path_buf();
-                let name = dst
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let tmp = dir.join(format!(".{name}.cairn-{}.tmp", std::process::id()));
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(fs::err("creating", &tmp))?;
-                staged.push((
-                    f.try_clone().map_err(fs::err("creating", &tmp))?,
-                    tmp.clone(),
-                    dst,
-                ));
-                f.write_all(&content).map_err(fs::err("writing", &tmp))?;
-                std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
-                    .map_err(fs::err("changing owner of", &tmp))?;
-                f.set_permissions(Permissions::from_mode(mode))
-                    .map_err(fs::err("changing mode of", &tmp))?;
-            }
-            let files: Vec<(&File, &Path)> =
-                staged.iter().map(|(f, t, _)| (f, t.as_path())).collect();
-            shadow::sync_together(&files)?;
-            let mut dirs: Vec<PathBuf> = Vec::new();
-            for (_, tmp, dst) in &staged {
-                std::fs::rename(tmp, dst).map_err(fs::err("renaming into place", dst))?;
-                let dir = dst.parent().unwrap_or(Path::new("/")).to_path_buf();
-                if !dirs.contains(&dir) {
-                    dirs.push(dir);
-                }
-            }
-            let handles: Vec<(File, PathBuf)> = dirs
-                .into_iter()
-                .filter_map(|d| File::open(&d).ok().map(|f| (f, d)))
-                .collect();
-            let dir_files: Vec<(&File, &Path)> =
-                handles.iter().map(|(f, d)| (f, d.as_path())).collect();
-            // Like fs::write_atomic: a failed directory sync does not fail the write.
-            let _ = shadow::sync_together(&dir_files);
-            Ok::<(), StepError>(())
-        })();
-        if result.is_err() {
-            for (_, tmp, _) in &staged {
-                let _ = std::fs::remove_file(tmp);
-            }
-        }
-        result
+        Ok(self.0.commit()?)
     }
 }
 

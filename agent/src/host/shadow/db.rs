@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use super::config::canonical_decimal;
 use super::Unsupported;
+pub use crate::host::fs::sync_together;
 use crate::host::fs::{err, FsError};
 use crate::host::Host;
 
@@ -509,38 +510,6 @@ impl<R: Record> Table<R> {
 pub struct Staged {
     pub backup: (File, PathBuf),
     pub new: (File, PathBuf),
-}
-
-/// fsync every file, concurrently: the filesystem can then make them durable in one
-/// journal commit instead of one commit per file (each file is still synced before it is
-/// renamed into place).
-pub fn sync_together(files: &[(&File, &Path)]) -> Result<(), FsError> {
-    if files.len() <= 1 {
-        for (f, p) in files {
-            f.sync_all().map_err(err("syncing", p))?;
-        }
-        return Ok(());
-    }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = files
-            .iter()
-            .map(|(f, p)| s.spawn(move || f.sync_all().map_err(err("syncing", p))))
-            .collect();
-        let mut result = Ok(());
-        for h in handles {
-            let r = h.join().unwrap_or_else(|_| {
-                Err(FsError {
-                    action: "syncing",
-                    path: PathBuf::new(),
-                    source: std::io::Error::other("sync thread panicked"),
-                })
-            });
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
-    })
 }
 
 /// `fopen_set_perms`: created with no permissions (umask 0777), then owner and mode.
