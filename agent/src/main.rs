@@ -10,6 +10,7 @@ use cairn_agent::diag::Severity;
 use cairn_agent::engine::{self, ApplyOptions};
 use cairn_agent::events::{Emitter, HumanSink, JsonSink};
 use cairn_agent::host::Host;
+use cairn_agent::kubernetes;
 use cairn_agent::load::{self, DEVICE_SOURCES};
 use cairn_agent::stages;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -71,9 +72,21 @@ enum Command {
         strict: bool,
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
-        /// User-data files or directories.
+        /// Air-gap bundle (directory or .tar) to pre-seed the artifact cache from before a
+        /// cluster profile is applied; repeatable.
+        #[arg(long = "bundle", value_name = "PATH")]
+        bundles: Vec<PathBuf>,
+        /// User-data files or directories, or one cluster profile (a YAML/JSON document
+        /// with `layers:`): its os layer is applied as user-data, then its kubernetes,
+        /// cni and addons layers are installed phase by phase. On `/` services are started
+        /// and readiness awaited; on another root files are installed and nothing started.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+    /// Air-gap bundles: every artifact a cluster profile needs, verified by sha256.
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
     },
     /// Run one stage from the device's user-data (/oem, /usr/local/cloud-config).
     ///
@@ -134,6 +147,44 @@ enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum BundleCommand {
+    /// Fetch and verify every artifact of a profile's kubernetes, cni and addons layers and
+    /// write them, with a manifest of sha256s, to OUT (a directory, or a .tar file).
+    ///
+    /// Example: cairn-agent bundle create --arch arm64 --out /media/usb/edge.tar profile.yaml
+    Create {
+        /// Only these architectures (repeatable) [default: every architecture listed].
+        #[arg(long = "arch", value_enum, value_name = "ARCH")]
+        arches: Vec<BundleArch>,
+        /// Where to write the bundle: a directory, or a file ending in .tar.
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        /// Artifact cache to fetch through [default: a temporary one].
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+        /// The cluster profile (YAML or JSON).
+        #[arg(value_name = "PROFILE")]
+        profile: PathBuf,
+    },
+    /// Verify a bundle and copy its artifacts into the device's artifact cache.
+    Import {
+        /// The target root whose cache (/var/lib/cairn/artifacts) is filled.
+        #[arg(long, default_value = "/", value_name = "DIR")]
+        root: PathBuf,
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum BundleArch {
+    Amd64,
+    Arm64,
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum Output {
     Human,
@@ -161,8 +212,21 @@ fn main() -> ExitCode {
             dry_run,
             strict,
             output,
+            bundles,
             files,
-        } => apply(&root, &files, stages, dry_run, strict, output),
+        } => {
+            let profile = match files.as_slice() {
+                [one] if one.is_file() => std::fs::read_to_string(one)
+                    .is_ok_and(|t| kubernetes::profile_file::looks_like_profile(&t)),
+                _ => false,
+            };
+            if profile {
+                apply_profile(&root, &files[0], &bundles, dry_run, output)
+            } else {
+                apply(&root, &files, stages, dry_run, strict, output)
+            }
+        }
+        Command::Bundle { command } => bundle(command),
         Command::Stage { name, root, output } => {
             let sources: Vec<PathBuf> = DEVICE_SOURCES
                 .iter()
@@ -365,6 +429,207 @@ fn apply(
                 f.source, f.stage, f.step, f.message
             );
             ExitCode::from(1)
+        }
+    }
+}
+
+fn emitter_for(output: Output) -> Emitter {
+    let host_name = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let emitter = Emitter::new(host_name);
+    match output {
+        Output::Json => emitter.with_sink(Box::new(JsonSink(std::io::stdout()))),
+        Output::Human => {
+            let color = std::io::stdout().is_terminal();
+            emitter.with_sink(Box::new(HumanSink::new(std::io::stdout(), color)))
+        }
+    }
+}
+
+/// `apply PROFILE`: the os layer through the stage engine, then the Kubernetes layers.
+fn apply_profile(
+    root: &std::path::Path,
+    file: &std::path::Path,
+    bundles: &[PathBuf],
+    dry_run: bool,
+    output: Output,
+) -> ExitCode {
+    if dry_run {
+        eprintln!("error: --dry-run is not supported for cluster profiles yet");
+        return ExitCode::from(2);
+    }
+    if !root.is_dir() {
+        eprintln!("error: target root {} is not a directory", root.display());
+        return ExitCode::from(2);
+    }
+    let profile = match kubernetes::profile_file::load(file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let host = Host::system(root);
+    let mut emitter = emitter_for(output);
+    let started = Instant::now();
+    for layer in &profile.layers {
+        if let cairn_proto::profile::Layer::Os(os) = layer {
+            let dir = match tempfile::tempdir() {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("error: creating a temp dir for the os layer: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let ud = dir.path().join(format!("{}-os.yaml", profile.name));
+            if let Err(e) = std::fs::write(&ud, &os.user_data) {
+                eprintln!("error: writing {}: {e}", ud.display());
+                return ExitCode::from(1);
+            }
+            let loaded = match load::load(&[ud], false) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: {}: os layer: {e}", file.display());
+                    return ExitCode::from(1);
+                }
+            };
+            if loaded.diags.has_errors() {
+                for d in loaded.diags.sorted() {
+                    eprintln!("{d}");
+                }
+                eprintln!("error: the os layer is invalid user-data; nothing was applied");
+                return ExitCode::from(1);
+            }
+            let outcome = engine::apply(
+                &loaded.config,
+                &host,
+                &ApplyOptions::default(),
+                &mut emitter,
+            );
+            if let Some(f) = outcome.failed {
+                eprintln!(
+                    "error: os layer: stage {}, step `{}` failed: {}",
+                    f.stage, f.step, f.message
+                );
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let opts = kubernetes::install::InstallOptions {
+        start: host.is_live(),
+        bundles: bundles.to_vec(),
+        ..Default::default()
+    };
+    match kubernetes::install::install_profile(&profile, &host, &opts, &mut emitter) {
+        Ok(report) => {
+            if output == Output::Human {
+                let changes = report.as_ref().map_or(0, |r| r.changes.len());
+                println!(
+                    "profile {} applied to {}: {changes} Kubernetes change(s) in {} ms",
+                    profile.name,
+                    root.display(),
+                    started.elapsed().as_millis()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn bundle(command: BundleCommand) -> ExitCode {
+    match command {
+        BundleCommand::Create {
+            arches,
+            out,
+            cache,
+            output,
+            profile,
+        } => {
+            let p = match kubernetes::profile_file::load(&profile) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let arches: Vec<cairn_proto::profile::Arch> = arches
+                .iter()
+                .map(|a| match a {
+                    BundleArch::Amd64 => cairn_proto::profile::Arch::Amd64,
+                    BundleArch::Arm64 => cairn_proto::profile::Arch::Arm64,
+                })
+                .collect();
+            let tmp = match tempfile::tempdir() {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: creating a temporary cache: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let cache = cairn_agent::artifacts::ArtifactCache::new(
+                cache.unwrap_or_else(|| tmp.path().to_path_buf()),
+            );
+            let mut last = String::new();
+            let result = kubernetes::bundle::create(
+                &p,
+                &arches,
+                &cache,
+                &out,
+                &cairn_agent::artifacts::FetchOptions::default(),
+                &mut |a, pr| {
+                    if output == Output::Human && a.name != last {
+                        last = a.name.clone();
+                        eprintln!("fetching {} ({:?}) from {}", a.name, a.arch, a.url);
+                    }
+                    let _ = pr;
+                },
+            );
+            match result {
+                Ok(s) => {
+                    match output {
+                        Output::Json => println!(
+                            "{}",
+                            serde_json::json!({"bundle": s.path, "artifacts": s.artifacts, "bytes": s.bytes})
+                        ),
+                        Output::Human => println!(
+                            "bundle {}: {} artifact(s), {} bytes, each verified by sha256",
+                            s.path.display(),
+                            s.artifacts,
+                            s.bytes
+                        ),
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        BundleCommand::Import { root, bundle } => {
+            let host = Host::system(&root);
+            let cache = cairn_agent::artifacts::ArtifactCache::new(
+                host.path_str(kubernetes::install::CACHE_DIR),
+            );
+            match cairn_agent::artifacts::bundle::import(&cache, &bundle) {
+                Ok(n) => {
+                    println!(
+                        "imported {n} new artifact(s) from {} into {}",
+                        bundle.display(),
+                        cache.dir().display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: importing {}: {e}", bundle.display());
+                    ExitCode::from(1)
+                }
+            }
         }
     }
 }

@@ -19,7 +19,9 @@ use cairn_agent::kubernetes::install::{
     self, InstallError, InstallOptions, Report, Timeouts, PHASES,
 };
 use cairn_agent::kubernetes::{self, Target};
-use cairn_proto::profile::{Arch, CniLayer, CniType, Flavor, KubernetesLayer};
+use cairn_proto::profile::{
+    AddonsLayer, Arch, Chart, CniLayer, CniType, Flavor, KubernetesLayer, Layer, Manifest, Profile,
+};
 use cairn_proto::{Event, EventKind};
 use k8s::{K8sRoot, Mirror};
 
@@ -34,6 +36,7 @@ fn opts() -> InstallOptions {
         },
         timeouts: Timeouts::all(Duration::from_secs(20)),
         poll: Duration::from_millis(50),
+        bundles: Vec::new(),
     }
 }
 
@@ -443,7 +446,8 @@ fn a_timeout_names_the_phase_and_the_last_thing_seen() {
         "tigera-operator",
         Arch::Amd64,
         "/calico/broken/tigera-operator.yaml",
-        b"# no CRDs here\n".to_vec(),
+        b"# no CRDs here\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: tigera-operator\n"
+            .to_vec(),
     );
     c.artifacts.retain(|a| a.arch != Arch::Amd64);
     c.artifacts.push(broken);
@@ -466,4 +470,285 @@ fn a_timeout_names_the_phase_and_the_last_thing_seen() {
     );
     assert_eq!(phase_status(&a, "node-ready"), "timeout");
     assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+fn profile_json(k: KubernetesLayer, c: CniLayer, addons: Option<AddonsLayer>) -> String {
+    let mut layers = vec![Layer::Kubernetes(k), Layer::Cni(c)];
+    if let Some(a) = addons {
+        layers.push(Layer::Addons(a));
+    }
+    let p = Profile {
+        name: "edge".into(),
+        version: 1,
+        description: String::new(),
+        layers,
+    };
+    serde_json::to_string_pretty(&p).unwrap()
+}
+
+/// `cairn-agent bundle create` fetches a profile's artifacts once (one arch); an install
+/// from that bundle then makes no request at all.
+#[test]
+fn bundle_create_then_install_from_it_with_zero_network_requests() {
+    let m = Mirror::start();
+    let (k, c) = k8s::publish(
+        &m,
+        Flavor::Kubeadm,
+        CniType::Cilium,
+        &k8s::version(Flavor::Kubeadm, 31),
+        false,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let profile = work.path().join("profile.json");
+    std::fs::write(&profile, profile_json(k.clone(), c.clone(), None)).unwrap();
+    let bundle = work.path().join("edge.tar");
+    let out = common::cli([
+        "bundle",
+        "create",
+        "--arch",
+        "amd64",
+        "--out",
+        bundle.to_str().unwrap(),
+        profile.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        common::stdout(&out).contains("artifact(s)"),
+        "{}",
+        common::stdout(&out)
+    );
+    let fetched = m.requests();
+    let amd64 = k
+        .artifacts
+        .iter()
+        .chain(&c.artifacts)
+        .filter(|a| a.arch == Arch::Amd64)
+        .count();
+    assert_eq!(
+        fetched.len(),
+        amd64,
+        "each amd64 artifact fetched once: {fetched:?}"
+    );
+    assert!(fetched.iter().all(|r| !r.contains("arm64")), "{fetched:?}");
+
+    let root = K8sRoot::new();
+    let host = Host::system(root.path());
+    let p = kubernetes::profile_file::load(&profile).unwrap();
+    let mut o = opts();
+    o.bundles = vec![bundle.clone()];
+    let sink = MemorySink::default();
+    let mut em = Emitter::new("node-1").with_sink(Box::new(sink.clone()));
+    let report = install::install_profile(&p, &host, &o, &mut em)
+        .unwrap_or_else(|e| panic!("{e}\n{}", root.unit_log("kubelet.service")))
+        .unwrap();
+    assert_eq!(
+        report
+            .phases
+            .iter()
+            .find(|p| p.phase == "cni-ready")
+            .unwrap()
+            .status,
+        "done"
+    );
+    assert_eq!(
+        m.requests().len(),
+        fetched.len(),
+        "the install made network requests: {:?}",
+        m.requests()
+    );
+    let art = sink
+        .events()
+        .into_iter()
+        .find(|e| e.kind == EventKind::Phase && e.step == "artifacts")
+        .unwrap();
+    assert_eq!(art.data["imported"].as_u64(), Some(amd64 as u64), "{art:?}");
+    assert_eq!(art.data["fetched"].as_u64(), Some(0), "{art:?}");
+}
+
+/// `cairn-agent apply PROFILE.yaml --root DIR`: a YAML profile, the os layer applied as
+/// user-data, the Kubernetes files installed and verified, nothing started.
+#[test]
+fn cli_apply_yaml_profile_into_a_root_installs_without_starting() {
+    let m = Mirror::start();
+    let (k, _) = k8s::publish(
+        &m,
+        Flavor::K3s,
+        CniType::Calico,
+        &k8s::version(Flavor::K3s, 31),
+        false,
+    );
+    let k3s = k.artifacts.iter().find(|a| a.arch == Arch::Amd64).unwrap();
+    let yaml = format!(
+        "name: edge\nlayers:\n  - os:\n      user_data: |\n        stages:\n          boot:\n            - files:\n                - path: /etc/site\n                  content: lab\n  - kubernetes:\n      flavor: k3s\n      version: {}\n      role: server\n      values:\n        write-kubeconfig-mode: \"0644\"\n      artifacts:\n        - name: k3s\n          arch: amd64\n          url: {}\n          sha256: {}\n  - cni:\n      type: calico\n      version: \"3.29.1\"\n      pod_cidr: 10.50.0.0/16\n",
+        k.version, k3s.url, k3s.sha256
+    );
+    let root = K8sRoot::new();
+    let file = root.path().join("tmp/profile.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = common::cli([
+        "apply",
+        "--output",
+        "json",
+        "--root",
+        root.path().to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        common::stdout(&out),
+        common::stderr(&out)
+    );
+    assert_eq!(root.read("/etc/site"), "lab", "the os layer ran");
+    assert!(root
+        .read("/usr/local/bin/k3s")
+        .contains("DOUBLE_VERSION='v1.31.4+k3s1'"));
+    assert!(root
+        .read("/etc/rancher/k3s/config.yaml.d/50-cairn-values.yaml")
+        .contains("write-kubeconfig-mode"));
+    assert!(root
+        .read("/etc/rancher/k3s/config.yaml.d/90-cairn.yaml")
+        .contains("flannel-backend: \"none\""));
+    assert!(
+        root.service_log().is_empty(),
+        "nothing started: {:?}",
+        root.service_log()
+    );
+    let stdout = common::stdout(&out);
+    let phase_lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "phase")
+        .collect();
+    let names: Vec<&str> = phase_lines
+        .iter()
+        .map(|v| v["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, PHASES.to_vec(), "{stdout}");
+    assert_eq!(phase_lines[3]["data"]["status"], "skipped");
+}
+
+/// Add-ons after cni-ready: kubeadm applies manifests with kubectl and installs charts
+/// with helm; k3s gets them in its auto-deploy directory (a chart artifact under
+/// static/charts, referenced the k3s way).
+#[test]
+fn addons_are_installed_after_the_cni_the_way_each_flavor_expects() {
+    let addons = |m: &Mirror| AddonsLayer {
+        manifests: vec![Manifest {
+            name: "shop-namespace".into(),
+            content: Some("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n".into()),
+            url: None,
+            sha256: None,
+        }],
+        charts: vec![
+            Chart {
+                name: "ingress".into(),
+                chart: "ingress-nginx".into(),
+                repo: Some("https://kubernetes.github.io/ingress-nginx".into()),
+                version: "4.11.3".into(),
+                namespace: Some("ingress".into()),
+                values: serde_json::json!({"controller": {"replicaCount": 1}}),
+            },
+            Chart {
+                name: "metrics".into(),
+                chart: "metrics-server".into(),
+                repo: None,
+                version: "3.12.2".into(),
+                namespace: Some("kube-system".into()),
+                values: serde_json::Value::Null,
+            },
+        ],
+        artifacts: vec![m.artifact(
+            "metrics-server",
+            Arch::Amd64,
+            "/charts/metrics-server-3.12.2.tgz",
+            k8s::tarball(&[(
+                "metrics-server/Chart.yaml",
+                b"name: metrics-server\n".to_vec(),
+                0o644,
+            )]),
+        )],
+    };
+    // kubeadm
+    let m = Mirror::start();
+    let (k, c) = k8s::publish(
+        &m,
+        Flavor::Kubeadm,
+        CniType::Cilium,
+        &k8s::version(Flavor::Kubeadm, 31),
+        false,
+    );
+    let root = K8sRoot::new();
+    let p =
+        kubernetes::profile_file::parse("p.json", &profile_json(k, c, Some(addons(&m)))).unwrap();
+    let host = Host::system(root.path());
+    let sink = MemorySink::default();
+    let mut em = Emitter::new("node-1").with_sink(Box::new(sink.clone()));
+    let report = install::install_profile(&p, &host, &opts(), &mut em)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap();
+    let last = report.phases.last().unwrap();
+    assert_eq!(
+        (last.phase, last.status),
+        ("addons", "done"),
+        "{:?}",
+        report.phases
+    );
+    assert!(root
+        .read("/var/lib/k8s-double/applied/cairn-addon-shop-namespace.yaml")
+        .contains("name: shop"));
+    let ingress = root.read("/var/lib/k8s-double/releases/ingress");
+    assert!(ingress.contains("chart=ingress-nginx repo=https://kubernetes.github.io/ingress-nginx version=4.11.3 namespace=ingress create-namespace=1"), "{ingress}");
+    let metrics = root.read("/var/lib/k8s-double/releases/metrics");
+    assert!(
+        metrics.contains("chart=/var/lib/cairn/kubernetes/addons/metrics-server-3.12.2.tgz repo= "),
+        "{metrics}"
+    );
+    // The add-ons phase comes after cni-ready.
+    let order: Vec<String> = sink
+        .events()
+        .iter()
+        .filter(|e| e.kind == EventKind::Phase)
+        .map(|e| e.step.clone())
+        .collect();
+    assert_eq!(order, PHASES.to_vec());
+
+    // k3s
+    let m = Mirror::start();
+    let (k, c) = k8s::publish(
+        &m,
+        Flavor::K3s,
+        CniType::Flannel,
+        &k8s::version(Flavor::K3s, 31),
+        false,
+    );
+    let root = K8sRoot::new();
+    let p =
+        kubernetes::profile_file::parse("p.json", &profile_json(k, c, Some(addons(&m)))).unwrap();
+    let host = Host::system(root.path());
+    let mut em = Emitter::new("node-1");
+    let report = install::install_profile(&p, &host, &opts(), &mut em)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap();
+    assert_eq!(report.phases.last().unwrap().status, "done");
+    let dir = "/var/lib/rancher/k3s/server/manifests";
+    assert!(root
+        .read(&format!("{dir}/cairn-addon-shop-namespace.yaml"))
+        .contains("kind: Namespace"));
+    let chart = root.read(&format!("{dir}/cairn-addon-chart-ingress.yaml"));
+    assert!(
+        chart.contains("kind: \"HelmChart\"")
+            && chart.contains("repo: \"https://kubernetes.github.io/ingress-nginx\""),
+        "{chart}"
+    );
+    assert!(chart.contains("replicaCount: 1"), "{chart}");
+    let local = root.read(&format!("{dir}/cairn-addon-chart-metrics.yaml"));
+    assert!(
+        local.contains("https://%{KUBERNETES_API}%/static/charts/metrics-server-3.12.2.tgz"),
+        "{local}"
+    );
+    assert!(root
+        .path()
+        .join("var/lib/rancher/k3s/server/static/charts/metrics-server-3.12.2.tgz")
+        .is_file());
 }

@@ -21,9 +21,10 @@ use cairn_proto::profile::{Flavor, Role};
 use cairn_proto::EventKind;
 use serde_json::{json, Value};
 
+use super::addons::{Addon, AddonPlan};
 use super::place::{self, Record};
 use super::probe::{self, Seen};
-use super::{flavor_name, CniDelivery, Plan};
+use super::{flavor_name, CniDelivery, Fetch, Plan};
 use crate::artifacts::{parse_sha256, ArtifactCache, ArtifactRef, FetchOptions};
 use crate::engine::{self, ApplyOptions};
 use crate::events::Emitter;
@@ -101,6 +102,9 @@ pub struct InstallOptions {
     pub timeouts: Timeouts,
     /// How often readiness is probed.
     pub poll: Duration,
+    /// Air-gap bundles (directories or `.tar` files) imported into the cache before
+    /// anything is fetched; a profile they cover installs with no network at all.
+    pub bundles: Vec<PathBuf>,
 }
 
 impl Default for InstallOptions {
@@ -111,6 +115,7 @@ impl Default for InstallOptions {
             fetch: FetchOptions::default(),
             timeouts: Timeouts::default(),
             poll: Duration::from_secs(2),
+            bundles: Vec::new(),
         }
     }
 }
@@ -155,6 +160,7 @@ fn fail(phase: &'static str, message: impl Into<String>) -> InstallError {
 
 struct Run<'a> {
     plan: &'a Plan,
+    addons: Option<&'a AddonPlan>,
     host: &'a Host,
     opts: &'a InstallOptions,
     events: &'a mut Emitter,
@@ -334,8 +340,20 @@ pub fn install(
     opts: &InstallOptions,
     events: &mut Emitter,
 ) -> Result<Report, InstallError> {
+    install_with(plan, None, host, opts, events)
+}
+
+/// [`install`], then the add-ons once the CNI is ready.
+pub fn install_with(
+    plan: &Plan,
+    addons: Option<&AddonPlan>,
+    host: &Host,
+    opts: &InstallOptions,
+    events: &mut Emitter,
+) -> Result<Report, InstallError> {
     let mut run = Run {
         plan,
+        addons,
         host,
         opts,
         events,
@@ -394,7 +412,16 @@ pub fn install(
             Ok(("done", what, Value::Null))
         })?;
     }
-    run.skip("addons", "no add-on layer in this install");
+    match addons {
+        Some(a) if !a.items.is_empty() => {
+            if plan.role == Role::Agent || plan.kubeconfig.is_none() {
+                run.skip("addons", "add-ons are installed from a server node");
+            } else {
+                run.phase("addons", phase_addons)?;
+            }
+        }
+        _ => run.skip("addons", "no add-on layer in this install"),
+    }
     Ok(run.report)
 }
 
@@ -408,7 +435,23 @@ fn phase_artifacts(r: &mut Run) -> Result<(&'static str, String, Value), Install
     let cache = r.cache();
     let deadline = Instant::now() + r.opts.timeouts.artifacts;
     let (mut fetched, mut cached, mut bytes) = (0usize, 0usize, 0u64);
-    for f in &r.plan.fetch {
+    let mut imported = 0;
+    for b in &r.opts.bundles {
+        imported += crate::artifacts::bundle::import(&cache, b).map_err(|e| {
+            fail(
+                "artifacts",
+                format!("importing the air-gap bundle {}: {e}", b.display()),
+            )
+        })?;
+    }
+    let all: Vec<Fetch> = r
+        .plan
+        .fetch
+        .iter()
+        .chain(r.addons.map(|a| a.fetch.as_slice()).unwrap_or_default())
+        .cloned()
+        .collect();
+    for f in &all {
         if Instant::now() > deadline {
             return Err(fail(
                 "artifacts",
@@ -447,20 +490,24 @@ fn phase_artifacts(r: &mut Run) -> Result<(&'static str, String, Value), Install
         bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         fetched += 1;
     }
-    let status = if fetched == 0 { "unchanged" } else { "done" };
+    let status = if fetched == 0 && imported == 0 {
+        "unchanged"
+    } else {
+        "done"
+    };
     Ok((
         status,
         format!(
-            "{} artifact(s) for {}: {fetched} fetched ({bytes} bytes), {cached} from the cache",
-            r.plan.fetch.len(),
+            "{} artifact(s) for {}: {fetched} fetched ({bytes} bytes), {cached} from the cache, {imported} imported from bundles",
+            all.len(),
             r.plan
                 .fetch
                 .first()
                 .map(|f| super::arch_name(f.arch))
                 .unwrap_or("-")
         ),
-        json!({"fetched": fetched, "cached": cached, "bytes": bytes,
-               "artifacts": r.plan.fetch.iter().map(|f| json!({"name": f.name, "arch": super::arch_name(f.arch), "sha256": f.sha256})).collect::<Vec<_>>()}),
+        json!({"fetched": fetched, "cached": cached, "bytes": bytes, "imported": imported,
+               "artifacts": all.iter().map(|f| json!({"name": f.name, "arch": super::arch_name(f.arch), "sha256": f.sha256})).collect::<Vec<_>>()}),
     ))
 }
 
@@ -475,7 +522,7 @@ fn phase_host_prep(r: &mut Run) -> Result<(&'static str, String, Value), Install
             ));
         }
     }
-    let changes = r.engine_steps("host-prep", &[("kubernetes", "host-prep")])?;
+    let changes = r.engine_steps("host-prep", &[(super::HOST_PREP_STAGE, "host-prep")])?;
     let status = if changes.is_empty() {
         "unchanged"
     } else {
@@ -738,4 +785,183 @@ fn phase_node_ready(r: &mut Run) -> Result<(&'static str, String, Value), Instal
         probe::node_ready(h, p, &node)
     })?;
     Ok(("done", what, json!({"cni_applied": applied})))
+}
+
+fn phase_addons(r: &mut Run) -> Result<(&'static str, String, Value), InstallError> {
+    let Some(addons) = r.addons else {
+        return Ok(("skipped", "no add-ons".into(), Value::Null));
+    };
+    let deadline = Instant::now() + r.opts.timeouts.addons;
+    let cache = r.cache();
+    let mut changes =
+        place::place_all(r.host, &cache, &addons.fetch, None).map_err(|e| fail("addons", e))?;
+    let mut applied = Vec::new();
+    for item in &addons.items {
+        if Instant::now() > deadline {
+            return Err(fail(
+                "addons",
+                format!(
+                    "timed out after {} s; last seen: {} add-on(s) applied",
+                    r.opts.timeouts.addons.as_secs(),
+                    applied.len()
+                ),
+            ));
+        }
+        match item {
+            Addon::Manifest {
+                name,
+                path,
+                content,
+                ..
+            } => {
+                if let Some(text) = content {
+                    if converge_file(r.host, path, text.as_bytes())
+                        .map_err(|e| fail("addons", format!("add-on `{name}`: {e}")))?
+                    {
+                        changes.push(format!("wrote {path}"));
+                    }
+                }
+                if r.plan.flavor == Flavor::Kubeadm {
+                    let cmd = probe::kubectl_cmd(
+                        r.plan,
+                        &["apply", "--server-side", "--force-conflicts", "-f", path],
+                    );
+                    let out = r
+                        .host
+                        .run_in_target(cmd)
+                        .map_err(|e| fail("addons", format!("applying add-on `{name}`: {e}")))?;
+                    if out.status != 0 {
+                        return Err(fail(
+                            "addons",
+                            format!(
+                                "applying add-on `{name}` ({path}) failed: {}",
+                                crate::host::runner::tail(&out.stderr)
+                            ),
+                        ));
+                    }
+                }
+                applied.push(name.clone());
+            }
+            Addon::Helm {
+                release,
+                namespace,
+                chart,
+                repo,
+                version,
+                values_file,
+                values,
+            } => {
+                if converge_file(r.host, values_file, values.as_bytes())
+                    .map_err(|e| fail("addons", format!("chart `{release}`: {e}")))?
+                {
+                    changes.push(format!("wrote {values_file}"));
+                }
+                let helm = format!("{}/helm", super::kubeadm::BIN_DIR);
+                let mut cmd = Cmd::new(helm).args(["upgrade", "--install", release, chart]);
+                if let Some(repo) = repo {
+                    cmd = cmd.args(["--repo", repo]);
+                }
+                cmd = cmd
+                    .args(["--version", version, "--namespace", namespace])
+                    .arg("--create-namespace")
+                    .args(["--values", values_file])
+                    .args(["--kubeconfig", super::kubeadm::KUBECONFIG])
+                    .timeout(deadline.saturating_duration_since(Instant::now()));
+                let out = r
+                    .host
+                    .run_in_target(cmd)
+                    .map_err(|e| fail("addons", format!("helm install of `{release}`: {e}")))?;
+                if out.status != 0 {
+                    return Err(fail(
+                        "addons",
+                        format!(
+                            "helm install of `{release}` failed: {}",
+                            crate::host::runner::tail(&out.stderr)
+                        ),
+                    ));
+                }
+                applied.push(release.clone());
+            }
+        }
+    }
+    r.report.changes.extend(changes.iter().cloned());
+    let how = if r.plan.flavor == Flavor::Kubeadm {
+        "applied"
+    } else {
+        "handed to the auto-deploy directory"
+    };
+    Ok((
+        "done",
+        format!("{} add-on(s) {how}: {}", applied.len(), applied.join(", ")),
+        json!({"addons": applied, "changes": changes}),
+    ))
+}
+
+/// Write `content` at `path` in the target unless it is already there; true if written.
+fn converge_file(host: &Host, path: &str, content: &[u8]) -> Result<bool, String> {
+    let p = host.path_str(path);
+    if std::fs::read(&p).ok().as_deref() == Some(content) {
+        return Ok(false);
+    }
+    crate::host::fs::write_atomic(&p, content, 0o600, None).map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+/// Everything a profile's `kubernetes`, `cni` and `addons` layers describe, for this
+/// host: the target's architecture (from its `/bin/sh`) and node name (its hostname).
+/// `Ok(None)` when the profile has no `kubernetes` layer.
+pub fn install_profile(
+    profile: &cairn_proto::profile::Profile,
+    host: &Host,
+    opts: &InstallOptions,
+    events: &mut Emitter,
+) -> Result<Option<Report>, InstallError> {
+    use cairn_proto::profile::Layer;
+    let mut k = None;
+    let mut c = None;
+    let mut a = None;
+    for layer in &profile.layers {
+        match layer {
+            Layer::Kubernetes(x) => k = Some(x),
+            Layer::Cni(x) => c = Some(x),
+            Layer::Addons(x) => a = Some(x),
+            Layer::Os(_) => {}
+        }
+    }
+    let Some(k) = k else {
+        return Ok(None);
+    };
+    let Some(c) = c else {
+        return Err(fail(
+            "plan",
+            "the profile has a `kubernetes` layer but no `cni` layer",
+        ));
+    };
+    let arch = crate::host::osrelease::target_arch(host);
+    let target =
+        super::Target::new(arch, &node_name(host)).map_err(|e| fail("plan", e.to_string()))?;
+    let plan = super::plan(k, c, &target).map_err(|e| fail("plan", e.to_string()))?;
+    let addon_plan = match a {
+        Some(a) => Some(
+            super::addons::plan(a, plan.flavor, target.arch)
+                .map_err(|e| fail("plan", e.to_string()))?,
+        ),
+        None => None,
+    };
+    install_with(&plan, addon_plan.as_ref(), host, opts, events).map(Some)
+}
+
+/// The node name: the target's `/etc/hostname` (first label kept whole), else the running
+/// system's host name, lower-cased.
+pub fn node_name(host: &Host) -> String {
+    let from_file = std::fs::read_to_string(host.path_str("/etc/hostname"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let name = from_file.unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into())
+    });
+    name.to_ascii_lowercase()
 }

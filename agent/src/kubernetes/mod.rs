@@ -11,12 +11,15 @@
 //! `0600` file. [`Plan::into_config`] turns the plan into the stage engine's own
 //! [`Config`], so [`crate::engine::apply`] writes it like any user-data.
 
+pub mod addons;
+pub mod bundle;
 pub mod cni;
 pub mod install;
 pub mod k3s;
 pub mod kubeadm;
 pub mod place;
 pub mod probe;
+pub mod profile_file;
 pub mod render;
 pub mod rke2;
 
@@ -228,7 +231,8 @@ impl Plan {
     }
 
     /// The plan's files, modules, sysctls and units as the stage engine's [`Config`]:
-    /// stage `kubernetes` (host preparation, the flavor's files, unit enablement) and stage
+    /// stage `kubernetes.before` (host preparation: kernel modules and sysctls), stage
+    /// `kubernetes` (the flavor's files, unit enablement) and stage
     /// `cni` (manifests applied after the cluster is up). Artifacts, start and readiness
     /// are not engine steps; the caller runs them around this.
     pub fn into_config(&self) -> Config {
@@ -286,7 +290,9 @@ impl Plan {
             ));
         }
         if !prep.is_empty() {
-            config.push_step("kubernetes", step("host-prep", prep));
+            // Its own stage, so the install pipeline runs it as its own phase without
+            // the engine taking the stage's other steps for removed ones.
+            config.push_step(HOST_PREP_STAGE, step("host-prep", prep));
         }
         let install = files(FileStage::Install);
         if !install.is_empty() {
@@ -312,6 +318,9 @@ impl Plan {
         config
     }
 }
+
+/// The engine stage that carries host preparation (modules, sysctls).
+pub const HOST_PREP_STAGE: &str = "kubernetes.before";
 
 pub fn flavor_name(f: Flavor) -> &'static str {
     match f {

@@ -103,6 +103,9 @@ DJ
 
 kubectl_apply() {
   [ -f "$1" ] || die "error: the path \"$1\" does not exist"
+  grep -q '^kind:' "$1" || die "error: error validating \"$1\": error validating data: kind not set"
+  mkdir -p "$STATE/applied"
+  cp "$1" "$STATE/applied/$(basename "$1")"
   if grep -q 'installations.operator.tigera.io' "$1"; then
     : > "$STATE/crd-installations"
     echo "customresourcedefinition.apiextensions.k8s.io/installations.operator.tigera.io serverside-applied"

@@ -1,0 +1,201 @@
+//! The `addons` layer, installed after the CNI is ready: plain manifests and Helm charts.
+//!
+//! * k3s / RKE2: everything goes to the server's auto-deploy directory — manifests as
+//!   `cairn-addon-NAME.yaml`, charts as `HelmChart` resources (`repo`/`chart`/`version`;
+//!   a chart that is an artifact is placed in the server's `static/charts/` and referenced
+//!   as `https://%{KUBERNETES_API}%/static/charts/FILE`, the distributions' air-gap way),
+//!   which the distribution's helm-controller installs.
+//! * kubeadm: the agent applies manifests with `kubectl apply --server-side` and installs
+//!   charts with `helm upgrade --install`, both with the admin kubeconfig.
+//!
+//! Fetched manifests (`url` + `sha256`) and chart archives come through the artifact cache.
+
+use cairn_proto::profile::{AddonsLayer, Arch, Artifact, Flavor};
+use serde_json::{json, Value};
+
+use super::{cni, url_file_name, Fetch, Placement, PlanError};
+
+/// Where the agent keeps addon files it applies itself (kubeadm).
+pub const ADDONS_DIR: &str = "/var/lib/cairn/kubernetes/addons";
+
+/// One thing to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addon {
+    /// A manifest file to write (k3s/RKE2 auto-deploy) or apply (kubeadm).
+    Manifest {
+        name: String,
+        path: String,
+        content: Option<String>,
+        fetch: Option<Fetch>,
+    },
+    /// A Helm release installed by the agent (kubeadm).
+    Helm {
+        release: String,
+        namespace: String,
+        chart: String,
+        repo: Option<String>,
+        version: String,
+        values_file: String,
+        values: String,
+    },
+}
+
+/// The addons of one node, for the flavor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddonPlan {
+    pub items: Vec<Addon>,
+    /// Artifacts to fetch first (fetched manifests, chart archives).
+    pub fetch: Vec<Fetch>,
+}
+
+fn static_charts(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::Rke2 => "/var/lib/rancher/rke2/server/static/charts",
+        _ => "/var/lib/rancher/k3s/server/static/charts",
+    }
+}
+
+fn manifests_dir(flavor: Flavor) -> Option<&'static str> {
+    match flavor {
+        Flavor::K3s => Some(super::k3s::MANIFESTS_DIR),
+        Flavor::Rke2 => Some(super::rke2::MANIFESTS_DIR),
+        Flavor::Kubeadm => None,
+    }
+}
+
+fn chart_artifact<'a>(a: &'a AddonsLayer, chart: &str, arch: Arch) -> Option<&'a Artifact> {
+    a.artifacts
+        .iter()
+        .find(|x| x.name == chart && x.arch == arch)
+}
+
+/// Plan the layer for the flavor and the target's arch.
+pub fn plan(a: &AddonsLayer, flavor: Flavor, arch: Arch) -> Result<AddonPlan, PlanError> {
+    let mut out = AddonPlan::default();
+    let dir = manifests_dir(flavor);
+    for (i, m) in a.manifests.iter().enumerate() {
+        let file = format!("cairn-addon-{}.yaml", m.name);
+        let path = match dir {
+            Some(d) => format!("{d}/{file}"),
+            None => format!("{ADDONS_DIR}/{file}"),
+        };
+        let fetch = match (&m.content, &m.url, &m.sha256) {
+            (Some(_), _, _) => None,
+            (None, Some(url), Some(sha)) => Some(Fetch {
+                name: format!("addon {}", m.name),
+                arch,
+                url: url.clone(),
+                sha256: sha.clone(),
+                size: None,
+                place: Placement::Into {
+                    dir: path
+                        .rsplit_once('/')
+                        .map(|(d, _)| d.to_string())
+                        .unwrap_or_default(),
+                    file: file.clone(),
+                },
+            }),
+            _ => {
+                return Err(PlanError::new(
+                    format!("addons.manifests[{i}]"),
+                    "a manifest needs `content`, or `url` with its `sha256`",
+                ))
+            }
+        };
+        if let Some(f) = &fetch {
+            out.fetch.push(f.clone());
+        }
+        out.items.push(Addon::Manifest {
+            name: m.name.clone(),
+            path,
+            content: m.content.clone(),
+            fetch,
+        });
+    }
+    for (i, c) in a.charts.iter().enumerate() {
+        let ns = c.namespace.clone().unwrap_or_else(|| "default".into());
+        let values = match &c.values {
+            Value::Null => json!({}),
+            v @ Value::Object(_) => v.clone(),
+            _ => {
+                return Err(PlanError::new(
+                    format!("addons.charts[{i}].values"),
+                    "values must be a mapping",
+                ))
+            }
+        };
+        let artifact = chart_artifact(a, &c.chart, arch);
+        if c.repo.is_none() && artifact.is_none() {
+            return Err(PlanError::new(
+                format!("addons.charts[{i}]"),
+                format!(
+                    "chart `{}` needs a `repo` (https:// or oci://) or an artifact named `{}` for {}",
+                    c.chart,
+                    c.chart,
+                    super::arch_name(arch)
+                ),
+            ));
+        }
+        match dir {
+            Some(d) => {
+                let mut spec = json!({
+                    "targetNamespace": ns,
+                    "createNamespace": true,
+                    "version": c.version,
+                });
+                if let Some(art) = artifact {
+                    let file = url_file_name(&art.url);
+                    out.fetch.push(super::fetch(
+                        art,
+                        Placement::Into {
+                            dir: static_charts(flavor).into(),
+                            file: file.clone(),
+                        },
+                    ));
+                    spec["chart"] =
+                        json!(format!("https://%{{KUBERNETES_API}}%/static/charts/{file}"));
+                } else {
+                    spec["chart"] = json!(c.chart);
+                    spec["repo"] = json!(c.repo);
+                }
+                let text = cni::helm_resource("HelmChart", &c.name, &spec, &values);
+                out.items.push(Addon::Manifest {
+                    name: c.name.clone(),
+                    path: format!("{d}/cairn-addon-chart-{}.yaml", c.name),
+                    content: Some(text),
+                    fetch: None,
+                });
+            }
+            None => {
+                let chart = match artifact {
+                    Some(art) => {
+                        let file = url_file_name(&art.url);
+                        out.fetch.push(super::fetch(
+                            art,
+                            Placement::Into {
+                                dir: ADDONS_DIR.into(),
+                                file: file.clone(),
+                            },
+                        ));
+                        format!("{ADDONS_DIR}/{file}")
+                    }
+                    None => c.chart.clone(),
+                };
+                out.items.push(Addon::Helm {
+                    release: c.name.clone(),
+                    namespace: ns,
+                    chart,
+                    repo: if artifact.is_some() {
+                        None
+                    } else {
+                        c.repo.clone()
+                    },
+                    version: c.version.clone(),
+                    values_file: format!("{ADDONS_DIR}/{}-values.yaml", c.name),
+                    values: super::render::yaml(&values),
+                });
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,121 @@
+//! `cairn-agent bundle create`: every artifact a profile's `kubernetes`, `cni` and
+//! `addons` layers list for the chosen architectures, fetched and verified through an
+//! artifact cache and written as an air-gap bundle (a directory, or a `.tar` of one) that
+//! [`crate::artifacts::bundle::import`] pre-seeds a device's cache from.
+
+use std::path::{Path, PathBuf};
+
+use cairn_proto::profile::{Arch, Artifact, Layer, Profile};
+
+use crate::artifacts::{self, parse_sha256, ArtifactCache, ArtifactRef, FetchOptions, Progress};
+
+/// The artifacts of a profile for `arches` (all arches when empty), in layer order,
+/// each digest once.
+pub fn profile_artifacts(profile: &Profile, arches: &[Arch]) -> Vec<Artifact> {
+    let mut out: Vec<Artifact> = Vec::new();
+    for layer in &profile.layers {
+        let list: &[Artifact] = match layer {
+            Layer::Kubernetes(k) => &k.artifacts,
+            Layer::Cni(c) => &c.artifacts,
+            Layer::Addons(a) => &a.artifacts,
+            Layer::Os(_) => &[],
+        };
+        for a in list {
+            if (arches.is_empty() || arches.contains(&a.arch))
+                && !out.iter().any(|o| o.sha256.eq_ignore_ascii_case(&a.sha256))
+            {
+                out.push(a.clone());
+            }
+        }
+    }
+    out
+}
+
+/// What a bundle holds.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub artifacts: usize,
+    pub bytes: u64,
+    pub path: PathBuf,
+}
+
+/// Fetch (through `cache`) and write the bundle to `out`: a directory, or a tar archive
+/// when `out` ends in `.tar`.
+pub fn create(
+    profile: &Profile,
+    arches: &[Arch],
+    cache: &ArtifactCache,
+    out: &Path,
+    opts: &FetchOptions,
+    progress: &mut dyn FnMut(&Artifact, Progress),
+) -> Result<Summary, String> {
+    let list = profile_artifacts(profile, arches);
+    if list.is_empty() {
+        return Err(format!(
+            "the profile `{}` lists no artifacts for the chosen architecture(s); nothing to bundle",
+            profile.name
+        ));
+    }
+    let mut files = Vec::new();
+    let mut bytes = 0;
+    for a in &list {
+        let sha = parse_sha256(&a.sha256).map_err(|e| format!("artifact `{}`: {e}", a.name))?;
+        let path = cache
+            .fetch(
+                &ArtifactRef {
+                    url: a.url.clone(),
+                    sha256: sha,
+                },
+                opts,
+                &mut |p| progress(a, p),
+            )
+            .map_err(|e| format!("artifact `{}` ({}): {e}", a.name, a.url))?;
+        bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        files.push((path, sha, a.url.clone()));
+    }
+    let is_tar = out.extension().is_some_and(|e| e == "tar");
+    if !is_tar {
+        artifacts::bundle::create(out, &files).map_err(|e| e.to_string())?;
+        return Ok(Summary {
+            artifacts: files.len(),
+            bytes,
+            path: out.to_path_buf(),
+        });
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let staging = tempfile::tempdir_in(parent)
+        .map_err(|e| format!("creating a staging dir in {}: {e}", parent.display()))?;
+    artifacts::bundle::create(staging.path(), &files).map_err(|e| e.to_string())?;
+    let tmp = parent.join(format!(
+        ".{}.cairn-{}.tmp",
+        out.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let status = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&tmp)
+        .arg("-C")
+        .arg(staging.path())
+        .arg(".")
+        .status()
+        .map_err(|e| format!("running tar for {}: {e}", out.display()))?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!(
+            "writing {} with tar failed ({status})",
+            out.display()
+        ));
+    }
+    std::fs::rename(&tmp, out)
+        .map_err(|e| format!("moving the bundle to {}: {e}", out.display()))?;
+    Ok(Summary {
+        artifacts: files.len(),
+        bytes,
+        path: out.to_path_buf(),
+    })
+}
