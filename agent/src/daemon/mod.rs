@@ -10,6 +10,7 @@
 //! fully jittered exponential backoff.
 
 pub mod backoff;
+pub mod boot_stages;
 pub mod client;
 pub mod identity;
 pub mod inventory;
@@ -109,6 +110,10 @@ pub fn run(opts: RunOptions) -> u8 {
             return 1;
         }
     };
+    let forwarded = boot_stages::forward(&opts.root, &spool);
+    if forwarded > 0 {
+        tracing::info!("{forwarded} boot-stage event(s) queued for the hub");
+    }
     let client = match HubClient::new(&settings) {
         Ok(c) => c,
         Err(e) => {
