@@ -25,6 +25,10 @@ needed=(
   squashfs-tools         # installer: the ISO's live root
   qemu-system-x86        # ISO and boot tests (x86_64 guest, -accel tcg)
   ovmf                   # UEFI firmware for the x86_64 VM tests
+  qemu-system-arm        # boot tests: the aarch64 guest (-M virt -cpu max)
+  qemu-efi-aarch64       # AAVMF UEFI firmware for the aarch64 VM test
+  qemu-utils             # installer: qemu-img (qcow2 images, customize of qcow2)
+  binfmt-support         # os image recipe: the arm64 root is built through qemu-user-static
 )
 missing=()
 for p in "${needed[@]}"; do
