@@ -263,6 +263,47 @@ fn files_of_a_failing_step_are_not_half_written() {
     assert_eq!(temp_leftovers(&env.root), Vec::<String>::new());
 }
 
+/// A tmpfs mounted on the root for the test's duration (ENOSPC on demand).
+struct SmallFs(std::path::PathBuf);
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_step_and_keeps_the_old_files() {
+    let env = TestEnv::empty();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "cairn-enospc"])
+        .arg(&env.root)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs needs root");
+    let _guard = SmallFs(env.root.clone());
+    env.write("/etc/app/small.conf", "old small\n");
+    env.write("/etc/app/other.conf", "old other\n");
+    let big = "x".repeat(400 * 1024);
+    let yaml = format!(
+        "stages:\n  boot:\n    - name: fill\n      files:\n        - path: /etc/app/other.conf\n          content: \"new other\\n\"\n        - path: /etc/app/small.conf\n          content: {big}\n"
+    );
+    let f = env.cfg.join("full.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    let run = apply(&env.root, &[f], &ApplyOptions::default());
+    assert!(!run.outcome.ok());
+    let failure = run.outcome.failed.clone().unwrap();
+    assert_eq!(failure.step, "fill");
+    assert!(
+        failure.message.contains("No space left on device")
+            && failure.message.contains("small.conf"),
+        "{failure:?}"
+    );
+    assert_eq!(env.read("/etc/app/small.conf"), "old small\n");
+    assert_eq!(env.read("/etc/app/other.conf"), "old other\n");
+    assert_eq!(temp_leftovers(&env.root), Vec::<std::path::PathBuf>::new());
+}
+
 #[test]
 fn files_through_a_symlink_stay_inside_the_root() {
     let env = TestEnv::empty();
