@@ -1,8 +1,8 @@
 //! The hub's `/v1` API as the agent uses it (docs/protocol.md; bodies in
 //! `cairn_proto::protocol`), over reqwest's async client with rustls.
 //!
-//! TLS trusts the system roots plus the CA certificates of the `cairn:` block, nothing
-//! else, and there is no way to turn verification off. Every request has connect and total
+//! TLS trusts the CA certificates of the `cairn:` block and nothing else (the system roots
+//! only when the block names none), and there is no way to turn verification off. Every request has connect and total
 //! timeouts and every response body a size cap, so a slow or endless hub cannot hang the
 //! agent; errors are classified so callers know whether to back off, wait for
 //! `Retry-After`, or stop (401/403).
