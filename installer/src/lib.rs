@@ -3,9 +3,20 @@
 //! user-data of an existing image or ISO.
 //!
 //! Disk layout contract (shared by `image`, `install`, `customize` and the agent's
-//! `/oem` source): a GPT disk with an EFI system partition, the root filesystem, an OEM
-//! partition whose GPT name and FAT label are `CAIRN_OEM` (mounted at `/oem` on the device,
-//! holding the user-data files), and a persistent partition.
+//! `/oem` source; details and sizes in docs/installer.md). GPT, 1 MiB aligned, in order:
+//!
+//! 1. `CAIRN_ESP`: EFI system partition, FAT32 labelled `CAIRN_ESP`: systemd-boot as
+//!    `EFI/BOOT/BOOT{X64,AA64}.EFI`, `cairn/vmlinuz`, `cairn/initrd.img`,
+//!    `loader/entries/cairn.conf` (`root=LABEL=CAIRN_ROOT`); mounted at `/boot/efi`.
+//! 2. `CAIRN_OEM` ([`oem::OEM_LABEL`]): basic-data partition, FAT labelled `CAIRN_OEM`,
+//!    mounted at `/oem`; holds the user-data as `NN-<name>.yaml` in merge order.
+//! 3. `CAIRN_PERSISTENT`: ext4 labelled `CAIRN_PERSISTENT`, mounted at `/usr/local`.
+//! 4. `CAIRN_ROOT`: the root file system, ext4 labelled `CAIRN_ROOT`, GPT type = the
+//!    Discoverable Partitions root type of the arch; **last**, so `systemd-repart` grows it
+//!    to the end of the disk on boot and `systemd-growfs` grows the file system.
+//!
+//! Partitions are found by GPT name ([`oem::find_partition`]) and mounted by label, never by
+//! number or device name.
 
 pub mod customize;
 pub mod image;
