@@ -92,6 +92,54 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
+    /// Build a hybrid install ISO (UEFI; CD or USB stick) that installs a disk image.
+    ///
+    /// The ISO boots a small live environment (the root's kernel, busybox, this installer)
+    /// that validates the embedded user-data, writes the embedded image (zstd, sha256
+    /// checked) to the disk named by the user-data's `install.device` — or the only suitable
+    /// disk — puts the user-data into its CAIRN_OEM partition, then reboots or powers off as
+    /// `install.reboot`/`install.poweroff` ask. Needs xorriso, zstd, mkfs.vfat and mtools.
+    ///
+    /// Example:
+    ///   cairn-installer image --arch x86_64 --rootfs root.tar --user-data site.yaml --out edge.img
+    ///   cairn-installer iso --arch x86_64 --rootfs root.tar --image edge.img \
+    ///     --user-data site.yaml --out edge-install.iso
+    Iso {
+        #[arg(long, value_enum)]
+        arch: cairn_installer::image::Arch,
+        /// The OS root tarball the image was built from (kernel, modules, systemd-boot).
+        #[arg(long, value_name = "TAR")]
+        rootfs: PathBuf,
+        /// The disk image to install (raw, from `cairn-installer image`).
+        #[arg(long, value_name = "FILE")]
+        image: PathBuf,
+        /// User-data files (validated; `install:` says where to install and what to do after).
+        #[arg(long = "user-data", value_name = "FILE", required = true)]
+        user_data: Vec<PathBuf>,
+        /// The ISO to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Static cairn-installer for the live environment
+        /// (default: target/dist/ARCH/cairn-installer).
+        #[arg(long, value_name = "BIN")]
+        installer: Option<PathBuf>,
+        /// Static busybox for the live environment (default: /bin/busybox, busybox-static).
+        #[arg(long, value_name = "BIN")]
+        busybox: Option<PathBuf>,
+        /// zstd level of the embedded image (1 fastest … 19 smallest).
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=19))]
+        zstd_level: u32,
+        /// Result as human text, or as one JSON object on stdout.
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// The install medium's live environment (run by the ISO's /init, not by hand).
+    #[command(hide = true)]
+    Live {
+        /// Where the medium is mounted.
+        #[arg(long, value_name = "DIR")]
+        medium: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -112,6 +160,30 @@ fn main() -> ExitCode {
         )
         .init();
     match cli.command {
+        Command::Iso {
+            arch,
+            rootfs,
+            image,
+            user_data,
+            out,
+            installer,
+            busybox,
+            zstd_level,
+            output,
+        } => iso(
+            &cairn_installer::iso::Options {
+                arch,
+                rootfs,
+                image,
+                user_data,
+                out,
+                installer,
+                busybox,
+                zstd_level,
+            },
+            output,
+        ),
+        Command::Live { medium } => live(&medium),
         Command::Image { args, output } => image(&args, output),
         Command::Customize { args, output } => customize(&args, output),
         Command::Install {
@@ -230,5 +302,56 @@ fn customize(args: &cairn_installer::customize::Args, output: Output) -> ExitCod
             ExitCode::SUCCESS
         }
         Err(e) => print_error(output, &e),
+    }
+}
+
+fn iso(opts: &cairn_installer::iso::Options, output: Output) -> ExitCode {
+    use cairn_installer::install::progress::human_bytes;
+    match cairn_installer::iso::build(opts) {
+        Ok(s) => {
+            if output == Output::Json {
+                println!("{}", serde_json::to_string(&s).unwrap_or_default());
+            } else {
+                println!(
+                    "wrote {} ({}; image {} → {} zstd; kernel {}; {} user-data file(s)) in {:.0} s",
+                    s.out.display(),
+                    human_bytes(s.bytes),
+                    human_bytes(s.image_bytes),
+                    human_bytes(s.compressed_image_bytes),
+                    s.kernel,
+                    s.user_data.len(),
+                    s.seconds
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if output == Output::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"kind": "error", "message": e.to_string()})
+                );
+            }
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn live(medium: &std::path::Path) -> ExitCode {
+    use cairn_installer::iso::live;
+    match live::run(medium) {
+        Ok(after) => {
+            eprintln!("cairn-install: done ({after:?})");
+            if let Err(e) = live::act(after) {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }

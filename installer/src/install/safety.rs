@@ -229,6 +229,12 @@ pub fn check(device: &Path, checks: &Checks) -> Result<Target, Refusal> {
     })
 }
 
+/// The whole disks under the filesystem mounted at `mount` (see [`check`]'s boot-disk rule);
+/// `None` when it is not on a block device.
+pub fn disks_under(mount: &Path, mountinfo: &str) -> Option<Vec<DevNum>> {
+    boot_disks(mount, mountinfo).map(|(_, d)| d)
+}
+
 /// One line of mountinfo: the device number, the mount point and the source.
 #[derive(Debug, PartialEq)]
 struct Mount {
@@ -432,6 +438,7 @@ mod tests {
             check(Path::new("/dev/null"), &checks),
             Err(Refusal::NotBlock(_))
         ));
+        checks.allow_file = false;
         assert!(matches!(
             check(Path::new("/nonexistent/disk"), &checks),
             Err(Refusal::Missing(..))
