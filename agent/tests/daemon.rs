@@ -158,7 +158,7 @@ fn only_host(hub: &RealHub) -> String {
 fn registers_applies_and_reports_every_event_once_in_order() {
     let hub = RealHub::start();
     let (_, token) = hub.token("basic", &[]);
-    hub.publish(&profile("edge-basic", 1, &basic_user_data("v1"), true));
+    hub.publish(&profile("edge-basic", 1, &basic_user_data("v1"), false));
     hub.assign_tag("rack=r1", "edge-basic");
     let s = Setup::new(&hub, &token, "edge-1");
     let mut agent = s.spawn();
@@ -207,16 +207,11 @@ fn registers_applies_and_reports_every_event_once_in_order() {
     ] {
         assert!(kinds.contains(&want), "{want:?} missing from {kinds:?}");
     }
-    let k8s = events
-        .iter()
-        .find(|e| e.data["layer"] == "kubernetes")
-        .expect("an event about the kubernetes layer");
-    assert_eq!(k8s.data["supported"], false);
-    assert!(k8s.message.contains("not supported"), "{}", k8s.message);
+    // (The kubernetes layers are covered by tests/kubernetes_daemon.rs.)
     let last = events.last().unwrap();
     assert_eq!(last.kind, EventKind::ProfileApplied);
     assert_eq!(last.data["profile"], "edge-basic");
-    assert_eq!(last.data["unsupported_layers"], json!(["kubernetes"]));
+    assert_eq!(last.data["unsupported_layers"], json!([]));
 
     // Identity: 0600 in a 0700 directory; the token and credential nowhere else.
     let meta = std::fs::metadata(s.state.join("identity.json")).unwrap();
@@ -252,7 +247,6 @@ fn registers_applies_and_reports_every_event_once_in_order() {
     assert_eq!(st["spool"]["pending"], 0);
     let text = status_text(&s.state);
     assert!(text.contains("edge-basic v1"), "{text}");
-    assert!(text.contains("not supported yet: kubernetes"), "{text}");
 
     // SIGTERM: a clean, prompt exit.
     let code = agent.term(Duration::from_secs(15));
@@ -862,6 +856,25 @@ fn the_configured_ca_replaces_the_system_roots() {
     wait_for(LIMIT, "registration through the system roots", || {
         open.hosts().len() == 1
     });
+    assert!(agent.term(Duration::from_secs(15)).success());
+}
+
+#[test]
+fn a_hub_certificate_not_valid_yet_is_reported_as_a_clock_problem() {
+    // As seen by a device whose clock is a year behind (no RTC, no NTP yet).
+    let later = time::OffsetDateTime::now_utc() + time::Duration::days(365);
+    let p = hub::pki_server_valid_from(Some(later));
+    let hub = TestHub::start_with(&["tok-clock"], p.ca_pem, p.chain, p.key);
+    let s = Setup::new(&hub, "tok-clock", "edge-clock");
+    let mut agent = s.spawn();
+    wait_for(LIMIT, "status: unreachable", || {
+        status(&s.state).0["hub"]["state"] == "unreachable"
+    });
+    let st = status(&s.state).0;
+    let error = st["hub"]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("is this device's clock right?"), "{error}");
+    assert!(hub.requests().is_empty(), "nothing was sent");
+    assert!(agent.alive());
     assert!(agent.term(Duration::from_secs(15)).success());
 }
 

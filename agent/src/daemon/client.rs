@@ -341,8 +341,14 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         }
         cur = c.source();
     }
-    if s.contains("NotValidYet") {
-        s.push_str(" (the hub's certificate is not valid yet: is this device's clock right?)");
+    // rustls spells it `NotValidYet` (Debug) or "certificate not valid yet" (Display).
+    if s.contains("NotValidYet") || s.contains("not valid yet") {
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        s.push_str(&format!(
+            " (the hub's certificate is not valid yet: is this device's clock right? it reads {now})"
+        ));
     }
     s
 }

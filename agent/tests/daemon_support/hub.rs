@@ -93,6 +93,12 @@ pub fn make_pki() -> (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'stati
 }
 
 pub fn pki() -> Pki {
+    pki_server_valid_from(None)
+}
+
+/// A test PKI whose server certificate becomes valid only at `not_before` (if given): what
+/// a device whose clock is behind sees.
+pub fn pki_server_valid_from(not_before: Option<time::OffsetDateTime>) -> Pki {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType,
     };
@@ -112,6 +118,10 @@ pub fn pki() -> Pki {
     p.subject_alt_names
         .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     p.distinguished_name.push(DnType::CommonName, "cairn-hub");
+    if let Some(t) = not_before {
+        p.not_before = t;
+        p.not_after = t + time::Duration::days(365);
+    }
     let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
     Pki {
         ca_pem: ca_cert.pem(),
