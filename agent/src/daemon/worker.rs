@@ -422,6 +422,48 @@ impl Worker {
                     totals.2 += outcome.resumed;
                     applied_config = Some(config);
                 }
+                Layer::Kubernetes(_) => {
+                    // The kubernetes, cni and addons layers go through the install
+                    // pipeline together, each phase reported as an event. On `/` the
+                    // services are started and readiness awaited; on another root the
+                    // files are installed and nothing is started (as `apply --root`).
+                    let opts = crate::kubernetes::install::InstallOptions {
+                        start: host.is_live(),
+                        ..Default::default()
+                    };
+                    match crate::kubernetes::install::install_profile(profile, host, &opts, emitter)
+                    {
+                        Ok(report) => {
+                            let n = report.as_ref().map_or(0, |r| r.changes.len());
+                            totals.0 += n;
+                            journal.record(&Record::Layer {
+                                layer: "kubernetes".into(),
+                                result: "applied".into(),
+                                message: format!("{} ({n} change(s))", describe(layer)),
+                                time: store::now(),
+                            });
+                        }
+                        Err(e) => {
+                            let message = format!("{}: {e}", describe(layer));
+                            emitter.emit(
+                                EventKind::Error,
+                                "kubernetes",
+                                e.phase,
+                                "",
+                                &message,
+                                with(
+                                    &meta,
+                                    json!({"phase": e.phase, "rolled_back": e.rolled_back}),
+                                ),
+                            );
+                            journal.record(&end("failed", &message));
+                            return (Done::Failed, None);
+                        }
+                    }
+                }
+                // Installed with the kubernetes layer, by the same pipeline.
+                Layer::Cni(_) | Layer::Addons(_) => {}
+                #[allow(unreachable_patterns)]
                 other => {
                     let what = describe(other);
                     let message = format!("{what}: not supported by this agent yet; not applied");
