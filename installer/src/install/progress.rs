@@ -30,8 +30,10 @@ impl Progress {
         let now = Instant::now();
         let bar = (mode == Mode::Human && std::io::stderr().is_terminal()).then(|| {
             let bar = match total {
-                Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()),
-                None => ProgressBar::new_spinner(),
+                Some(t) => {
+                    ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr_with_hz(2))
+                }
+                None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(2)),
             };
             let template = if total.is_some() {
                 "{msg:>8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}"
