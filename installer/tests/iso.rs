@@ -194,7 +194,7 @@ fn customize_replaces_the_user_data_and_keeps_image_and_boot_setup() {
 
     let b = dir.path().join("site-042.yaml");
     std::fs::write(&b, "hostname: site-042\ninstall:\n  reboot: true\n").unwrap();
-    iso::customize(&out, &[b.clone()], &out).unwrap();
+    iso::customize(&out, std::slice::from_ref(&b), &out).unwrap();
     let listing = ls(&out, "/cairn/user-data");
     assert!(listing.contains("00-site-042.yaml"), "{listing}");
     assert!(!listing.contains("a.yaml"), "{listing}");
