@@ -519,6 +519,7 @@ fn apply_profile(
     let opts = kubernetes::install::InstallOptions {
         start: host.is_live(),
         bundles: bundles.to_vec(),
+        proxy: kubernetes::proxy::Proxy::from_env(),
         ..Default::default()
     };
     match kubernetes::install::install_profile(&profile, &host, &opts, &mut emitter) {

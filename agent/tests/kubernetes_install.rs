@@ -37,6 +37,7 @@ fn opts() -> InstallOptions {
         timeouts: Timeouts::all(Duration::from_secs(20)),
         poll: Duration::from_millis(50),
         bundles: Vec::new(),
+        proxy: None,
     }
 }
 
@@ -751,4 +752,67 @@ fn addons_are_installed_after_the_cni_the_way_each_flavor_expects() {
         .path()
         .join("var/lib/rancher/k3s/server/static/charts/metrics-server-3.12.2.tgz")
         .is_file());
+}
+
+/// A proxy in the agent's environment reaches the service's environment with the
+/// cluster's own networks in NO_PROXY, and registry mirrors reach the runtime config
+/// (the double logs both from what it was started with).
+#[test]
+fn proxy_and_registry_mirrors_reach_the_services() {
+    let m = Mirror::start();
+    let (mut k, c) = k8s::publish(
+        &m,
+        Flavor::K3s,
+        CniType::Flannel,
+        &k8s::version(Flavor::K3s, 31),
+        false,
+    );
+    k.values = serde_json::json!({"registries": {"mirrors": {"docker.io": {"endpoint": ["https://registry.lab:5000"]}}}});
+    let env = |key: &str| match key {
+        "HTTPS_PROXY" => Some("http://proxy.lab:3128".to_string()),
+        "NO_PROXY" => Some("10.0.0.0/8,registry.lab".to_string()),
+        _ => None,
+    };
+    let proxy = kubernetes::proxy::Proxy::from_lookup(&env).unwrap();
+    let root = K8sRoot::new();
+    let host = Host::system(root.path());
+    let p = kubernetes::profile_file::parse("p.json", &profile_json(k, c, None)).unwrap();
+    let mut o = opts();
+    o.proxy = Some(proxy);
+    let mut em = Emitter::new("node-1");
+    install::install_profile(&p, &host, &o, &mut em).unwrap_or_else(|e| panic!("{e}"));
+    let envfile = root.read("/etc/systemd/system/k3s.service.env");
+    assert!(
+        envfile.contains("HTTPS_PROXY=http://proxy.lab:3128\n"),
+        "{envfile}"
+    );
+    let no_proxy = envfile
+        .lines()
+        .find_map(|l| l.strip_prefix("NO_PROXY="))
+        .unwrap();
+    let entries: Vec<&str> = no_proxy.split(',').collect();
+    for want in [
+        "10.0.0.0/8",
+        "registry.lab",
+        "127.0.0.1",
+        "localhost",
+        "10.50.0.0/16",
+        "10.43.0.0/16",
+        ".svc",
+        ".svc.cluster.local",
+        "node-1",
+    ] {
+        assert!(entries.contains(&want), "{want} missing from {no_proxy}");
+    }
+    let log = root.unit_log("k3s.service");
+    assert!(
+        log.contains("using proxy http://proxy.lab:3128 (NO_PROXY=10.0.0.0/8,registry.lab,"),
+        "{log}"
+    );
+    assert!(log.contains("registries: 1 mirror endpoint(s)"), "{log}");
+    assert!(root
+        .read("/etc/rancher/k3s/registries.yaml")
+        .contains("https://registry.lab:5000"));
+    // No proxy configured: nothing added.
+    assert!(kubernetes::proxy::Proxy::from_lookup(&|_| None).is_none());
 }

@@ -429,6 +429,7 @@ impl Worker {
                     // files are installed and nothing is started (as `apply --root`).
                     let opts = crate::kubernetes::install::InstallOptions {
                         start: host.is_live(),
+                        proxy: crate::kubernetes::proxy::Proxy::from_env(),
                         ..Default::default()
                     };
                     match crate::kubernetes::install::install_profile(profile, host, &opts, emitter)

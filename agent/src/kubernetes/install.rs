@@ -105,6 +105,9 @@ pub struct InstallOptions {
     /// Air-gap bundles (directories or `.tar` files) imported into the cache before
     /// anything is fetched; a profile they cover installs with no network at all.
     pub bundles: Vec<PathBuf>,
+    /// An HTTP(S) proxy for the node's services ([`super::proxy`]); `NO_PROXY` is
+    /// completed with the cluster's networks.
+    pub proxy: Option<super::proxy::Proxy>,
 }
 
 impl Default for InstallOptions {
@@ -116,6 +119,7 @@ impl Default for InstallOptions {
             timeouts: Timeouts::default(),
             poll: Duration::from_secs(2),
             bundles: Vec::new(),
+            proxy: None,
         }
     }
 }
@@ -940,7 +944,10 @@ pub fn install_profile(
     let arch = crate::host::osrelease::target_arch(host);
     let target =
         super::Target::new(arch, &node_name(host)).map_err(|e| fail("plan", e.to_string()))?;
-    let plan = super::plan(k, c, &target).map_err(|e| fail("plan", e.to_string()))?;
+    let mut plan = super::plan(k, c, &target).map_err(|e| fail("plan", e.to_string()))?;
+    if let Some(proxy) = &opts.proxy {
+        super::proxy::apply(&mut plan, proxy);
+    }
     let addon_plan = match a {
         Some(a) => Some(
             super::addons::plan(a, plan.flavor, target.arch)

@@ -20,6 +20,7 @@ pub mod kubeadm;
 pub mod place;
 pub mod probe;
 pub mod profile_file;
+pub mod proxy;
 pub mod render;
 pub mod rke2;
 

@@ -40,6 +40,8 @@ server_main() {
   rm -f "$STATE/apiserver-ready"
   echo $$ > "$STATE/apiserver"
   say "k3s double $DOUBLE_VERSION ($DOUBLE_ARCH) starting as $node, cluster-cidr $cidr"
+  [ -n "${HTTPS_PROXY:-}" ] && say "using proxy $HTTPS_PROXY (NO_PROXY=${NO_PROXY:-})"
+  if [ -f $CFG/registries.yaml ]; then say "registries: $(grep -c endpoint $CFG/registries.yaml) mirror endpoint(s)"; fi
   notify_ready
   sleep 0.2
   : > "$STATE/apiserver-ready"
