@@ -35,8 +35,9 @@ pub enum CustomizeError {
     },
     #[error("qemu-img failed while {step}: {detail}")]
     QemuImg { step: String, detail: String },
-    #[error("{0}: customizing an ISO is not supported by this build yet (rebuild it with `cairn-installer iso`)")]
-    IsoUnsupported(PathBuf),
+    /// An install ISO: its `/cairn/user-data` and `/cairn/oem.fat` are replaced (iso.rs).
+    #[error("{0}: {1}")]
+    Iso(PathBuf, crate::iso::IsoError),
 }
 
 fn io(path: &Path, step: &'static str) -> impl FnOnce(std::io::Error) -> CustomizeError {
@@ -101,7 +102,11 @@ pub fn customize(image: &Path, files: &[PathBuf]) -> Result<Summary, CustomizeEr
     let partition = match kind {
         Kind::Raw => Some(oem::write_user_data(image, &expanded)?),
         Kind::Qcow2 => Some(customize_qcow2(image, &expanded)?),
-        Kind::Iso => return Err(CustomizeError::IsoUnsupported(image.to_path_buf())),
+        Kind::Iso => {
+            crate::iso::customize(image, &expanded, image)
+                .map_err(|e| CustomizeError::Iso(image.to_path_buf(), e))?;
+            None
+        }
     };
     Ok(Summary {
         image: image.to_path_buf(),

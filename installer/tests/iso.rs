@@ -214,3 +214,24 @@ fn customize_replaces_the_user_data_and_keeps_image_and_boot_setup() {
         + &String::from_utf8_lossy(&report.stderr);
     assert!(report.contains("UEFI"), "boot setup lost:\n{report}");
 }
+
+#[test]
+fn the_customize_command_accepts_an_install_iso() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.yaml");
+    std::fs::write(&a, "install:\n  poweroff: true\n").unwrap();
+    let out = dir.path().join("install.iso");
+    iso::build(&options(dir.path(), vec![a], &out)).unwrap();
+    let b = dir.path().join("b.yaml");
+    std::fs::write(&b, "hostname: site-7\n").unwrap();
+    run(Command::new(env!("CARGO_BIN_EXE_cairn-installer"))
+        .arg("customize")
+        .arg(&out)
+        .arg("--user-data")
+        .arg(&b));
+    let listing = ls(&out, "/cairn/user-data");
+    assert!(
+        listing.contains("00-b.yaml") && !listing.contains("a.yaml"),
+        "{listing}"
+    );
+}
