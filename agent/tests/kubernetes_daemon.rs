@@ -63,7 +63,7 @@ fn the_daemon_installs_the_kubernetes_layers_and_reports_each_phase_to_the_hub()
     let events = hub.events(&id);
     let phases: Vec<(String, String)> = events
         .iter()
-        .filter(|e| e.kind == EventKind::Phase && e.stage == "kubernetes")
+        .filter(|e| e.kind == EventKind::Phase && PHASES.contains(&e.step.as_str()))
         .map(|e| {
             (
                 e.step.clone(),

@@ -114,6 +114,7 @@ fn full_install(flavor: Flavor, cni: CniType) {
     }
     for e in a.events.iter().filter(|e| e.kind == EventKind::Phase) {
         assert!(e.data["ms"].is_u64(), "{combo}: {e:?} has its duration");
+        assert_eq!(e.stage, install::event_stage(&e.step), "{combo}: {e:?}");
     }
     let cni_ready = a
         .events

@@ -43,6 +43,16 @@ pub const PHASES: [&str; 8] = [
     "addons",
 ];
 
+/// The stage a phase's event names (the hub's fleet view groups hosts' progress by it):
+/// `cni` for `cni-ready`, `addons` for `addons`, `kubernetes` for the others.
+pub fn event_stage(phase: &str) -> &'static str {
+    match phase {
+        "cni-ready" => "cni",
+        "addons" => "addons",
+        _ => "kubernetes",
+    }
+}
+
 /// The artifact cache inside the target.
 pub const CACHE_DIR: &str = "/var/lib/cairn/artifacts";
 
@@ -187,7 +197,7 @@ impl Run<'_> {
         }
         self.events.emit(
             EventKind::Phase,
-            "kubernetes",
+            event_stage(phase),
             phase,
             &self.source,
             format!("{phase}: {message} ({ms} ms)"),
