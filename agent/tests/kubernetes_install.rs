@@ -817,3 +817,70 @@ fn proxy_and_registry_mirrors_reach_the_services() {
     // No proxy configured: nothing added.
     assert!(kubernetes::proxy::Proxy::from_lookup(&|_| None).is_none());
 }
+
+/// A k3s agent joins with the token in a 0600 token-file (the double refuses to start
+/// without server and token); its readiness phases are left to the servers.
+#[test]
+fn k3s_agent_joins_with_its_token_file_and_leaves_readiness_to_the_servers() {
+    let m = Mirror::start();
+    let (mut k, c) = k8s::publish(
+        &m,
+        Flavor::K3s,
+        CniType::Calico,
+        &k8s::version(Flavor::K3s, 31),
+        false,
+    );
+    k.role = cairn_proto::profile::Role::Agent;
+    k.server = Some("https://10.0.0.1:6443".into());
+    k.token = Some("K10secret::server:abc".into());
+    let root = K8sRoot::new();
+    let a = apply(&root, &k, &c, &opts());
+    let report = a
+        .result
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}\n{}", root.unit_log("k3s-agent.service")));
+    let status: Vec<(&str, &str)> = report.phases.iter().map(|p| (p.phase, p.status)).collect();
+    assert_eq!(&status[3], &("start", "done"), "{status:?}");
+    for p in &report.phases[4..] {
+        assert_eq!(p.status, "skipped", "{status:?}");
+    }
+    assert!(root
+        .unit_log("k3s-agent.service")
+        .contains("joining https://10.0.0.1:6443"));
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(root.path().join("etc/rancher/k3s/cairn-token")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // The token never appears in an event.
+    for e in &a.events {
+        assert!(
+            !serde_json::to_string(e).unwrap().contains("K10secret"),
+            "{e:?}"
+        );
+    }
+}
+
+/// kubeadm without a containerd artifact uses the distribution's package: missing, the
+/// host-prep phase says what to do.
+#[test]
+fn kubeadm_without_containerd_names_the_missing_package() {
+    let m = Mirror::start();
+    let (mut k, c) = k8s::publish(
+        &m,
+        Flavor::Kubeadm,
+        CniType::Flannel,
+        &k8s::version(Flavor::Kubeadm, 31),
+        false,
+    );
+    k.artifacts
+        .retain(|a| a.name != "containerd" && a.name != "runc");
+    let root = K8sRoot::new();
+    let a = apply(&root, &k, &c, &opts());
+    let err = a.result.err().unwrap();
+    assert_eq!(err.phase, "host-prep");
+    assert!(
+        err.message
+            .contains("`containerd` is not installed on the target"),
+        "{err}"
+    );
+    assert!(root.service_log().is_empty(), "nothing started");
+}
