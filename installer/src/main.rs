@@ -140,6 +140,16 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         medium: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (cairn-installer.1 and one per subcommand) into DIR.
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -184,6 +194,26 @@ fn main() -> ExitCode {
             output,
         ),
         Command::Live { medium } => live(&medium),
+        Command::Completions { shell } => {
+            // Into memory first: clap_complete panics on a write error (e.g. `| head`).
+            let mut script = Vec::new();
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "cairn-installer", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            ExitCode::SUCCESS
+        }
+        Command::Manpages { dir } => {
+            let written = std::fs::create_dir_all(&dir).and_then(|()| {
+                clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir)
+            });
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing man pages to {}: {e}", dir.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Image { args, output } => image(&args, output),
         Command::Customize { args, output } => customize(&args, output),
         Command::Install {
