@@ -36,7 +36,7 @@ init_main() {
   i=0
   while [ ! -f "$STATE/apiserver-ready" ]; do
     i=$((i + 1))
-    [ $i -gt 100 ] && die "[wait-control-plane] the API server did not come up: timed out waiting for the condition"
+    [ $i -gt 300 ] && die "[wait-control-plane] the API server did not come up: timed out waiting for the condition"
     sleep 0.1
   done
   echo "Your Kubernetes control-plane has initialized successfully!"
