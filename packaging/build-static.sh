@@ -103,7 +103,7 @@ for a in "${arches[@]}"; do
       else
         ver="$("$dst" --version)"
       fi
-      echo "    ok: $dst: $ver, $(stat -c %s "$dst") bytes, ${desc%%,*}" >&2
+      echo "    ok: $dst: $ver, $(stat -c %s "$dst") bytes, $(echo "$desc" | grep -o "stat[a-z-]* linked")" >&2
     fi
     outputs+=("$dst")
   done

@@ -16,7 +16,7 @@ needed=(
   qemu-user-static       # runs the aarch64 static binaries (--version check, packaging tests)
   file                   # packaging tests: binaries are static
   rpm                    # packaging/build-packages.sh: rpmbuild; tests install with rpm --root
-  fakeroot               # packaging/build-packages.sh: root-owned files in the .deb without root
+  lintian                # packaging tests: the .deb packages are lintian-clean
   fdisk                  # installer tests: sfdisk builds and reads GPT test disks
   dosfstools             # installer: mkfs.vfat for the CAIRN_OEM partition
   mtools                 # installer: mcopy/mdir/mtype into FAT images without mounting
