@@ -176,6 +176,7 @@ fn reapply_changes_nothing(flavor: Flavor, cni: CniType, svc: &str) {
     assert!(first.result.is_ok(), "{}", describe(&root, &first, svc));
     let fetched = m.requests().len();
     let log_before = root.service_log();
+    let applies_before = root.read("/var/lib/k8s-double/apply.log");
     let second = apply(&root, &k, &c, &opts());
     let report = second.result.as_ref().unwrap_or_else(|e| panic!("{e}"));
     assert!(report.changes.is_empty(), "changes: {:?}", report.changes);

@@ -180,6 +180,8 @@ struct Run<'a> {
     events: &'a mut Emitter,
     source: String,
     report: Report,
+    /// The install phase changed something on disk.
+    changed: bool,
 }
 
 impl Run<'_> {
@@ -373,6 +375,7 @@ pub fn install_with(
         events,
         source: format!("profile:kubernetes/{}", flavor_name(plan.flavor)),
         report: Report::default(),
+        changed: false,
     };
     let previous = Record::load(host);
     run.phase("artifacts", phase_artifacts)?;
@@ -380,6 +383,7 @@ pub fn install_with(
     let mut changed_install = Vec::new();
     run.phase("install", |r| {
         let (status, msg, data, changes) = phase_install(r, previous.as_ref())?;
+        r.changed = !changes.is_empty();
         changed_install = changes;
         Ok((status, msg, data))
     })?;
@@ -736,7 +740,16 @@ fn phase_start(
 fn phase_node_ready(r: &mut Run) -> Result<(&'static str, String, Value), InstallError> {
     let deadline = Instant::now() + r.opts.timeouts.node_ready;
     let mut applied = Vec::new();
-    match r.plan.cni_delivery.clone() {
+    // Nothing changed and the CNI already runs: applying it again would only add a Helm
+    // revision or a no-op apply; leave the cluster alone.
+    let node = r.plan_node();
+    let settled = !r.changed && matches!(probe::cni_ready(r.host, r.plan, &node), Seen::Ready(_));
+    let delivery = if settled {
+        CniDelivery::Embedded
+    } else {
+        r.plan.cni_delivery.clone()
+    };
+    match delivery {
         CniDelivery::Apply { manifests, .. } => {
             // Kubelet keeps the node NotReady until a CNI is configured, so the manifests
             // go in first; an operator's CRDs take a moment to be served, hence the retry.

@@ -34,6 +34,9 @@ impl Record {
     pub fn save(&self, host: &Host) -> Result<(), String> {
         let path = host.path_str(RECORD_PATH);
         let text = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        if std::fs::read(&path).ok().as_deref() == Some(text.as_slice()) {
+            return Ok(());
+        }
         fs::write_atomic(&path, &text, 0o600, None).map_err(|e| e.to_string())
     }
 

@@ -106,6 +106,7 @@ kubectl_apply() {
   grep -q '^kind:' "$1" || die "error: error validating \"$1\": error validating data: kind not set"
   mkdir -p "$STATE/applied"
   cp "$1" "$STATE/applied/$(basename "$1")"
+  echo "$1" >> "$STATE/apply.log"
   if grep -q 'installations.operator.tigera.io' "$1"; then
     : > "$STATE/crd-installations"
     echo "customresourcedefinition.apiextensions.k8s.io/installations.operator.tigera.io serverside-applied"
