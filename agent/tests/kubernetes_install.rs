@@ -191,6 +191,11 @@ fn reapply_changes_nothing(flavor: Flavor, cni: CniType, svc: &str) {
         log_before,
         "the service manager saw nothing new"
     );
+    assert_eq!(
+        root.read("/var/lib/k8s-double/apply.log"),
+        applies_before,
+        "the CNI was not applied again"
+    );
     assert_eq!(root.starts(svc), 1);
 }
 
