@@ -898,3 +898,44 @@ fn kubeadm_without_containerd_names_the_missing_package() {
     );
     assert!(root.service_log().is_empty(), "nothing started");
 }
+
+/// kubeadm: a newer version runs `kubeadm upgrade apply VERSION` with the new kubeadm,
+/// then restarts the kubelet on its new binary; `kubeadm init` is not run again.
+#[test]
+fn kubeadm_upgrade_applies_the_new_version_then_restarts_the_kubelet() {
+    let m = Mirror::start();
+    let old = k8s::version(Flavor::Kubeadm, 31);
+    let new = k8s::version(Flavor::Kubeadm, 32);
+    let (k1, c) = k8s::publish(&m, Flavor::Kubeadm, CniType::Flannel, &old, false);
+    let (k2, _) = k8s::publish(&m, Flavor::Kubeadm, CniType::Flannel, &new, false);
+    let root = K8sRoot::new();
+    let a = apply(&root, &k1, &c, &opts());
+    assert!(
+        a.result.is_ok(),
+        "{}",
+        describe(&root, &a, "kubelet.service")
+    );
+    let b = apply(&root, &k2, &c, &opts());
+    assert!(
+        b.result.is_ok(),
+        "{}",
+        describe(&root, &b, "kubelet.service")
+    );
+    assert_eq!(
+        root.read("/var/lib/k8s-double/upgrades"),
+        format!("{new} upgraded\n")
+    );
+    assert!(root
+        .read("/usr/local/bin/kubelet")
+        .contains(&format!("DOUBLE_VERSION='{new}'")));
+    assert_eq!(
+        root.starts("kubelet.service"),
+        2,
+        "{:?}",
+        root.service_log()
+    );
+    assert!(root
+        .unit_log("kubelet.service")
+        .contains(&format!("kubelet double {new}")));
+    assert_eq!(phase_status(&b, "cni-ready"), "done");
+}

@@ -662,6 +662,41 @@ fn phase_start(
                     started.push(unit.clone());
                     return Ok(());
                 }
+                // Bootstrapped earlier with another version: upgrade the control plane
+                // (or this node's configuration) with the new kubeadm before the kubelet
+                // restarts on its new binary, as the kubeadm upgrade procedure goes.
+                let old = previous.map(|p| p.version.as_str()).unwrap_or("");
+                if !old.is_empty() && old != r.plan.version {
+                    let upgrade: Vec<String> = if argv.get(1).map(String::as_str) == Some("init") {
+                        vec![
+                            argv[0].clone(),
+                            "upgrade".into(),
+                            "apply".into(),
+                            r.plan.version.clone(),
+                            "--yes".into(),
+                        ]
+                    } else {
+                        vec![argv[0].clone(), "upgrade".into(), "node".into()]
+                    };
+                    let cmd = Cmd::new(upgrade[0].clone())
+                        .args(upgrade[1..].iter().cloned())
+                        .timeout(r.opts.timeouts.start);
+                    let out = r
+                        .host
+                        .run_in_target(cmd)
+                        .map_err(|e| fail("start", format!("`{}`: {e}", upgrade.join(" "))))?;
+                    if out.status != 0 {
+                        return Err(fail(
+                            "start",
+                            format!(
+                                "`{}` (from {old}) exited with status {}: {}",
+                                upgrade.join(" "),
+                                out.status,
+                                crate::host::runner::tail(&out.stderr)
+                            ),
+                        ));
+                    }
+                }
             }
         }
         if changed {

@@ -197,13 +197,13 @@ pub fn publish(
                 k_art.push(m.artifact(
                     "crictl",
                     arch,
-                    &format!("/crictl/crictl-linux-{x}.tar.gz"),
+                    &format!("/crictl/{tag}/crictl-linux-{x}.tar.gz"),
                     tarball(&[("crictl", tool("crictl"), 0o755)]),
                 ));
                 k_art.push(m.artifact(
                     "cni-plugins",
                     arch,
-                    &format!("/cni/cni-plugins-linux-{x}.tgz"),
+                    &format!("/cni/{tag}/cni-plugins-linux-{x}.tgz"),
                     tarball(&[
                         ("bridge", tool("bridge"), 0o755),
                         ("host-local", tool("host-local"), 0o755),
@@ -213,7 +213,7 @@ pub fn publish(
                 k_art.push(m.artifact(
                     "containerd",
                     arch,
-                    &format!("/containerd/containerd-linux-{x}.tar.gz"),
+                    &format!("/containerd/{tag}/containerd-linux-{x}.tar.gz"),
                     tarball(&[
                         (
                             "bin/containerd",
@@ -223,22 +223,27 @@ pub fn publish(
                         ("bin/ctr", tool("ctr"), 0o755),
                     ]),
                 ));
-                k_art.push(m.artifact("runc", arch, &format!("/runc/runc.{x}"), tool("runc")));
+                k_art.push(m.artifact(
+                    "runc",
+                    arch,
+                    &format!("/runc/{tag}/runc.{x}"),
+                    tool("runc"),
+                ));
                 match cni {
                     CniType::Calico => c_art.push(m.artifact(
                         "tigera-operator",
                         arch,
-                        &format!("/calico/{x}/tigera-operator.yaml"),
+                        &format!("/calico/{tag}/{x}/tigera-operator.yaml"),
                         b"# tigera-operator double\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: installations.operator.tigera.io\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: tigera-operator\n  namespace: tigera-operator\n".to_vec(),
                     )),
                     CniType::Cilium => {
                         c_art.push(m.artifact(
                             "cilium",
                             arch,
-                            &format!("/cilium/{x}/cilium-1.16.5.tgz"),
+                            &format!("/cilium/{tag}/{x}/cilium-1.16.5.tgz"),
                             tarball(&[("cilium/Chart.yaml", b"name: cilium\nversion: 1.16.5\n".to_vec(), 0o644)]),
                         ));
-                        c_art.push(m.artifact("helm", arch, &format!("/helm/{x}/helm"), d("helm")));
+                        c_art.push(m.artifact("helm", arch, &format!("/helm/{tag}/{x}/helm"), d("helm")));
                     }
                     CniType::Flannel => {}
                 }

@@ -50,8 +50,24 @@ join_main() {
   systemctl restart kubelet.service
 }
 
+# `kubeadm upgrade apply VERSION --yes`: only to this kubeadm's own version, with the
+# control plane up; `kubeadm upgrade node` on other nodes.
+upgrade_main() {
+  case ${1:-} in
+    apply)
+      [ "${2:-}" = "$DOUBLE_VERSION" ] || die "[upgrade/version] FATAL: the specified version to upgrade to \"${2:-}\" is not the kubeadm version \"$DOUBLE_VERSION\""
+      [ "${3:-}" = --yes ] || die "[upgrade] the double expects --yes (no prompt)"
+      api_up || die "[upgrade/health] FATAL: the API server is not reachable"
+      echo "$DOUBLE_VERSION upgraded" >> "$STATE/upgrades"
+      echo "[upgrade/successful] SUCCESS! Your cluster was upgraded to \"$DOUBLE_VERSION\"." ;;
+    node) echo "node $DOUBLE_VERSION" >> "$STATE/upgrades"; echo "[upgrade] The configuration for this node was successfully updated!" ;;
+    *) die "unknown command \"upgrade ${1:-}\"" ;;
+  esac
+}
+
 case ${1:-} in
   init) shift; init_main "$@" ;;
+  upgrade) shift; upgrade_main "$@" ;;
   join) shift; join_main "$@" ;;
   version) echo "kubeadm version: &version.Info{GitVersion:\"$DOUBLE_VERSION\"}" ;;
   *) die "unknown command \"${1:-}\" for \"kubeadm\"" ;;
