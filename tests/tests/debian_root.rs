@@ -431,3 +431,106 @@ fn ca_certificate_lands_in_the_rebuilt_bundle() {
         before
     );
 }
+
+/// kubeadm host preparation against a real Debian root: the plan's `kubernetes.before` and
+/// `kubernetes` stages install Debian's containerd with real apt, and real containerd reads
+/// the config.toml Cairn wrote (CRI enabled, systemd cgroups for runc, the pause image).
+#[test]
+fn kubeadm_host_prep_installs_debian_containerd_which_reads_our_config() {
+    use std::sync::Arc;
+
+    use cairn_agent::engine::{self, ApplyOptions};
+    use cairn_agent::events::Emitter;
+    use cairn_agent::host::{Host, SystemRunner};
+    use cairn_agent::kubernetes::{self, Target};
+    use cairn_proto::profile::{Arch, Artifact, CniLayer, CniType, Flavor, KubernetesLayer, Role};
+
+    let art = |name: &str| Artifact {
+        name: name.into(),
+        arch: Arch::Amd64,
+        url: format!("https://dl.test/{name}"),
+        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(name.as_bytes())),
+        size: None,
+    };
+    let layer = KubernetesLayer {
+        flavor: Flavor::Kubeadm,
+        version: "v1.31.4".into(),
+        role: Role::Server,
+        server: None,
+        token: Some("abcdef.0123456789abcdef".into()),
+        values: serde_json::Value::Null,
+        artifacts: ["kubeadm", "kubelet", "kubectl", "crictl", "cni-plugins"]
+            .into_iter()
+            .map(art)
+            .collect(),
+    };
+    let cni = CniLayer {
+        cni: CniType::Flannel,
+        version: "v0.25.6".into(),
+        pod_cidr: None,
+        values: serde_json::Value::Null,
+        artifacts: Vec::new(),
+    };
+    let plan = kubernetes::plan(&layer, &cni, &Target::new("amd64", "edge-1").unwrap()).unwrap();
+    assert_eq!(
+        plan.packages,
+        ["containerd"],
+        "no containerd artifact: Debian's"
+    );
+
+    let root = DebianRoot::new().unwrap();
+    let host = Host::new(root.path(), Arc::new(SystemRunner));
+    let opts = ApplyOptions {
+        stages: vec!["kubernetes".into()],
+        dry_run: false,
+    };
+    let outcome = engine::apply(&plan.into_config(), &host, &opts, &mut Emitter::new("test"));
+    assert!(outcome.ok(), "{:?}", outcome.failed);
+    let status = root.read("var/lib/dpkg/status").unwrap();
+    assert!(
+        status.contains("Package: containerd\nStatus: install ok installed"),
+        "containerd not installed by apt"
+    );
+    // Real containerd parses the file and keeps what kubeadm needs.
+    let dump = root
+        .chroot(&[
+            "containerd",
+            "--config",
+            "/etc/containerd/config.toml",
+            "config",
+            "dump",
+        ])
+        .unwrap();
+    assert!(dump.contains("SystemdCgroup = true"), "{dump}");
+    assert!(
+        dump.contains("sandbox_image = \"registry.k8s.io/pause:3.10\""),
+        "{dump}"
+    );
+    assert!(!dump.contains("disabled_plugins = [\"cri\"]"), "{dump}");
+    // Enabled for the next boot (nothing is started in a root other than /).
+    for unit in ["containerd.service", "kubelet.service"] {
+        let wants = root
+            .path()
+            .join("etc/systemd/system/multi-user.target.wants")
+            .join(unit);
+        // The link points inside the root (absolute): look at the link, not its target.
+        assert!(
+            wants.symlink_metadata().is_ok(),
+            "{unit} not enabled: {}\n{:?}",
+            root.chroot(&["find", "/etc/systemd/system"])
+                .unwrap_or_default(),
+            outcome.changes
+        );
+    }
+    // Idempotent against the real root too.
+    let again = engine::apply(
+        &kubernetes::plan(&layer, &cni, &Target::new("amd64", "edge-1").unwrap())
+            .unwrap()
+            .into_config(),
+        &host,
+        &opts,
+        &mut Emitter::new("test"),
+    );
+    assert!(again.ok(), "{:?}", again.failed);
+    assert_eq!(again.changed, 0, "{:?}", again.changes);
+}

@@ -530,17 +530,19 @@ fn phase_artifacts(r: &mut Run) -> Result<(&'static str, String, Value), Install
 }
 
 fn phase_host_prep(r: &mut Run) -> Result<(&'static str, String, Value), InstallError> {
-    for pkg in &r.plan.packages {
-        if !r.host.target_has(pkg) {
-            return Err(fail(
-                "host-prep",
-                format!(
-                    "`{pkg}` is not installed on the target: install the `{pkg}` package in the OS layer, or list a `{pkg}` artifact in kubernetes.artifacts"
-                ),
-            ));
-        }
-    }
-    let changes = r.engine_steps("host-prep", &[(super::HOST_PREP_STAGE, "host-prep")])?;
+    // Missing distribution packages (kubeadm's containerd without a containerd artifact)
+    // are installed by the host-prep step itself; say what to do if that cannot work.
+    let changes = r
+        .engine_steps("host-prep", &[(super::HOST_PREP_STAGE, "host-prep")])
+        .map_err(|mut e| {
+            if let Some(pkg) = r.plan.packages.iter().find(|p| !r.host.target_has(p)) {
+                e.message = format!(
+                    "{}; `{pkg}` is not installed on the target and could not be installed: add the `{pkg}` package to the OS layer, or list a `{pkg}` artifact in kubernetes.artifacts",
+                    e.message
+                );
+            }
+            e
+        })?;
     let status = if changes.is_empty() {
         "unchanged"
     } else {

@@ -33,7 +33,7 @@ use serde_json::Value;
 use crate::diag::{Location, Pos};
 use crate::model::{
     AbsPath, Action, Conditions, Config, FileSpec, Frequency, KernelModule, KeyValue, Mode, Owner,
-    Step, SystemctlSpec,
+    PackageRef, PackageSpec, Step, SystemctlSpec,
 };
 use render::{cidr_list, Cidr};
 
@@ -232,7 +232,8 @@ impl Plan {
     }
 
     /// The plan's files, modules, sysctls and units as the stage engine's [`Config`]:
-    /// stage `kubernetes.before` (host preparation: kernel modules and sysctls), stage
+    /// stage `kubernetes.before` (host preparation: kernel modules, sysctls and the
+    /// distribution packages the flavor needs), stage
     /// `kubernetes` (the flavor's files, unit enablement) and stage
     /// `cni` (manifests applied after the cluster is up). Artifacts, start and readiness
     /// are not engine steps; the caller runs them around this.
@@ -289,6 +290,25 @@ impl Plan {
                     })
                     .collect(),
             ));
+        }
+        if !self.packages.is_empty() {
+            // Installed with the target's package manager when missing (nothing happens
+            // when the OS layer already has them); an air-gapped target without them fails
+            // here, naming the package.
+            prep.push(Action::Packages(PackageSpec {
+                refresh: false,
+                upgrade: false,
+                install: self
+                    .packages
+                    .iter()
+                    .map(|name| PackageRef {
+                        name: name.clone(),
+                        version: None,
+                    })
+                    .collect(),
+                remove: Vec::new(),
+                location: Some(loc.clone()),
+            }));
         }
         if !prep.is_empty() {
             // Its own stage, so the install pipeline runs it as its own phase without
