@@ -40,7 +40,11 @@ fn run_script(args: &[&str]) -> PathBuf {
 
 /// The static (musl) agent for `arch`, from packaging/build-static.sh (cargo skips the
 /// build when nothing changed).
+/// `CAIRN_TEST_AGENT_X86_64` / `CAIRN_TEST_AGENT_AARCH64` name a prebuilt one instead.
 pub fn static_agent(arch: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(format!("CAIRN_TEST_AGENT_{}", arch.to_uppercase())) {
+        return PathBuf::from(p);
+    }
     let out = Command::new(repo_dir().join("packaging/build-static.sh"))
         .args(["--arch", arch])
         .current_dir(repo_dir())
