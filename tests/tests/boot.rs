@@ -268,6 +268,8 @@ fn x86_64_image_boots_registers_and_applies_user_data() {
 }
 
 #[test]
+#[ignore = "not yet verified end to end: the first arm64 base build under qemu-user takes about an \
+            hour (initramfs generation); run with `cargo test -p cairn-tests --test boot -- --ignored`"]
 fn aarch64_image_boots_and_registers() {
     boot_and_check("aarch64", Duration::from_secs(1800), true);
 }
