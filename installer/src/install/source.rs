@@ -5,7 +5,9 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -47,11 +49,35 @@ impl Compression {
     }
 }
 
-/// Running sha256 and byte count of the raw (possibly compressed) image bytes.
-#[derive(Clone, Default)]
+/// Running sha256 and byte count of the raw (possibly compressed) image bytes. The hash is
+/// computed on its own thread (bytes are handed over in a bounded queue), so reading,
+/// hashing and writing the image overlap: one SHA-256 stream (about 1.4 GB/s with SHA-NI)
+/// is otherwise as slow as a fast disk.
+#[derive(Clone)]
 pub struct Tally {
-    hash: Arc<Mutex<Sha256>>,
     bytes: Arc<AtomicU64>,
+    tx: Arc<Mutex<Option<SyncSender<Vec<u8>>>>>,
+    hasher: Arc<Mutex<Option<JoinHandle<String>>>>,
+    digest: Arc<Mutex<Option<String>>>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
+        let hasher = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            for chunk in rx {
+                h.update(&chunk);
+            }
+            hex::encode(h.finalize())
+        });
+        Self {
+            bytes: Arc::default(),
+            tx: Arc::new(Mutex::new(Some(tx))),
+            hasher: Arc::new(Mutex::new(Some(hasher))),
+            digest: Arc::default(),
+        }
+    }
 }
 
 impl Tally {
@@ -60,10 +86,32 @@ impl Tally {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// The hex digest of everything read so far.
+    fn feed(&self, data: &[u8]) {
+        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        if let Ok(tx) = self.tx.lock() {
+            if let Some(tx) = tx.as_ref() {
+                let _ = tx.send(data.to_vec());
+            }
+        }
+    }
+
+    /// The hex digest of everything read. Ends the tally: call it once reading is over.
     pub fn hex(&self) -> String {
-        let h = self.hash.lock().map(|h| h.clone()).unwrap_or_default();
-        hex::encode(h.finalize())
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        let handle = self.hasher.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let d = handle.join().unwrap_or_default();
+            if let Ok(mut slot) = self.digest.lock() {
+                *slot = Some(d);
+            }
+        }
+        self.digest
+            .lock()
+            .ok()
+            .and_then(|d| d.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -75,10 +123,7 @@ struct Hashing<R> {
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if let Ok(mut h) = self.tally.hash.lock() {
-            h.update(&buf[..n]);
-        }
-        self.tally.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.tally.feed(&buf[..n]);
         Ok(n)
     }
 }
