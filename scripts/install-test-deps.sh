@@ -22,7 +22,7 @@ needed=(
   mtools                 # installer: mcopy/mdir/mtype into FAT images without mounting
   zstd                   # installer tests: compressed images; the ISO's embedded disk image
   xorriso                # installer: the hybrid install ISO
-  squashfs-tools         # installer: the ISO's live root
+  busybox-static         # installer: the install ISO's live environment (static /bin/busybox)
   qemu-system-x86        # ISO and boot tests (x86_64 guest, -accel tcg)
   ovmf                   # UEFI firmware for the x86_64 VM tests
   qemu-system-arm        # boot tests: the aarch64 guest (-M virt -cpu max)
