@@ -1297,6 +1297,15 @@ fn kubeadm_host_prep_lands_through_the_stage_engine() {
         &cni(Flavor::Kubeadm, CniType::Flannel, None),
         "amd64",
     );
+    // A Debian target: containerd (no artifact listed) comes from apt.
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/os-release"),
+        "ID=debian\nVERSION_ID=\"12\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+    std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
     let out = apply(&p, root, &runner, &["kubernetes"]);
     assert!(out.ok(), "{:?}", out.failed);
     let init = std::fs::metadata(root.join("etc/cairn/kubeadm/init.yaml")).unwrap();
@@ -1331,7 +1340,17 @@ fn kubeadm_host_prep_lands_through_the_stage_engine() {
         .join("var/lib/cairn/kubernetes/cni/kube-flannel.yml")
         .is_file());
     let cmds = runner.0.lock().unwrap().clone();
-    assert!(cmds.iter().all(|c| c[0] == "systemctl"), "{cmds:?}");
+    let (packages, others): (Vec<_>, Vec<_>) = cmds.iter().partition(|c| {
+        c[0] == "chroot"
+            && c.iter()
+                .any(|a| a.starts_with("apt") || a.starts_with("dpkg"))
+    });
+    assert!(
+        packages.iter().any(|c| c.iter().any(|a| a == "install")
+            && c.last().map(String::as_str) == Some("containerd")),
+        "containerd installed with apt: {packages:?}"
+    );
+    assert!(others.iter().all(|c| c[0] == "systemctl"), "{others:?}");
     for u in ["containerd.service", "kubelet.service"] {
         assert!(cmds.iter().any(|c| c.last().map(String::as_str) == Some(u) && c.iter().any(|a| a == "enable")), "{u}");
     }
