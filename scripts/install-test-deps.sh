@@ -28,6 +28,7 @@ needed=(
   qemu-system-arm        # boot tests: the aarch64 guest (-M virt -cpu max)
   qemu-efi-aarch64       # AAVMF UEFI firmware for the aarch64 VM test
   qemu-utils             # installer: qemu-img (qcow2 images, customize of qcow2)
+  fakeroot               # installer: unprivileged `image` from a root tarball
   binfmt-support         # os image recipe: the arm64 root is built through qemu-user-static
 )
 missing=()
