@@ -31,6 +31,7 @@ enum Command {
     ///   sudo packaging/os-image/build-root.sh --arch x86_64 --out root.tar
     ///   cairn-installer image --arch x86_64 --rootfs root.tar --user-data site.yaml \
     ///     --out edge.img
+    #[command(verbatim_doc_comment)]
     Image {
         #[command(flatten)]
         args: cairn_installer::image::Args,
@@ -67,6 +68,7 @@ enum Command {
     ///
     /// Example: cairn-installer install --image cairn-x86_64.img.zst --device /dev/sdb \
     ///            --user-data site.yaml --sha256 3f1c…
+    #[command(verbatim_doc_comment)]
     Install {
         /// Image to write: a path or an http(s) URL.
         #[arg(long, value_name = "FILE|URL")]
@@ -104,6 +106,7 @@ enum Command {
     ///   cairn-installer image --arch x86_64 --rootfs root.tar --user-data site.yaml --out edge.img
     ///   cairn-installer iso --arch x86_64 --rootfs root.tar --image edge.img \
     ///     --user-data site.yaml --out edge-install.iso
+    #[command(verbatim_doc_comment)]
     Iso {
         #[arg(long, value_enum)]
         arch: cairn_installer::image::Arch,
