@@ -141,18 +141,49 @@ fn tool(what: &str, cmd: &mut Command) -> Result<(), IsoError> {
     Ok(())
 }
 
-/// Where the static binaries for `arch` are by default.
+/// The static cairn-installer for `arch` when `--installer` is not given: this very
+/// program when it is a static build for that architecture (as packaged), else what
+/// `packaging/build-static.sh` leaves in `target/dist/<arch>/` of the current directory
+/// (a source checkout).
 fn default_installer(arch: Arch) -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    [
-        root.join(format!("target/dist/{}/cairn-installer", arch.name())),
-        root.join(format!(
-            "target/{}-unknown-linux-musl/release/cairn-installer",
-            arch.name()
-        )),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
+    let own = std::env::current_exe()
+        .ok()
+        .filter(|_| std::env::consts::ARCH == arch.name())
+        .filter(|exe| is_static_elf(exe));
+    own.into_iter()
+        .chain([
+            PathBuf::from(format!("target/dist/{}/cairn-installer", arch.name())),
+            PathBuf::from(format!(
+                "target/{}-unknown-linux-musl/release/cairn-installer",
+                arch.name()
+            )),
+        ])
+        .find(|p| p.is_file())
+}
+
+/// An ELF file without a program interpreter (PT_INTERP): statically linked, runs in the
+/// live environment's bare initramfs.
+fn is_static_elf(path: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    // 64-bit little-endian ELF only (x86_64, aarch64).
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let u64_at = |o: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[o..o + 8]);
+        u64::from_le_bytes(b) as usize
+    };
+    let (phoff, phentsize, phnum) = (u64_at(32), u16_at(54), u16_at(56));
+    (0..phnum).all(|i| {
+        let o = phoff + i * phentsize;
+        // PT_INTERP = 3
+        o + 4 <= bytes.len()
+            && u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) != 3
+    })
 }
 
 /// Build the ISO. The output is written to a temporary file next to `out` and renamed.
@@ -656,4 +687,35 @@ pub fn customize(iso: &Path, files: &[PathBuf], out: &Path) -> Result<(), IsoErr
     f.flush().map_err(|e| step("syncing the ISO", e))?;
     f.sync_all().map_err(|e| step("syncing the ISO", e))?;
     fs::rename(&tmp, out).map_err(|e| step(format!("moving the ISO to {}", out.display()), e))
+}
+
+#[cfg(test)]
+mod static_elf_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::is_static_elf;
+
+    #[test]
+    fn a_dynamic_program_is_not_static_and_an_interpreter_free_elf_is() {
+        // Debian's programs are dynamically linked (PT_INTERP present).
+        assert!(!is_static_elf(std::path::Path::new("/bin/ls")));
+        // A minimal ELF64 LE header with one PT_LOAD program header and no PT_INTERP.
+        let mut elf = vec![0u8; 64 + 56];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2; // 64-bit
+        elf[5] = 1; // little-endian
+        elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        elf[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        elf[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        elf[64..68].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("static");
+        std::fs::write(&f, &elf).unwrap();
+        assert!(is_static_elf(&f));
+        elf[64..68].copy_from_slice(&3u32.to_le_bytes()); // PT_INTERP
+        std::fs::write(&f, &elf).unwrap();
+        assert!(!is_static_elf(&f));
+        // Not an ELF file at all.
+        std::fs::write(&f, b"#!/bin/sh\n").unwrap();
+        assert!(!is_static_elf(&f));
+    }
 }

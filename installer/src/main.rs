@@ -122,8 +122,8 @@ enum Command {
         /// The ISO to write.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
-        /// Static cairn-installer for the live environment
-        /// (default: target/dist/ARCH/cairn-installer).
+        /// Static cairn-installer for the live environment (default: this program when it
+        /// is a static build for ARCH, else target/dist/ARCH/cairn-installer of a checkout).
         #[arg(long, value_name = "BIN")]
         installer: Option<PathBuf>,
         /// Static busybox for the live environment (default: /bin/busybox, busybox-static).

@@ -86,7 +86,7 @@ fn x86_64_iso_installs_onto_a_blank_disk_which_then_boots_and_reports_to_the_hub
         image: disk.clone(),
         user_data: ud,
         out: iso_path.clone(),
-        installer: None,
+        installer: Some(os_image::static_installer("x86_64")),
         busybox: None,
         zstd_level: 3,
     })

@@ -45,6 +45,16 @@ pub fn static_agent(arch: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(format!("CAIRN_TEST_AGENT_{}", arch.to_uppercase())) {
         return PathBuf::from(p);
     }
+    static_binary(arch, "cairn-agent")
+}
+
+/// The static (musl) cairn-installer for `arch` (the install ISO's live environment).
+#[allow(dead_code)] // used by iso.rs, not by boot.rs
+pub fn static_installer(arch: &str) -> PathBuf {
+    static_binary(arch, "cairn-installer")
+}
+
+fn static_binary(arch: &str, name: &str) -> PathBuf {
     let out = Command::new(repo_dir().join("packaging/build-static.sh"))
         .args(["--arch", arch])
         .current_dir(repo_dir())
@@ -56,13 +66,13 @@ pub fn static_agent(arch: &str) -> PathBuf {
         "packaging/build-static.sh --arch {arch} failed"
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let agent = stdout
+    let binary = stdout
         .lines()
         .map(|l| PathBuf::from(l.trim()))
-        .find(|p| p.ends_with("cairn-agent"))
-        .unwrap_or_else(|| panic!("build-static.sh printed no cairn-agent path:\n{stdout}"));
-    assert!(agent.is_file(), "{}", agent.display());
-    agent
+        .find(|p| p.ends_with(name))
+        .unwrap_or_else(|| panic!("build-static.sh printed no {name} path:\n{stdout}"));
+    assert!(binary.is_file(), "{}", binary.display());
+    binary
 }
 
 /// The test root tarball for `arch` (x86_64 | aarch64): the OS image recipe with the
