@@ -132,7 +132,11 @@ fn version() -> String {
 #[test]
 fn static_binaries_are_static_and_run_on_both_arches() {
     packages();
-    let dist = workspace().join("target/dist");
+    // Where build-static.sh put them (it honours CAIRN_DIST and CARGO_TARGET_DIR).
+    let dist = std::env::var_os("CAIRN_DIST")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("dist")))
+        .unwrap_or_else(|| workspace().join("target/dist"));
     let v = version();
     for (arch, file_arch) in [("x86_64", "x86-64"), ("aarch64", "ARM aarch64")] {
         for bin in ["cairn-agent", "cairn-installer"] {
