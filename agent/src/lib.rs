@@ -5,6 +5,7 @@
 //! target root plus a command runner) → [`events`] for people, JSON lines and the hub.
 
 pub mod artifacts;
+pub mod cli_docs;
 pub mod daemon;
 pub mod decode;
 pub mod diag;

@@ -198,17 +198,17 @@ fn main() -> ExitCode {
         ),
         Command::Live { medium } => live(&medium),
         Command::Completions { shell } => {
-            // Into memory first: clap_complete panics on a write error (e.g. `| head`).
-            let mut script = Vec::new();
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "cairn-installer", &mut script);
-            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            cairn_agent::cli_docs::print_completions(
+                <Cli as clap::CommandFactory>::command(),
+                shell,
+            );
             ExitCode::SUCCESS
         }
         Command::Manpages { dir } => {
-            let written = std::fs::create_dir_all(&dir).and_then(|()| {
-                clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir)
-            });
+            let written = cairn_agent::cli_docs::write_manpages(
+                <Cli as clap::CommandFactory>::command(),
+                &dir,
+            );
             match written {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
