@@ -151,15 +151,21 @@ fn dns_via_resolved(cx: &mut StepCx, spec: &DnsSpec) -> Result<Changes, StepErro
     .into_iter()
     .map(|c| format!("{c} (/etc/resolv.conf belongs to systemd-resolved)"))
     .collect();
+    restart_if_running(cx, &mut changes, "systemd-resolved");
+    Ok(changes)
+}
+
+/// After a change to a daemon's drop-in on a live system: `systemctl try-restart` (only a
+/// running daemon is restarted; its failure is not the step's).
+fn restart_if_running(cx: &StepCx, changes: &mut Changes, daemon: &str) {
     if !changes.is_empty() && cx.host.is_live() && !cx.dry_run {
-        // Only restarts it if it is running.
+        let unit = format!("{daemon}.service");
         let _ = cx
             .host
             .runner()
-            .run(&Cmd::new("systemctl").args(["try-restart", "systemd-resolved.service"]));
-        changes.push("restarted systemd-resolved (if running)".into());
+            .run(&Cmd::new("systemctl").args(["try-restart", unit.as_str()]));
+        changes.push(format!("restarted {daemon} (if running)"));
     }
-    Ok(changes)
 }
 
 fn quote_env(v: &str) -> String {
@@ -341,14 +347,7 @@ pub fn timesyncd(cx: &mut StepCx, kvs: &[KeyValue]) -> Result<Changes, StepError
     let mut changes: Changes = converge_file(cx, &path, body.as_bytes(), 0o644, Some((0, 0)))?
         .into_iter()
         .collect();
-    if !changes.is_empty() && cx.host.is_live() && !cx.dry_run {
-        // Only restarts it if it is running.
-        let _ = cx
-            .host
-            .runner()
-            .run(&Cmd::new("systemctl").args(["try-restart", "systemd-timesyncd.service"]));
-        changes.push("restarted systemd-timesyncd (if running)".into());
-    }
+    restart_if_running(cx, &mut changes, "systemd-timesyncd");
     Ok(changes)
 }
 
