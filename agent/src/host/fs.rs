@@ -81,26 +81,9 @@ pub fn write_atomic(
 ) -> Result<(), FsError> {
     ensure_parents(path)?;
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.cairn-{}.tmp", std::process::id()));
+    let tmp = temp_path(path);
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err("creating", &tmp))?;
-        f.write_all(content).map_err(err("writing", &tmp))?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
-                .map_err(err("changing owner of", &tmp))?;
-        }
-        f.set_permissions(Permissions::from_mode(mode))
-            .map_err(err("changing mode of", &tmp))?;
+        let f = write_temp(&tmp, content, mode, owner)?;
         f.sync_all().map_err(err("syncing", &tmp))?;
         fs::rename(&tmp, path).map_err(err("renaming into place", path))?;
         sync_dir(dir);
@@ -110,6 +93,42 @@ pub fn write_atomic(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// The temp file a write of `dst` goes through: hidden, in the same directory (so the
+/// rename is atomic), named after this process.
+fn temp_path(dst: &Path) -> PathBuf {
+    let dir = dst.parent().unwrap_or(Path::new("/"));
+    let name = dst
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.join(format!(".{name}.cairn-{}.tmp", std::process::id()))
+}
+
+/// Create `tmp` with mode 0600 (secrets are never readable by others, not even briefly),
+/// write `content`, then set the owner and `mode`. Not synced.
+fn write_temp(
+    tmp: &Path,
+    content: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<File, FsError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(err("creating", tmp))?;
+    f.write_all(content).map_err(err("writing", tmp))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+            .map_err(err("changing owner of", tmp))?;
+    }
+    f.set_permissions(Permissions::from_mode(mode))
+        .map_err(err("changing mode of", tmp))?;
+    Ok(f)
 }
 
 /// Append bytes to a file (creating it with `mode` if missing) and fsync it.
@@ -250,31 +269,14 @@ impl WriteBatch {
                 owner,
             } in self.0.drain(..)
             {
-                let dir = dst.parent().unwrap_or(Path::new("/")).to_path_buf();
-                let name = dst
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let tmp = dir.join(format!(".{name}.cairn-{}.tmp", std::process::id()));
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(err("creating", &tmp))?;
-                staged.push((
-                    f.try_clone().map_err(err("creating", &tmp))?,
-                    tmp.clone(),
-                    dst,
-                ));
-                f.write_all(&content).map_err(err("writing", &tmp))?;
-                if let Some((uid, gid)) = owner {
-                    std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
-                        .map_err(err("changing owner of", &tmp))?;
+                let tmp = temp_path(&dst);
+                match write_temp(&tmp, &content, mode, owner) {
+                    Ok(f) => staged.push((f, tmp, dst)),
+                    Err(e) => {
+                        let _ = fs::remove_file(&tmp);
+                        return Err(e);
+                    }
                 }
-                f.set_permissions(Permissions::from_mode(mode))
-                    .map_err(err("changing mode of", &tmp))?;
             }
             let files: Vec<(&File, &Path)> =
                 staged.iter().map(|(f, t, _)| (f, t.as_path())).collect();
