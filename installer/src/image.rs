@@ -594,11 +594,13 @@ pub fn build(opts: &Options) -> Result<Summary, ImageError> {
             os("-F"),
             os("-L"),
             os(ROOT_LABEL),
-            // 64-bit + resize_inode: online growth on first boot far beyond the image size.
+            // 64-bit + resize_inode: online growth on first boot. mke2fs's default reserve
+            // (GDT blocks for 1024× growth; past that the kernel converts to meta_bg
+            // online). Not `-E resize=2^32-1`: its 1024 reserved GDT blocks make one online
+            // resize transaction bigger than the journal of a small root allows (jbd2
+            // "wants too many credits", ENOSPC), so the root would never grow.
             os("-O"),
             os("64bit,resize_inode"),
-            os("-E"),
-            os("resize=4294967295"),
             os("-d"),
             root.as_os_str(),
             rootfs.as_os_str(),

@@ -5,11 +5,11 @@
 # bootable disk. See packaging/os-image/README.md.
 #
 #   build-root.sh --arch x86_64|aarch64 --out TAR [--agent BIN] [--units DIR]
-#                 [--serial-autologin] [--cache-dir DIR]
+#                 [--initramfs most|targeted] [--serial-autologin] [--cache-dir DIR]
 #
 # Two layers, so a new agent build does not re-run mmdebstrap:
 #   1. the Debian base (packages + configuration in this script), cached in CACHE_DIR as
-#      os-base-ARCH-KEY.tar, KEY = sha256 of this script (the whole recipe is here);
+#      os-base-ARCH-KEY.tar, KEY = sha256 of this script's base part and --initramfs;
 #   2. the Cairn layer (agent binary, units and their enablement links, optional serial
 #      autologin for tests), appended to a copy of the base: a few seconds.
 # Must run as root (mmdebstrap --mode=root). aarch64 on an x86_64 host runs through
@@ -42,6 +42,11 @@ Options:
   --agent BIN          static cairn-agent binary (default: target/dist/ARCH/cairn-agent,
                        else target/ARCH-unknown-linux-musl/release/cairn-agent)
   --units DIR          directory of systemd units to install (default: systemd/ of the repo)
+  --initramfs MODE     kernel modules in the initramfs: `most` (Debian's default, any
+                       hardware Debian boots) or `targeted` (virtio, NVMe, SATA, USB and
+                       SD/eMMC storage, ext4, vfat: VMs and common edge boxes; a smaller
+                       initramfs, generated in about a minute instead of ten under
+                       qemu-user emulation). Default: most
   --serial-autologin   log root in automatically on the serial console (test images only!)
   --cache-dir DIR      where the Debian base layer is cached
                        (default: ${CAIRN_TEST_CACHE:-/var/tmp/cairn-test-cache})
@@ -57,7 +62,7 @@ USAGE
 # Customize hook: `build-root.sh __customize ARCH ROOT` (run by mmdebstrap).
 # ---------------------------------------------------------------------------
 customize() {
-    local arch=$1 root=$2
+    local arch=$1 initramfs=$2 root=$3
     [[ -d $root/etc ]] || die "customize: $root is not a root"
     local console
     case $arch in x86_64) console=ttyS0 ;; aarch64) console=ttyAMA0 ;; esac
@@ -69,12 +74,12 @@ customize() {
     : >"$root/etc/machine-id"
     rm -f "$root/var/lib/dbus/machine-id"
 
-    # Mounts. The root file system grows on first boot (x-systemd.growfs after
+    # Mounts. The root file system grows on first boot (cairn-growfs-root.service after
     # systemd-repart has grown the partition, see repart.d below).
     mkdir -p "$root/oem" "$root/boot/efi"
     cat >"$root/etc/fstab" <<'FSTAB'
 # Cairn disk layout (cairn-installer image): see docs/installer.md
-LABEL=CAIRN_ROOT        /           ext4  defaults,x-systemd.growfs               0 1
+LABEL=CAIRN_ROOT        /           ext4  defaults                                0 1
 LABEL=CAIRN_ESP         /boot/efi   vfat  umask=0077,nofail                       0 2
 LABEL=CAIRN_OEM         /oem        vfat  umask=0077,nofail                       0 2
 LABEL=CAIRN_PERSISTENT  /usr/local  ext4  defaults,nofail                         0 2
@@ -89,6 +94,70 @@ FSTAB
 [Partition]
 Type=root
 REPART
+
+    # A raw image written to a bigger disk (dd, install, a resized VM disk) keeps its backup
+    # GPT header where the image ended, and systemd-repart 252 grows nothing past it: move
+    # the header to the end of the disk first (a no-op once it is there).
+    mkdir -p "$root/usr/libexec/cairn"
+    cat >"$root/usr/libexec/cairn/gpt-backup-to-end" <<'SH'
+#!/bin/sh
+# Cairn OS image: move the backup GPT header of the root disk to the end of the disk when
+# the image was written to a bigger one, so systemd-repart can grow the root partition.
+set -eu
+src=$(findmnt -n -o SOURCE /)
+disk=$(lsblk -n -d -o PKNAME "$src")
+[ -n "$disk" ] || { echo "no parent disk for $src; nothing to do"; exit 0; }
+dev=/dev/$disk
+sector=$(blockdev --getss "$dev")
+last=$(( $(blockdev --getsize64 "$dev") / sector - 1 ))
+# The primary header is LBA 1; its AlternateLBA field (the backup header) is at byte 32.
+alt=$(od -A n -t u8 -j $(( sector + 32 )) -N 8 "$dev" | tr -d ' ')
+if [ "$alt" = "$last" ]; then
+    exit 0
+fi
+echo "$dev: backup GPT header at LBA $alt, the disk ends at LBA $last: moving it to the end"
+exec sfdisk --no-reread --no-tell-kernel --relocate gpt-bak-std "$dev"
+SH
+    chmod 0755 "$root/usr/libexec/cairn/gpt-backup-to-end"
+    cat >"$root/etc/systemd/system/cairn-gpt-backup-to-end.service" <<'UNIT'
+[Unit]
+Description=Cairn: move the backup GPT header to the end of the root disk
+Documentation=file:/usr/libexec/cairn/gpt-backup-to-end
+DefaultDependencies=no
+# Before systemd-repart grows the root partition into the space this makes usable.
+Before=systemd-repart.service shutdown.target
+Conflicts=shutdown.target
+ConditionVirtualization=!container
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/libexec/cairn/gpt-backup-to-end
+
+[Install]
+WantedBy=sysinit.target
+UNIT
+    # Then grow ext4 online into the grown partition. (x-systemd.growfs in fstab does
+    # nothing for / in systemd 252 when the initramfs, not systemd, mounted the root.)
+    cat >"$root/etc/systemd/system/cairn-growfs-root.service" <<'UNIT'
+[Unit]
+Description=Cairn: grow the root file system to fill its partition
+Documentation=man:systemd-growfs(8)
+DefaultDependencies=no
+After=systemd-repart.service systemd-remount-fs.service
+Before=sysinit.target shutdown.target
+Conflicts=shutdown.target
+ConditionVirtualization=!container
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/lib/systemd/systemd-growfs /
+
+[Install]
+WantedBy=sysinit.target
+UNIT
+    chroot "$root" systemctl enable cairn-gpt-backup-to-end.service cairn-growfs-root.service >&2
 
     # Network: DHCP on every wired interface.
     mkdir -p "$root/etc/systemd/network"
@@ -111,6 +180,8 @@ WAIT
     # Serial console: the loader entry passes console=...; make sure a getty runs there.
     chroot "$root" systemctl enable "serial-getty@$console.service" >&2
 
+    generate_initramfs "$arch" "$initramfs" "$root"
+
     # Smaller image.
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* \
         "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old \
@@ -118,15 +189,75 @@ WAIT
     find "$root/tmp" "$root/var/tmp" -mindepth 1 -delete
 }
 
+# Essential hook: `build-root.sh __defer_initramfs ROOT` (run by mmdebstrap after the
+# Essential packages, before the kernel). The kernel's postinst and initramfs-tools' trigger
+# would each generate the initramfs (twice in all, each run spawning a few processes per
+# module: minutes natively, tens of minutes under qemu-user). update-initramfs is diverted
+# to a no-op until the customize hook generates it once, with the final configuration.
+defer_initramfs() {
+    local root=$1
+    chroot "$root" dpkg-divert --quiet --local --rename \
+        --divert /usr/sbin/update-initramfs.cairn-deferred --add /usr/sbin/update-initramfs
+    printf '#!/bin/sh\n# build-root.sh: deferred; the customize hook generates the initramfs once.\nexit 0\n' \
+        >"$root/usr/sbin/update-initramfs"
+    chmod 0755 "$root/usr/sbin/update-initramfs"
+}
+
+# The storage and file-system drivers of `--initramfs targeted`, per arch: enough to find
+# and mount the root on a VM (virtio), a PC or server (NVMe, AHCI, USB) or an arm64 board
+# (SD/eMMC, platform USB). Everything else loads from the root file system via udev.
+targeted_modules() {
+    local common="virtio_pci virtio_blk virtio_scsi nvme ahci sd_mod usb_storage uas xhci_pci ehci_pci mmc_block ext4 vfat nls_cp437 nls_ascii"
+    case $1 in
+        x86_64) echo "$common sdhci_pci sdhci_acpi" ;;
+        aarch64) echo "$common virtio_mmio xhci_plat_hcd ehci_platform sdhci_of_arasan sdhci_iproc dw_mmc_rockchip" ;;
+    esac
+}
+
+generate_initramfs() {
+    local arch=$1 mode=$2 root=$3
+    if [[ $mode == targeted ]]; then
+        mkdir -p "$root/etc/initramfs-tools/conf.d" "$root/etc/initramfs-tools/hooks"
+        cat >"$root/etc/initramfs-tools/conf.d/cairn-modules.conf" <<'CONF'
+# Cairn OS image (build-root.sh --initramfs targeted): only the modules the
+# cairn-modules hook lists; see /etc/initramfs-tools/hooks/cairn-modules.
+MODULES=list
+CONF
+        cat >"$root/etc/initramfs-tools/hooks/cairn-modules" <<HOOK
+#!/bin/sh
+# Cairn OS image (build-root.sh --initramfs targeted): the storage and file-system
+# drivers that find and mount the root. Add a module here (or to
+# /etc/initramfs-tools/modules) and run update-initramfs -u for other hardware.
+PREREQ=""
+prereqs() { echo "\$PREREQ"; }
+case \$1 in prereqs) prereqs; exit 0 ;; esac
+. /usr/share/initramfs-tools/hook-functions
+manual_add_modules $(targeted_modules "$arch")
+HOOK
+        chmod 0755 "$root/etc/initramfs-tools/hooks/cairn-modules"
+    fi
+    rm -f "$root/usr/sbin/update-initramfs"
+    chroot "$root" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
+    [[ -x $root/usr/sbin/update-initramfs ]] || die "update-initramfs missing after the diversion"
+    local start=$SECONDS
+    chroot "$root" update-initramfs -c -k all >&2
+    compgen -G "$root/boot/initrd.img-*" >/dev/null || die "no initramfs was generated"
+    log "initramfs ($mode) generated in $((SECONDS - start))s: $(du -h "$root"/boot/initrd.img-* | cut -f1 | tr '\n' ' ')"
+}
+
 if [[ ${1:-} == __customize ]]; then
-    customize "$2" "$3"
+    customize "$2" "$3" "$4"
+    exit 0
+fi
+if [[ ${1:-} == __defer_initramfs ]]; then
+    defer_initramfs "$2"
     exit 0
 fi
 
 # ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
-ARCH= OUT= AGENT= UNITS=$REPO/systemd AUTOLOGIN=0
+ARCH= OUT= AGENT= UNITS=$REPO/systemd AUTOLOGIN=0 INITRAMFS=most
 CACHE_DIR=${CAIRN_TEST_CACHE:-/var/tmp/cairn-test-cache}
 while (($#)); do
     case $1 in
@@ -134,6 +265,7 @@ while (($#)); do
         --out) OUT=${2:?--out needs a value}; shift 2 ;;
         --agent) AGENT=${2:?--agent needs a value}; shift 2 ;;
         --units) UNITS=${2:?--units needs a value}; shift 2 ;;
+        --initramfs) INITRAMFS=${2:?--initramfs needs a value}; shift 2 ;;
         --serial-autologin) AUTOLOGIN=1; shift ;;
         --cache-dir) CACHE_DIR=${2:?--cache-dir needs a value}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -147,6 +279,7 @@ case $ARCH in
     *) die "--arch must be x86_64 or aarch64, not '$ARCH'" ;;
 esac
 [[ -n $OUT ]] || { usage >&2; die "--out is required"; }
+case $INITRAMFS in most|targeted) ;; *) die "--initramfs must be most or targeted, not '$INITRAMFS'" ;; esac
 if [[ -z $AGENT ]]; then
     for c in "$REPO/target/dist/$ARCH/cairn-agent" \
         "$REPO/target/$ARCH-unknown-linux-musl/release/cairn-agent"; do
@@ -180,10 +313,10 @@ fi
 
 # ---- layer 1: the Debian base, cached ------------------------------------------------
 mkdir -p "$CACHE_DIR"
-# The key covers the base recipe only (everything above the layer-2 marker), so changes to
-# the Cairn layer do not rebuild the base.
-KEY=$(sed '/^# ---- layer 2/,$d' "$SCRIPT" | sha256sum | cut -c1-16)
-BASE=$CACHE_DIR/os-base-$ARCH-$KEY.tar
+# The key covers the base recipe only (everything above the layer-2 marker) and the
+# initramfs mode, so changes to the Cairn layer do not rebuild the base.
+KEY=$({ sed '/^# ---- layer 2/,$d' "$SCRIPT"; echo "initramfs=$INITRAMFS"; } | sha256sum | cut -c1-16)
+BASE=$CACHE_DIR/os-base-$ARCH-$INITRAMFS-$KEY.tar
 exec 9>"$CACHE_DIR/.os-base-$ARCH.lock"
 if ! flock -n 9; then
     log "another process is building the $ARCH base; waiting for it"
@@ -193,7 +326,7 @@ fi
 rm -f "$CACHE_DIR/os-base-$ARCH-"*.tar.tmp.*
 if [[ ! -s $BASE ]]; then
     INCLUDE=systemd,systemd-sysv,udev,dbus,$KERNEL,initramfs-tools,systemd-boot-efi
-    INCLUDE+=,containerd,e2fsprogs,dosfstools,kmod,iproute2,ca-certificates,sudo,passwd,procps
+    INCLUDE+=,containerd,e2fsprogs,dosfstools,fdisk,kmod,iproute2,ca-certificates,sudo,passwd,procps
     TMP_BASE=$BASE.tmp.$$
     trap 'rm -f "$TMP_BASE"' EXIT
     trap 'exit 130' INT
@@ -221,7 +354,8 @@ if [[ ! -s $BASE ]]; then
         --dpkgopt='path-exclude=/lib/modules/*/kernel/drivers/staging/*' \
         --dpkgopt='path-exclude=/lib/modules/*/kernel/drivers/iio/*' \
         --dpkgopt='path-exclude=/lib/modules/*/kernel/drivers/net/wireless/*' \
-        --customize-hook="bash '$SCRIPT' __customize '$ARCH' \"\$1\"" \
+        --essential-hook="bash '$SCRIPT' __defer_initramfs \"\$1\"" \
+        --customize-hook="bash '$SCRIPT' __customize '$ARCH' '$INITRAMFS' \"\$1\"" \
         "$SUITE" "$TMP_BASE" \
         "deb $MIRROR $SUITE main" \
         "deb $MIRROR $SUITE-updates main" \
@@ -230,8 +364,10 @@ if [[ ! -s $BASE ]]; then
     mv -f "$TMP_BASE" "$BASE"
     trap - EXIT
     log "built $BASE ($(du -h "$BASE" | cut -f1)) in $((SECONDS - start))s"
-    # Older bases of this arch are stale (the recipe changed).
-    find "$CACHE_DIR" -maxdepth 1 -name "os-base-$ARCH-*.tar" ! -name "$(basename "$BASE")" -delete
+    # Older bases of this arch and initramfs mode are stale (the recipe changed).
+    find "$CACHE_DIR" -maxdepth 1 -name "os-base-$ARCH-$INITRAMFS-*.tar" ! -name "$(basename "$BASE")" -delete
+    # So are those of the layout before the mode was part of the name.
+    find "$CACHE_DIR" -maxdepth 1 -regex ".*/os-base-$ARCH-[0-9a-f]+\.tar" -delete
 fi
 exec 9>&-
 
