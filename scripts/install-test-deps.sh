@@ -31,6 +31,7 @@ needed=(
   qemu-utils             # installer: qemu-img (qcow2 images, customize of qcow2)
   fakeroot               # installer: unprivileged `image` from a root tarball
   binfmt-support         # os image recipe: the arm64 root is built through qemu-user-static
+  arch-test              # mmdebstrap checks a foreign architecture can run before building it
 )
 missing=()
 for p in "${needed[@]}"; do
