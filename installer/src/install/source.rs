@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -53,27 +53,38 @@ impl Compression {
 /// computed on its own thread (bytes are handed over in a bounded queue), so reading,
 /// hashing and writing the image overlap: one SHA-256 stream (about 1.4 GB/s with SHA-NI)
 /// is otherwise as slow as a fast disk.
+///
+/// The hasher hands its buffers back once hashed (`spare`), so a copy lands in memory that
+/// is already mapped: a fresh multi-MiB allocation per read costs a page fault per 4 KiB,
+/// which was as expensive as the copy itself.
 #[derive(Clone)]
 pub struct Tally {
     bytes: Arc<AtomicU64>,
     tx: Arc<Mutex<Option<SyncSender<Vec<u8>>>>>,
+    spare: Arc<Mutex<Receiver<Vec<u8>>>>,
     hasher: Arc<Mutex<Option<JoinHandle<String>>>>,
     digest: Arc<Mutex<Option<String>>>,
 }
 
+/// Chunks queued for the hasher.
+const HASH_QUEUE: usize = 8;
+
 impl Default for Tally {
     fn default() -> Self {
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
+        let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
         let hasher = std::thread::spawn(move || {
             let mut h = Sha256::new();
             for chunk in rx {
                 h.update(&chunk);
+                let _ = spare_tx.send(chunk);
             }
             hex::encode(h.finalize())
         });
         Self {
             bytes: Arc::default(),
             tx: Arc::new(Mutex::new(Some(tx))),
+            spare: Arc::new(Mutex::new(spare_rx)),
             hasher: Arc::new(Mutex::new(Some(hasher))),
             digest: Arc::default(),
         }
@@ -88,9 +99,17 @@ impl Tally {
 
     fn feed(&self, data: &[u8]) {
         self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        let mut chunk = self
+            .spare
+            .lock()
+            .ok()
+            .and_then(|rx| rx.try_recv().ok())
+            .unwrap_or_default();
+        chunk.clear();
+        chunk.extend_from_slice(data);
         if let Ok(tx) = self.tx.lock() {
             if let Some(tx) = tx.as_ref() {
-                let _ = tx.send(data.to_vec());
+                let _ = tx.send(chunk);
             }
         }
     }
