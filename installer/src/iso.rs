@@ -35,6 +35,7 @@ pub const VOLUME_ID: &str = "CAIRN_INSTALL";
 /// virtio, SATA/IDE, NVMe, USB storage, SD/MMC. Missing or built-in ones are skipped.
 pub const LIVE_MODULES: &[&str] = &[
     "virtio_pci",
+    "virtio_mmio",
     "virtio_blk",
     "virtio_scsi",
     "scsi_mod",
@@ -87,7 +88,8 @@ pub struct Options {
     pub out: PathBuf,
     /// Static cairn-installer for the live environment (default: target/dist/ARCH/…).
     pub installer: Option<PathBuf>,
-    /// Static busybox for the live environment (default: /bin/busybox for the host's arch).
+    /// Static busybox for the live environment (default: the root's own, else the host's
+    /// /bin/busybox when it is a static build for `arch`).
     pub busybox: Option<PathBuf>,
     /// zstd level for the embedded image (default 6).
     pub zstd_level: u32,
@@ -148,8 +150,7 @@ fn tool(what: &str, cmd: &mut Command) -> Result<(), IsoError> {
 fn default_installer(arch: Arch) -> Option<PathBuf> {
     let own = std::env::current_exe()
         .ok()
-        .filter(|_| std::env::consts::ARCH == arch.name())
-        .filter(|exe| is_static_elf(exe));
+        .filter(|exe| static_elf_problem(exe, arch).is_none());
     own.into_iter()
         .chain([
             PathBuf::from(format!("target/dist/{}/cairn-installer", arch.name())),
@@ -161,29 +162,84 @@ fn default_installer(arch: Arch) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// An ELF file without a program interpreter (PT_INTERP): statically linked, runs in the
-/// live environment's bare initramfs.
-fn is_static_elf(path: &Path) -> bool {
-    let Ok(bytes) = std::fs::read(path) else {
-        return false;
-    };
-    // 64-bit little-endian ELF only (x86_64, aarch64).
-    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
-        return false;
+/// ELF `e_machine` of each architecture.
+fn elf_machine(arch: Arch) -> u16 {
+    match arch {
+        Arch::X86_64 => 62,   // EM_X86_64
+        Arch::Aarch64 => 183, // EM_AARCH64
     }
-    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
-    let u64_at = |o: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&bytes[o..o + 8]);
-        u64::from_le_bytes(b) as usize
+}
+
+/// Why the program at `path` cannot run in the live environment's bare initramfs on
+/// `arch`, or None when it can: a 64-bit little-endian ELF for that machine without a
+/// program interpreter (PT_INTERP), i.e. statically linked.
+fn static_elf_problem(path: &Path, arch: Arch) -> Option<String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return Some(format!("cannot be read: {e}")),
     };
-    let (phoff, phentsize, phnum) = (u64_at(32), u16_at(54), u16_at(56));
-    (0..phnum).all(|i| {
-        let o = phoff + i * phentsize;
-        // PT_INTERP = 3
-        o + 4 <= bytes.len()
-            && u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) != 3
-    })
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+        return Some("is not a 64-bit little-endian ELF program".into());
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
+    let machine = u16_at(18);
+    if machine != elf_machine(arch) {
+        let other = [Arch::X86_64, Arch::Aarch64]
+            .into_iter()
+            .find(|a| elf_machine(*a) == machine)
+            .map(|a| a.name().to_string())
+            .unwrap_or_else(|| format!("ELF machine {machine}"));
+        return Some(format!("is built for {other}, not {}", arch.name()));
+    }
+    let mut phoff = [0u8; 8];
+    phoff.copy_from_slice(&bytes[32..40]);
+    let phoff = u64::from_le_bytes(phoff) as usize;
+    let (phentsize, phnum) = (u16_at(54) as usize, u16_at(56) as usize);
+    let interp = (0..phnum).any(|i| {
+        let o = phoff.saturating_add(i.saturating_mul(phentsize));
+        // PT_INTERP = 3; a header past the end of the file counts as one (not runnable).
+        bytes
+            .get(o..o.saturating_add(4))
+            .map(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) == 3)
+            .unwrap_or(true)
+    });
+    interp.then(|| "is dynamically linked (it has a program interpreter)".into())
+}
+
+/// The live environment's busybox: `--busybox`, else the root's own (Cairn's OS recipe
+/// includes busybox-static), else the host's /bin/busybox; each must be static for `arch`.
+fn choose_busybox(given: Option<&Path>, root: &Path, arch: Arch) -> Result<PathBuf, IsoError> {
+    let what = "finding a static busybox for the live environment";
+    if let Some(p) = given {
+        return match static_elf_problem(p, arch) {
+            None => Ok(p.to_path_buf()),
+            Some(why) => Err(step(what, format!("--busybox {} {why}", p.display()))),
+        };
+    }
+    let mut tried = Vec::new();
+    let in_root = [root.join("usr/bin/busybox"), root.join("bin/busybox")];
+    if !in_root.iter().any(|p| p.exists()) {
+        tried.push("the root has no busybox".to_string());
+    }
+    for p in in_root
+        .into_iter()
+        .filter(|p| p.exists())
+        .chain([PathBuf::from("/bin/busybox")])
+    {
+        match static_elf_problem(&p, arch) {
+            None => return Ok(p),
+            Some(why) => tried.push(format!("{} {why}", p.display())),
+        }
+    }
+    Err(step(
+        what,
+        format!(
+            "none found: {} (Cairn's OS recipe, packaging/os-image/build-root.sh, puts \
+             busybox-static in the root); pass --busybox BIN, a static busybox for {}",
+            tried.join("; "),
+            arch.name()
+        ),
+    ))
 }
 
 /// Build the ISO. The output is written to a temporary file next to `out` and renamed.
@@ -204,20 +260,15 @@ pub fn build(opts: &Options) -> Result<Summary, IsoError> {
                 ),
             )
         })?;
-    let busybox = opts
-        .busybox
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/bin/busybox"));
-    if opts.busybox.is_none() && std::env::consts::ARCH != opts.arch.name() {
+    if let Some(why) = static_elf_problem(&installer, opts.arch) {
         return Err(step(
-            "finding busybox",
-            format!(
-                "/bin/busybox is for {}, not {}; pass --busybox (a static busybox for {})",
-                std::env::consts::ARCH,
-                opts.arch.name(),
-                opts.arch.name()
-            ),
+            "checking the live environment's cairn-installer",
+            format!("{} {why}", installer.display()),
         ));
+    }
+    if let Some(p) = &opts.busybox {
+        // Checked now, before anything is extracted or built.
+        choose_busybox(Some(p), Path::new("/nonexistent"), opts.arch)?;
     }
     let out_dir = opts
         .out
@@ -260,6 +311,23 @@ pub fn build(opts: &Options) -> Result<Summary, IsoError> {
             ]),
     )?;
     let (kernel, version) = find_kernel(&root)?;
+    if opts.busybox.is_none() {
+        // The root's busybox, where it has one (a missing member is not an error here).
+        let _ = Command::new("tar")
+            .arg("-xf")
+            .arg(&opts.rootfs)
+            .arg("-C")
+            .arg(&root)
+            .args([
+                "--wildcards",
+                "--no-anchored",
+                "usr/bin/busybox",
+                "bin/busybox",
+            ])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    let busybox = choose_busybox(opts.busybox.as_deref(), &root, opts.arch)?;
 
     tracing::info!(step = "2/5", kernel = %version, "building the live initramfs");
     let initrd = w.join("initrd.img");
@@ -692,30 +760,81 @@ pub fn customize(iso: &Path, files: &[PathBuf], out: &Path) -> Result<(), IsoErr
 #[cfg(test)]
 mod static_elf_tests {
     #![allow(clippy::unwrap_used)]
-    use super::is_static_elf;
+    use super::{choose_busybox, static_elf_problem, Arch};
 
-    #[test]
-    fn a_dynamic_program_is_not_static_and_an_interpreter_free_elf_is() {
-        // Debian's programs are dynamically linked (PT_INTERP present).
-        assert!(!is_static_elf(std::path::Path::new("/bin/ls")));
-        // A minimal ELF64 LE header with one PT_LOAD program header and no PT_INTERP.
+    /// A minimal ELF64 LE header for `machine` with one program header of type `ptype`.
+    fn elf(machine: u16, ptype: u32) -> Vec<u8> {
         let mut elf = vec![0u8; 64 + 56];
         elf[..4].copy_from_slice(b"\x7fELF");
         elf[4] = 2; // 64-bit
         elf[5] = 1; // little-endian
+        elf[18..20].copy_from_slice(&machine.to_le_bytes());
         elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
         elf[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
         elf[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
-        elf[64..68].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        elf[64..68].copy_from_slice(&ptype.to_le_bytes());
+        elf
+    }
+
+    #[test]
+    fn only_a_static_elf_for_the_right_machine_passes() {
         let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("static");
-        std::fs::write(&f, &elf).unwrap();
-        assert!(is_static_elf(&f));
-        elf[64..68].copy_from_slice(&3u32.to_le_bytes()); // PT_INTERP
-        std::fs::write(&f, &elf).unwrap();
-        assert!(!is_static_elf(&f));
-        // Not an ELF file at all.
-        std::fs::write(&f, b"#!/bin/sh\n").unwrap();
-        assert!(!is_static_elf(&f));
+        let f = dir.path().join("prog");
+        let check = |bytes: &[u8], arch| {
+            std::fs::write(&f, bytes).unwrap();
+            static_elf_problem(&f, arch)
+        };
+        assert_eq!(check(&elf(62, 1), Arch::X86_64), None);
+        assert_eq!(check(&elf(183, 1), Arch::Aarch64), None);
+        let wrong = check(&elf(183, 1), Arch::X86_64).unwrap();
+        assert!(wrong.contains("built for aarch64, not x86_64"), "{wrong}");
+        let dynamic = check(&elf(62, 3), Arch::X86_64).unwrap(); // PT_INTERP
+        assert!(dynamic.contains("dynamically linked"), "{dynamic}");
+        let script = check(b"#!/bin/sh\n", Arch::X86_64).unwrap();
+        assert!(script.contains("not a 64-bit"), "{script}");
+        // A program header table past the end of the file is not runnable either.
+        let mut cut = elf(62, 1);
+        cut.truncate(66);
+        assert!(check(&cut, Arch::X86_64).is_some());
+        // Debian's own programs are dynamically linked.
+        let arch = if cfg!(target_arch = "aarch64") {
+            Arch::Aarch64
+        } else {
+            Arch::X86_64
+        };
+        assert!(static_elf_problem(std::path::Path::new("/bin/ls"), arch).is_some());
+    }
+
+    #[test]
+    fn the_roots_busybox_wins_and_a_wrong_given_one_is_named() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("usr/bin")).unwrap();
+        let bb = root.path().join("usr/bin/busybox");
+        std::fs::write(&bb, elf(183, 1)).unwrap();
+        assert_eq!(
+            choose_busybox(None, root.path(), Arch::Aarch64).unwrap(),
+            bb
+        );
+        let err = choose_busybox(Some(&bb), root.path(), Arch::X86_64)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--busybox") && err.contains("built for aarch64"),
+            "{err}"
+        );
+        // No busybox in the root, and the host's is for another machine or missing.
+        let empty = tempfile::tempdir().unwrap();
+        let other = if cfg!(target_arch = "aarch64") {
+            Arch::X86_64
+        } else {
+            Arch::Aarch64
+        };
+        let err = choose_busybox(None, empty.path(), other)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the root has no busybox") && err.contains("pass --busybox"),
+            "{err}"
+        );
     }
 }

@@ -126,7 +126,8 @@ enum Command {
         /// is a static build for ARCH, else target/dist/ARCH/cairn-installer of a checkout).
         #[arg(long, value_name = "BIN")]
         installer: Option<PathBuf>,
-        /// Static busybox for the live environment (default: /bin/busybox, busybox-static).
+        /// Static busybox for the live environment (default: the root's own, from
+        /// busybox-static, else /bin/busybox when it is a static build for ARCH).
         #[arg(long, value_name = "BIN")]
         busybox: Option<PathBuf>,
         /// zstd level of the embedded image (1 fastest … 19 smallest).

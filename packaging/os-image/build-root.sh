@@ -327,6 +327,9 @@ rm -f "$CACHE_DIR/os-base-$ARCH-"*.tar.tmp.*
 if [[ ! -s $BASE ]]; then
     INCLUDE=systemd,systemd-sysv,udev,dbus,$KERNEL,initramfs-tools,systemd-boot-efi
     INCLUDE+=,containerd,e2fsprogs,dosfstools,fdisk,kmod,iproute2,ca-certificates,sudo,passwd,procps
+    # busybox-static: a rescue shell on the device, and the live environment of the install
+    # ISO for this arch (`cairn-installer iso` takes it from this root).
+    INCLUDE+=,busybox-static
     TMP_BASE=$BASE.tmp.$$
     trap 'rm -f "$TMP_BASE"' EXIT
     trap 'exit 130' INT
