@@ -23,6 +23,62 @@ pub struct ApplyOptions {
     /// boot sequence.
     pub stages: Vec<String>,
     pub dry_run: bool,
+    /// Whose settings this apply writes (see [`Owner`]).
+    pub owner: Owner,
+}
+
+/// Whose settings an apply writes. The sysctl and module drop-ins of a stage are owned per
+/// owner: an apply sweeps only the drop-ins that *its own* earlier applies wrote and no step
+/// writes any more, so the device's user-data (the boot stages) and the hub's profile (the
+/// daemon) never remove each other's settings, and a step of the same name in both writes
+/// two files rather than one that flips at every apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Owner {
+    /// The device's own user-data: `cairn-agent apply FILE…` and `cairn-agent stage`.
+    #[default]
+    UserData,
+    /// The OS layer of a cluster profile (the daemon, `cairn-agent apply PROFILE`).
+    Profile,
+    /// The Kubernetes layer's own steps (host preparation); its stage names are its own.
+    Kubernetes,
+}
+
+impl Owner {
+    /// The key of a stage's drop-ins in `state.json` (user-data keeps the bare stage name,
+    /// as before owners existed, so devices upgraded in place keep their records).
+    fn state_key(self, stage: &str) -> String {
+        match self {
+            Owner::UserData => stage.to_string(),
+            Owner::Profile => format!("profile/{stage}"),
+            Owner::Kubernetes => format!("kubernetes/{stage}"),
+        }
+    }
+
+    /// The stage a `state.json` key belongs to, if the key is this owner's.
+    fn stage_of(self, key: &str) -> Option<&str> {
+        let (owner, stage) = match key.split_once('/') {
+            Some(("profile", stage)) => (Owner::Profile, stage),
+            Some(("kubernetes", stage)) => (Owner::Kubernetes, stage),
+            _ => (Owner::UserData, key),
+        };
+        (owner == self).then_some(stage)
+    }
+
+    /// Whether an apply of this owner carries its owner's whole config, so that a stage it
+    /// recorded and no longer has is gone (the Kubernetes layer applies its steps a phase at
+    /// a time, and its stages are fixed by the code, not by user-data).
+    fn applies_whole_config(self) -> bool {
+        self != Owner::Kubernetes
+    }
+
+    /// The key a step's drop-in files are named after (`stage/step`, prefixed for a
+    /// profile: `/etc/sysctl.d/90-cairn-profile-boot-NAME.conf`).
+    fn drop_in_key(self, stage: &str, step: &str) -> String {
+        match self {
+            Owner::Profile => format!("profile/{stage}/{step}"),
+            Owner::UserData | Owner::Kubernetes => format!("{stage}/{step}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +272,7 @@ pub fn apply_with(
                     step.frequency,
                     boot_id.clone(),
                 );
+                cx.drop_in_key = opts.owner.drop_in_key(&stage.name, &step.name);
                 run_step(step, &mut cx)
             };
             let ms = started.elapsed().as_millis() as u64;
@@ -283,38 +340,11 @@ pub fn apply_with(
             break;
         }
         if outcome.failed.is_none() {
-            match sweep_stage_drop_ins(host, stage, &mut state, opts.dry_run) {
-                Ok(changes) if changes.is_empty() => {}
-                Ok(changes) => {
-                    changed += 1;
-                    outcome.changed += 1;
-                    events.emit(
-                        EventKind::StepChanged,
-                        &stage.name,
-                        SWEEP_STEP,
-                        "",
-                        format!("{} change(s)", changes.len()),
-                        json!({"changes": changes, "dry_run": opts.dry_run}),
-                    );
-                    outcome.changes.extend(changes);
-                }
-                Err(message) => {
-                    failed += 1;
-                    events.emit(
-                        EventKind::StepFailed,
-                        &stage.name,
-                        SWEEP_STEP,
-                        "",
-                        &message,
-                        json!({}),
-                    );
-                    outcome.failed = Some(Failure {
-                        stage: stage.name.clone(),
-                        step: SWEEP_STEP.into(),
-                        source: String::new(),
-                        message,
-                    });
-                }
+            let swept = sweep_stage_drop_ins(host, stage, opts, &mut state);
+            match report_sweep(&stage.name, swept, opts, events, &mut outcome) {
+                Some(true) => changed += 1,
+                Some(false) => failed += 1,
+                None => {}
             }
         }
         events.emit(
@@ -330,7 +360,80 @@ pub fn apply_with(
             break;
         }
     }
+    if outcome.failed.is_none() && !outcome.interrupted {
+        for name in vanished_stages(config, opts, &state) {
+            let started = Instant::now();
+            events.emit(
+                EventKind::StageStarted,
+                &name,
+                "",
+                "",
+                format!("stage {name} started (no steps left; removing what it wrote)"),
+                json!({"steps": 0, "dry_run": opts.dry_run}),
+            );
+            let swept = record_drop_ins(host, opts, &mut state, &name, Default::default());
+            let done = report_sweep(&name, swept, opts, events, &mut outcome);
+            events.emit(
+                EventKind::StageFinished,
+                &name,
+                "",
+                "",
+                format!("stage {name} finished"),
+                json!({"changed": usize::from(done == Some(true)),
+                       "unchanged": 0, "failed": usize::from(done == Some(false)),
+                       "ms": started.elapsed().as_millis() as u64}),
+            );
+            if outcome.failed.is_some() {
+                break;
+            }
+        }
+    }
     outcome
+}
+
+/// Report a drop-in sweep of `stage` as its pseudo-step: `Some(true)` when it changed
+/// something, `Some(false)` when it failed (recorded in the outcome), `None` when there was
+/// nothing to remove.
+fn report_sweep(
+    stage: &str,
+    swept: Result<Vec<String>, String>,
+    opts: &ApplyOptions,
+    events: &mut Emitter,
+    outcome: &mut Outcome,
+) -> Option<bool> {
+    match swept {
+        Ok(changes) if changes.is_empty() => None,
+        Ok(changes) => {
+            outcome.changed += 1;
+            events.emit(
+                EventKind::StepChanged,
+                stage,
+                SWEEP_STEP,
+                "",
+                format!("{} change(s)", changes.len()),
+                json!({"changes": changes, "dry_run": opts.dry_run}),
+            );
+            outcome.changes.extend(changes);
+            Some(true)
+        }
+        Err(message) => {
+            events.emit(
+                EventKind::StepFailed,
+                stage,
+                SWEEP_STEP,
+                "",
+                &message,
+                json!({}),
+            );
+            outcome.failed = Some(Failure {
+                stage: stage.into(),
+                step: SWEEP_STEP.into(),
+                source: String::new(),
+                message,
+            });
+            Some(false)
+        }
+    }
 }
 
 /// Run every action of a step; the first error stops the step.
@@ -420,39 +523,68 @@ fn target_hostname(host: &Host) -> String {
 /// The pseudo-step that reports drop-ins removed at the end of a stage.
 const SWEEP_STEP: &str = "remove stale drop-ins";
 
-/// After a stage completed: remove the drop-ins it owned before that none of its steps
-/// owns now (a step renamed or deleted), and record what it owns.
+/// After a stage completed: remove the drop-ins it owned before (under this apply's owner)
+/// that none of its steps owns now (a step renamed or deleted), and record what it owns.
 fn sweep_stage_drop_ins(
     host: &Host,
     stage: &crate::model::Stage,
+    opts: &ApplyOptions,
     state: &mut State,
-    dry_run: bool,
 ) -> Result<Vec<String>, String> {
     let now: std::collections::BTreeSet<String> = stage
         .steps
         .iter()
         .flat_map(|step| {
-            let key = format!("{}/{}", stage.name, step.name);
+            let key = opts.owner.drop_in_key(&stage.name, &step.name);
             step.actions
                 .iter()
                 .filter_map(move |a| crate::steps::owned_drop_in(&key, a))
         })
         .collect();
-    let before = state.drop_ins.get(&stage.name).cloned().unwrap_or_default();
+    record_drop_ins(host, opts, state, &stage.name, now)
+}
+
+/// Sweep `stage`'s recorded drop-ins down to `now` and record `now` (nothing is recorded or
+/// removed in a dry run).
+fn record_drop_ins(
+    host: &Host,
+    opts: &ApplyOptions,
+    state: &mut State,
+    stage: &str,
+    now: std::collections::BTreeSet<String>,
+) -> Result<Vec<String>, String> {
+    let key = opts.owner.state_key(stage);
+    let before = state.drop_ins.get(&key).cloned().unwrap_or_default();
     if before == now {
         return Ok(Vec::new());
     }
-    let changes =
-        crate::steps::sweep_drop_ins(host, dry_run, &before, &now).map_err(|e| e.to_string())?;
-    if !dry_run {
+    let changes = crate::steps::sweep_drop_ins(host, opts.dry_run, &before, &now)
+        .map_err(|e| e.to_string())?;
+    if !opts.dry_run {
         if now.is_empty() {
-            state.drop_ins.remove(&stage.name);
+            state.drop_ins.remove(&key);
         } else {
-            state.drop_ins.insert(stage.name.clone(), now);
+            state.drop_ins.insert(key, now);
         }
         state
             .save(host)
             .map_err(|e| format!("saving Cairn state: {e}"))?;
     }
     Ok(changes)
+}
+
+/// Stages this apply would have run (selected) that its owner recorded drop-ins for but the
+/// config no longer has at all: their drop-ins go too.
+fn vanished_stages(config: &Config, opts: &ApplyOptions, state: &State) -> Vec<String> {
+    if !opts.owner.applies_whole_config() {
+        return Vec::new();
+    }
+    state
+        .drop_ins
+        .keys()
+        .filter_map(|k| opts.owner.stage_of(k))
+        .filter(|stage| selected(stage, &opts.stages))
+        .filter(|stage| !config.stages.iter().any(|s| s.name == *stage))
+        .map(str::to_string)
+        .collect()
 }

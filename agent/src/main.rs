@@ -399,6 +399,7 @@ fn apply(
     let opts = ApplyOptions {
         stages: stage_names,
         dry_run,
+        owner: engine::Owner::UserData,
     };
     let outcome = engine::apply(&loaded.config, &host, &opts, &mut emitter);
     if output == Output::Human {
@@ -504,7 +505,10 @@ fn apply_profile(
             let outcome = engine::apply(
                 &loaded.config,
                 &host,
-                &ApplyOptions::default(),
+                &ApplyOptions {
+                    owner: engine::Owner::Profile,
+                    ..Default::default()
+                },
                 &mut emitter,
             );
             if let Some(f) = outcome.failed {

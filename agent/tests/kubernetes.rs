@@ -1233,6 +1233,7 @@ fn apply(
     let opts = ApplyOptions {
         stages: stages.iter().map(|s| s.to_string()).collect(),
         dry_run: false,
+        owner: engine::Owner::Kubernetes,
     };
     let mut events = Emitter::new("test");
     engine::apply(&p.into_config(), &host, &opts, &mut events)

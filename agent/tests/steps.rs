@@ -595,6 +595,7 @@ fn a_fixed_failure_resumes_without_rerunning_completed_commands() {
     let opts = ApplyOptions {
         stages: vec!["after-install".into()],
         dry_run: false,
+        ..Default::default()
     };
     let run = common::apply(&env.root, std::slice::from_ref(&f), &opts);
     assert_eq!(run.outcome.failed.expect("b fails").step, "b");
@@ -876,6 +877,104 @@ fn a_renamed_or_removed_step_leaves_no_drop_in_behind() {
     )
     .ok();
     assert!(!env.exists("/etc/sysctl.d/90-cairn-boot-kubernetes-networking.conf"));
+}
+
+#[test]
+fn a_stage_removed_from_the_user_data_takes_its_drop_ins_along() {
+    let env = TestEnv::empty();
+    env.apply_yaml(
+        "v.yaml",
+        "stages:\n  boot:\n    - name: net\n      sysctl: {net.ipv4.ip_forward: \"1\"}\n  network.after:\n    - name: swap\n      sysctl: {vm.swappiness: \"10\"}\n      modules: [dummy]\n",
+    )
+    .ok();
+    assert!(env.exists("/etc/sysctl.d/90-cairn-network-after-swap.conf"));
+    assert!(env.exists("/etc/modules-load.d/cairn-network-after-swap.conf"));
+
+    // Running only `boot` leaves network.after alone: it was not asked for.
+    let v2 = "stages:\n  boot:\n    - name: net\n      sysctl: {net.ipv4.ip_forward: \"1\"}\n";
+    let only_boot = apply(
+        &env.root,
+        &[env.yaml("v.yaml", v2)],
+        &ApplyOptions {
+            stages: vec!["boot".into()],
+            ..Default::default()
+        },
+    )
+    .ok();
+    assert_eq!(only_boot.outcome.changed, 0, "{}", only_boot.describe());
+    assert!(env.exists("/etc/sysctl.d/90-cairn-network-after-swap.conf"));
+
+    // The whole boot sequence: network.after is gone from the user-data, so are its files.
+    let run = env.apply_yaml("v.yaml", v2).ok();
+    assert!(!env.exists("/etc/sysctl.d/90-cairn-network-after-swap.conf"));
+    assert!(!env.exists("/etc/modules-load.d/cairn-network-after-swap.conf"));
+    assert!(env.exists("/etc/sysctl.d/90-cairn-boot-net.conf"));
+    let sweep = run.step("remove stale drop-ins");
+    assert_eq!(sweep.kind, EventKind::StepChanged);
+    assert_eq!(sweep.stage, "network.after");
+    assert!(run
+        .events
+        .iter()
+        .any(|e| e.kind == EventKind::StageFinished && e.stage == "network.after"));
+    let again = env.apply_yaml("v.yaml", v2).ok();
+    assert_eq!(again.outcome.changed, 0, "{}", again.describe());
+}
+
+#[test]
+fn the_profile_and_the_device_user_data_keep_their_own_drop_ins() {
+    use cairn_agent::engine::Owner;
+    let env = TestEnv::empty();
+    // The same step name in the device's user-data and in the hub's profile.
+    let device = env.yaml(
+        "oem.yaml",
+        "stages:\n  boot:\n    - name: kernel\n      sysctl: {vm.swappiness: \"10\"}\n",
+    );
+    let profile = env.yaml(
+        "profile-os.yaml",
+        "stages:\n  boot:\n    - name: kernel\n      sysctl: {net.ipv4.ip_forward: \"1\"}\n",
+    );
+    let as_profile = ApplyOptions {
+        owner: Owner::Profile,
+        ..Default::default()
+    };
+    apply(
+        &env.root,
+        std::slice::from_ref(&device),
+        &ApplyOptions::default(),
+    )
+    .ok();
+    let p = apply(&env.root, std::slice::from_ref(&profile), &as_profile).ok();
+    assert!(
+        !p.changes().contains("removed"),
+        "the profile removed the device's settings:\n{}",
+        p.describe()
+    );
+    let device_file = "/etc/sysctl.d/90-cairn-boot-kernel.conf";
+    let profile_file = "/etc/sysctl.d/90-cairn-profile-boot-kernel.conf";
+    assert!(env.read(device_file).contains("vm.swappiness = 10"));
+    assert!(env.read(profile_file).contains("net.ipv4.ip_forward = 1"));
+
+    // Alternating applies (boot units, then the daemon) settle: neither rewrites the other.
+    for _ in 0..2 {
+        let d = apply(
+            &env.root,
+            std::slice::from_ref(&device),
+            &ApplyOptions::default(),
+        )
+        .ok();
+        assert_eq!(d.outcome.changed, 0, "{}", d.describe());
+        let p = apply(&env.root, std::slice::from_ref(&profile), &as_profile).ok();
+        assert_eq!(p.outcome.changed, 0, "{}", p.describe());
+    }
+
+    // A new profile version without the step removes the profile's file only.
+    let v2 = env.yaml(
+        "profile-os.yaml",
+        "stages:\n  boot:\n    - name: motd\n      files: [{path: /etc/motd, content: hi}]\n",
+    );
+    apply(&env.root, &[v2], &as_profile).ok();
+    assert!(!env.exists(profile_file));
+    assert!(env.exists(device_file));
 }
 
 #[test]

@@ -483,6 +483,7 @@ fn kubeadm_host_prep_installs_debian_containerd_which_reads_our_config() {
     let opts = ApplyOptions {
         stages: vec!["kubernetes".into()],
         dry_run: false,
+        owner: engine::Owner::Kubernetes,
     };
     let outcome = engine::apply(&plan.into_config(), &host, &opts, &mut Emitter::new("test"));
     assert!(outcome.ok(), "{:?}", outcome.failed);

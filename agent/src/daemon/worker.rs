@@ -252,6 +252,7 @@ impl Worker {
                         let opts = ApplyOptions {
                             stages: vec!["reconcile".into()],
                             dry_run: false,
+                            owner: engine::Owner::Profile,
                         };
                         let outcome =
                             engine::apply_with(config, &host, &opts, &mut emitter, &mut NoJournal);
@@ -396,6 +397,7 @@ impl Worker {
                     let opts = ApplyOptions {
                         stages: stage_names,
                         dry_run: false,
+                        owner: engine::Owner::Profile,
                     };
                     let outcome = engine::apply_with(&config, host, &opts, emitter, &mut journal);
                     if outcome.interrupted {

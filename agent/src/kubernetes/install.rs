@@ -279,6 +279,7 @@ impl Run<'_> {
         let opts = ApplyOptions {
             stages: config.stages.iter().map(|s| s.name.clone()).collect(),
             dry_run: false,
+            owner: engine::Owner::Kubernetes,
         };
         let outcome = engine::apply(&config, self.host, &opts, self.events);
         if let Some(f) = outcome.failed {

@@ -50,6 +50,9 @@ pub struct StepCx<'a> {
     pub state: &'a mut State,
     /// A stable key for this step (stage, name, content digest), for run-once records.
     pub step_key: String,
+    /// What the step's drop-in files (sysctl, modules) are named after: `stage/step`, with
+    /// the apply's owner in front where it has one (`engine::Owner`).
+    pub drop_in_key: String,
     pub frequency: Frequency,
     pub boot_id: String,
     accounts: Option<Accounts>,
@@ -68,6 +71,7 @@ impl<'a> StepCx<'a> {
             host,
             dry_run,
             state,
+            drop_in_key: step_key.clone(),
             step_key,
             frequency,
             boot_id,

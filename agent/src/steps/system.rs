@@ -214,21 +214,22 @@ pub fn environment(cx: &mut StepCx, spec: &EnvSpec) -> Result<Changes, StepError
     )
 }
 
-fn sysctl_drop_in(step_key: &str) -> String {
-    format!("/etc/sysctl.d/90-cairn-{}.conf", slug(step_key))
+fn sysctl_drop_in(key: &str) -> String {
+    format!("/etc/sysctl.d/90-cairn-{}.conf", slug(key))
 }
 
-fn modules_drop_in(step_key: &str) -> String {
-    format!("/etc/modules-load.d/cairn-{}.conf", slug(step_key))
+fn modules_drop_in(key: &str) -> String {
+    format!("/etc/modules-load.d/cairn-{}.conf", slug(key))
 }
 
-/// The drop-in a step's action owns, named after the step (`stage/name`): what the engine
-/// removes once no step of the stage produces it any more (a step renamed or deleted must
-/// not leave its sysctls or modules behind for every later boot).
-pub fn owned_drop_in(step_key: &str, action: &Action) -> Option<String> {
+/// The drop-in a step's action owns, named after the step's drop-in key (`stage/name`, see
+/// [`StepCx::drop_in_key`]): what the engine removes once no step of the stage produces it
+/// any more (a step renamed or deleted must not leave its sysctls or modules behind for
+/// every later boot).
+pub fn owned_drop_in(key: &str, action: &Action) -> Option<String> {
     match action {
-        Action::Sysctl(kvs) if !kvs.is_empty() => Some(sysctl_drop_in(step_key)),
-        Action::Modules(mods) if !mods.is_empty() => Some(modules_drop_in(step_key)),
+        Action::Sysctl(kvs) if !kvs.is_empty() => Some(sysctl_drop_in(key)),
+        Action::Modules(mods) if !mods.is_empty() => Some(modules_drop_in(key)),
         _ => None,
     }
 }
@@ -260,7 +261,7 @@ pub fn sysctl(cx: &mut StepCx, kvs: &[KeyValue]) -> Result<Changes, StepError> {
     if kvs.is_empty() {
         return Ok(Vec::new());
     }
-    let name = sysctl_drop_in(&cx.step_key);
+    let name = sysctl_drop_in(&cx.drop_in_key);
     let mut body = String::from("# Written by Cairn from user-data\n");
     for kv in kvs {
         body.push_str(&format!("{} = {}\n", kv.key, kv.value));
@@ -295,7 +296,7 @@ pub fn modules(cx: &mut StepCx, mods: &[KernelModule]) -> Result<Changes, StepEr
         return Ok(Vec::new());
     }
     let mut changes = Vec::new();
-    let name = modules_drop_in(&cx.step_key);
+    let name = modules_drop_in(&cx.drop_in_key);
     let mut body = String::from("# Written by Cairn from user-data\n");
     body.extend(mods.iter().map(|m| format!("{}\n", m.name)));
     changes.extend(converge_file(
