@@ -141,10 +141,19 @@ impl<W: Write + Send> EventSink for HumanSink<W> {
                 self.step_index = 0;
                 self.step_total = e.data.get("steps").and_then(Value::as_u64).unwrap_or(0) as usize;
                 let title = self.paint("1", &format!("stage {}", e.stage));
-                format!("{title} ({} steps)", self.step_total)
+                match self.step_total {
+                    0 => format!("{title} (no steps left)"),
+                    1 => format!("{title} (1 step)"),
+                    n => format!("{title} ({n} steps)"),
+                }
             }
             EventKind::StepChanged | EventKind::StepUnchanged | EventKind::StepFailed => {
-                self.step_index += 1;
+                // A step without a source is the engine's own work after the stage's steps
+                // (removing stale drop-ins): it is not one of the numbered steps.
+                let numbered = !e.source.is_empty();
+                if numbered {
+                    self.step_index += 1;
+                }
                 let (mark, word) = match e.kind {
                     EventKind::StepChanged => (self.paint("32", "✔"), "changed"),
                     EventKind::StepFailed => (self.paint("31", "✘"), "FAILED"),
@@ -152,10 +161,14 @@ impl<W: Write + Send> EventSink for HumanSink<W> {
                     _ => (self.paint("2", "✔"), "unchanged"),
                 };
                 let ms = e.data.get("ms").and_then(Value::as_u64).unwrap_or(0);
-                let mut l = format!(
-                    "  {mark} [{}/{}] {} ({}) {word} in {ms} ms",
-                    self.step_index, self.step_total, e.step, e.source
-                );
+                let mut l = if numbered {
+                    format!(
+                        "  {mark} [{}/{}] {} ({}) {word} in {ms} ms",
+                        self.step_index, self.step_total, e.step, e.source
+                    )
+                } else {
+                    format!("  {mark} {} {word}", e.step)
+                };
                 if e.kind == EventKind::StepChanged {
                     if let Some(changes) = e.data.get("changes").and_then(Value::as_array) {
                         for c in changes.iter().filter_map(Value::as_str) {
@@ -174,5 +187,70 @@ impl<W: Write + Send> EventSink for HumanSink<W> {
             let _ = writeln!(self.out, "{line}");
             let _ = self.out.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn human_lines_number_the_steps_but_not_the_engines_own_sweep() {
+        let out = Shared::default();
+        let mut em = Emitter::new("h").with_sink(Box::new(HumanSink::new(out.clone(), false)));
+        em.emit(
+            EventKind::StageStarted,
+            "boot",
+            "",
+            "",
+            "",
+            json!({"steps": 1}),
+        );
+        em.emit(
+            EventKind::StepChanged,
+            "boot",
+            "net",
+            "ud.yaml:3",
+            "",
+            json!({"ms": 2, "changes": ["rewrote /etc/x"]}),
+        );
+        em.emit(
+            EventKind::StepChanged,
+            "boot",
+            "remove stale drop-ins",
+            "",
+            "",
+            json!({"changes": ["removed /etc/y"]}),
+        );
+        em.emit(
+            EventKind::StageStarted,
+            "network",
+            "",
+            "",
+            "",
+            json!({"steps": 0}),
+        );
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "stage boot (1 step)\n  ✔ [1/1] net (ud.yaml:3) changed in 2 ms\n      rewrote /etc/x\n  ✔ remove stale drop-ins changed\n      removed /etc/y\nstage network (no steps left)\n"
+        );
     }
 }
