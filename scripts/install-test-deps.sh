@@ -33,10 +33,13 @@ needed=(
   binfmt-support         # os image recipe: the arm64 root is built through qemu-user-static
   arch-test              # mmdebstrap checks a foreign architecture can run before building it
 )
-missing=()
-for p in "${needed[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
+find_missing() {
+  missing=()
+  for p in "${needed[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+}
+find_missing
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages ${missing[*]}: run this script as root" >&2
@@ -46,6 +49,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Installing can remove a package that was there: a backported qemu-utils is removed when
+  # the distribution's qemu-system-* comes in (they must be the same QEMU version). Put back
+  # whatever went, in the version that fits what is installed now.
+  find_missing
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing again (removed by the first install): ${missing[*]}"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    find_missing
+    if [ ${#missing[@]} -gt 0 ]; then
+      echo "could not install: ${missing[*]}" >&2
+      exit 1
+    fi
+  fi
 fi
 # Rust targets for the static (musl) release binaries (packaging/build-static.sh).
 if command -v rustup >/dev/null 2>&1; then
