@@ -12,10 +12,10 @@ use serde_json::json;
 use crate::events::Emitter;
 use crate::host::osrelease::target_arch;
 use crate::host::{Cmd, Host};
-use crate::model::{Config, Step};
-use crate::stages;
 use crate::state::{self, State};
 use crate::steps::{self, StepCx};
+use cairn_userdata::model::{Config, Step};
+use cairn_userdata::stages;
 
 #[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
@@ -201,7 +201,7 @@ pub fn apply_with(
             }
         }
     };
-    let mut order: Vec<&crate::model::Stage> = config.stages.iter().collect();
+    let mut order: Vec<&cairn_userdata::model::Stage> = config.stages.iter().collect();
     order.sort_by_key(|s| stages::order_key(&s.name));
     let mut state = State::load(host);
     let boot_id = state::boot_id();
@@ -489,7 +489,7 @@ fn unmet_condition(host: &Host, step: &Step) -> Option<String> {
             return Some(format!("service manager is {have}, not {m}"));
         }
     }
-    let exists = |p: &crate::model::AbsPath| host.path(p).exists();
+    let exists = |p: &cairn_userdata::model::AbsPath| host.path(p).exists();
     if !c.if_files_any.is_empty() && !c.if_files_any.iter().any(exists) {
         return Some("none of if_files.any exist".into());
     }
@@ -527,7 +527,7 @@ const SWEEP_STEP: &str = "remove stale drop-ins";
 /// that none of its steps owns now (a step renamed or deleted), and record what it owns.
 fn sweep_stage_drop_ins(
     host: &Host,
-    stage: &crate::model::Stage,
+    stage: &cairn_userdata::model::Stage,
     opts: &ApplyOptions,
     state: &mut State,
 ) -> Result<Vec<String>, String> {

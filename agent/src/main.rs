@@ -6,13 +6,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use cairn_agent::daemon;
-use cairn_agent::diag::Severity;
 use cairn_agent::engine::{self, ApplyOptions};
 use cairn_agent::events::{Emitter, HumanSink, JsonSink};
 use cairn_agent::host::Host;
 use cairn_agent::kubernetes;
-use cairn_agent::load::{self, DEVICE_SOURCES};
-use cairn_agent::stages;
+use cairn_userdata::diag::Severity;
+use cairn_userdata::load::{self, DEVICE_SOURCES};
+use cairn_userdata::stages;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -217,7 +217,7 @@ fn main() -> ExitCode {
         } => {
             let profile = match files.as_slice() {
                 [one] if one.is_file() => std::fs::read_to_string(one)
-                    .is_ok_and(|t| kubernetes::profile_file::looks_like_profile(&t)),
+                    .is_ok_and(|t| cairn_userdata::profile::looks_like_profile(&t)),
                 _ => false,
             };
             if profile {
@@ -265,17 +265,12 @@ fn main() -> ExitCode {
             ExitCode::from(daemon::status::exit_code(&report))
         }
         Command::Completions { shell } => {
-            cairn_agent::cli_docs::print_completions(
-                <Cli as clap::CommandFactory>::command(),
-                shell,
-            );
+            cairn_cli::docs::print_completions(<Cli as clap::CommandFactory>::command(), shell);
             ExitCode::SUCCESS
         }
         Command::Manpages { dir } => {
-            let written = cairn_agent::cli_docs::write_manpages(
-                <Cli as clap::CommandFactory>::command(),
-                &dir,
-            );
+            let written =
+                cairn_cli::docs::write_manpages(<Cli as clap::CommandFactory>::command(), &dir);
             match written {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -464,8 +459,8 @@ fn apply_profile(
         eprintln!("error: target root {} is not a directory", root.display());
         return ExitCode::from(2);
     }
-    let profile = match kubernetes::profile_file::load(file) {
-        Ok(p) => p,
+    let profile = match cairn_userdata::load::read_profile(file) {
+        Ok(p) => p.profile,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(1);
@@ -555,8 +550,8 @@ fn bundle(command: BundleCommand) -> ExitCode {
             output,
             profile,
         } => {
-            let p = match kubernetes::profile_file::load(&profile) {
-                Ok(p) => p,
+            let p = match cairn_userdata::load::read_profile(&profile) {
+                Ok(p) => p.profile,
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(1);

@@ -10,8 +10,8 @@ use cairn_agent::engine::{self, ApplyOptions};
 use cairn_agent::events::Emitter;
 use cairn_agent::host::{Cmd, Host, Output, RunError, Runner};
 use cairn_agent::kubernetes::{self, CniDelivery, FileStage, Placement, Plan, PlanError, Target};
-use cairn_agent::yaml::{self, NodeKind};
 use cairn_proto::profile::{Arch, Artifact, CniLayer, CniType, Flavor, KubernetesLayer, Role};
+use cairn_userdata::yaml::{self, NodeKind};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "abcdef.0123456789abcdef";

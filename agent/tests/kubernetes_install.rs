@@ -549,7 +549,9 @@ fn bundle_create_then_install_from_it_with_zero_network_requests() {
 
     let root = K8sRoot::new();
     let host = Host::system(root.path());
-    let p = kubernetes::profile_file::load(&profile).unwrap();
+    let p = cairn_userdata::load::read_profile(&profile)
+        .unwrap()
+        .profile;
     let mut o = opts();
     o.bundles = vec![bundle.clone()];
     let sink = MemorySink::default();
@@ -695,8 +697,9 @@ fn addons_are_installed_after_the_cni_the_way_each_flavor_expects() {
         false,
     );
     let root = K8sRoot::new();
-    let p =
-        kubernetes::profile_file::parse("p.json", &profile_json(k, c, Some(addons(&m)))).unwrap();
+    let p = cairn_userdata::profile::read("p.json", &profile_json(k, c, Some(addons(&m))))
+        .unwrap()
+        .profile;
     let host = Host::system(root.path());
     let sink = MemorySink::default();
     let mut em = Emitter::new("node-1").with_sink(Box::new(sink.clone()));
@@ -739,8 +742,9 @@ fn addons_are_installed_after_the_cni_the_way_each_flavor_expects() {
         false,
     );
     let root = K8sRoot::new();
-    let p =
-        kubernetes::profile_file::parse("p.json", &profile_json(k, c, Some(addons(&m)))).unwrap();
+    let p = cairn_userdata::profile::read("p.json", &profile_json(k, c, Some(addons(&m))))
+        .unwrap()
+        .profile;
     let host = Host::system(root.path());
     let mut em = Emitter::new("node-1");
     let report = install::install_profile(&p, &host, &opts(), &mut em)
@@ -791,7 +795,9 @@ fn proxy_and_registry_mirrors_reach_the_services() {
     let proxy = kubernetes::proxy::Proxy::from_lookup(&env).unwrap();
     let root = K8sRoot::new();
     let host = Host::system(root.path());
-    let p = kubernetes::profile_file::parse("p.json", &profile_json(k, c, None)).unwrap();
+    let p = cairn_userdata::profile::read("p.json", &profile_json(k, c, None))
+        .unwrap()
+        .profile;
     let mut o = opts();
     o.proxy = Some(proxy);
     let mut em = Emitter::new("node-1");

@@ -13,11 +13,11 @@ use serde::Serialize;
 
 use crate::error::StoreError;
 use crate::http::{self, ApiConfig, MIN_ADMIN_TOKEN_LEN};
+use crate::server;
 use crate::store::{
     self, Host, NewToken, ProfileInfo, ProjectRef, Published, Scope, SqlStore, Store, Target,
     TokenInfo,
 };
-use crate::{profile_doc, server};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -353,16 +353,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&cli.db, args).await,
         Command::Completions { shell } => {
-            // Into memory first: clap_complete panics on a write error (e.g. `| head`).
-            let mut script = Vec::new();
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "cairn-hub", &mut script);
-            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            cairn_cli::docs::print_completions(<Cli as clap::CommandFactory>::command(), shell);
             Ok(())
         }
-        Command::Manpages { dir } => std::fs::create_dir_all(&dir)
-            .and_then(|()| clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir))
-            .with_context(|| format!("writing man pages to {}", dir.display())),
+        Command::Manpages { dir } => {
+            cairn_cli::docs::write_manpages(<Cli as clap::CommandFactory>::command(), &dir)
+                .with_context(|| format!("writing man pages to {}", dir.display()))
+        }
         command => {
             let store = SqlStore::open(&cli.db)
                 .await
@@ -738,15 +735,20 @@ async fn admin(store: &SqlStore, output: Output, command: Command) -> anyhow::Re
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let name = file.display().to_string();
-            let profile = match profile_doc::load_profile(&name, &text) {
-                Ok(p) => p,
-                Err(problems) => {
-                    for p in &problems {
-                        eprintln!("{p}");
+            let profile = match cairn_userdata::profile::read(&name, &text) {
+                Ok(checked) => {
+                    for w in &checked.warnings {
+                        eprintln!("{w}");
+                    }
+                    checked.profile
+                }
+                Err(refused) => {
+                    for f in &refused.findings {
+                        eprintln!("{f}");
                     }
                     bail!(
                         "{name}: the profile has {} problem(s); nothing was published",
-                        problems.len()
+                        refused.errors().count()
                     );
                 }
             };

@@ -4,13 +4,14 @@
 //!   implements it for SQLite (default, one file, WAL) and PostgreSQL.
 //! * [`http`] — the `/v1` API of docs/protocol.md (axum), for agents and for operators.
 //! * [`server`] — serving that API over TLS (rustls) or, for local tests only, plain HTTP.
-//! * [`profile_doc`] — reading a profile file (YAML or JSON) with `FILE:LINE:COL` errors.
 //! * [`cli`] — `cairn-hub serve` and the admin commands, which act directly on the database.
+//!
+//! Profile documents are read and checked by `cairn_userdata::profile`, the same reader the
+//! agent uses.
 
 pub mod cli;
 pub mod error;
 pub mod http;
-pub mod profile_doc;
 pub mod secret;
 pub mod server;
 pub mod store;

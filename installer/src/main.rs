@@ -199,17 +199,12 @@ fn main() -> ExitCode {
         ),
         Command::Live { medium } => live(&medium),
         Command::Completions { shell } => {
-            cairn_agent::cli_docs::print_completions(
-                <Cli as clap::CommandFactory>::command(),
-                shell,
-            );
+            cairn_cli::docs::print_completions(<Cli as clap::CommandFactory>::command(), shell);
             ExitCode::SUCCESS
         }
         Command::Manpages { dir } => {
-            let written = cairn_agent::cli_docs::write_manpages(
-                <Cli as clap::CommandFactory>::command(),
-                &dir,
-            );
+            let written =
+                cairn_cli::docs::write_manpages(<Cli as clap::CommandFactory>::command(), &dir);
             match written {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

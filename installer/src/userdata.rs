@@ -7,14 +7,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum UserDataError {
     #[error(transparent)]
-    Read(#[from] cairn_agent::load::LoadError),
+    Read(#[from] cairn_userdata::load::LoadError),
     #[error("invalid user-data, nothing was written:\n{0}")]
     Invalid(String),
 }
 
 /// Validate `files` (files or directories of *.yaml) and return the expanded file list.
 pub fn validate(files: &[PathBuf]) -> Result<Vec<PathBuf>, UserDataError> {
-    let loaded = cairn_agent::load::load(files, false)?;
+    let loaded = cairn_userdata::load::load(files, false)?;
     if loaded.diags.has_errors() {
         let lines: Vec<String> = loaded
             .diags

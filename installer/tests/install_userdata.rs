@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-fn load(texts: &[&str]) -> (cairn_agent::load::Loaded, tempfile::TempDir) {
+fn load(texts: &[&str]) -> (cairn_userdata::load::Loaded, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let files: Vec<PathBuf> = texts
         .iter()
@@ -16,10 +16,10 @@ fn load(texts: &[&str]) -> (cairn_agent::load::Loaded, tempfile::TempDir) {
             p
         })
         .collect();
-    (cairn_agent::load::load(&files, false).unwrap(), dir)
+    (cairn_userdata::load::load(&files, false).unwrap(), dir)
 }
 
-fn errors(l: &cairn_agent::load::Loaded) -> Vec<String> {
+fn errors(l: &cairn_userdata::load::Loaded) -> Vec<String> {
     l.diags
         .sorted()
         .iter()

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::store;
 use crate::engine::{StepGate, StepJournal, StepResult};
-use crate::model::Step;
+use cairn_userdata::model::Step;
 
 /// One line of the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::store::Secret;
-use crate::load::{self, DEVICE_SOURCES};
+use cairn_userdata::load::{self, DEVICE_SOURCES};
 
 /// Where `run` reads its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/cairn/agent.yaml";

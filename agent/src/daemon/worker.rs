@@ -20,14 +20,14 @@ use serde_json::{json, Value};
 use super::journal::{Journal, ProfileRef, Record, View};
 use super::spool::{Spool, SpoolSink};
 use super::store::{self, StateDir};
-use crate::decode;
-use crate::diag::Diagnostics;
 use crate::engine::{self, ApplyOptions, NoJournal};
 use crate::events::{Emitter, HumanSink, JsonSink};
 use crate::host::Host;
-use crate::model::Config;
-use crate::stages;
-use crate::validate;
+use cairn_userdata::decode;
+use cairn_userdata::diag::Diagnostics;
+use cairn_userdata::model::Config;
+use cairn_userdata::stages;
+use cairn_userdata::validate;
 
 /// A verified profile as received from the hub: `STATE/profile.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 pub use osrelease::OsRelease;
 pub use runner::{Cmd, Output, RunError, Runner, SystemRunner};
 
-use crate::model::AbsPath;
+use cairn_userdata::model::AbsPath;
 
 pub struct Host {
     root: PathBuf,

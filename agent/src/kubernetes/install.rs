@@ -29,7 +29,7 @@ use crate::artifacts::{parse_sha256, ArtifactCache, ArtifactRef, FetchOptions};
 use crate::engine::{self, ApplyOptions};
 use crate::events::Emitter;
 use crate::host::{Cmd, Host};
-use crate::model::Config;
+use cairn_userdata::model::Config;
 
 /// The phases, in order.
 pub const PHASES: [&str; 8] = [

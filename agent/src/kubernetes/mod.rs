@@ -19,7 +19,6 @@ pub mod k3s;
 pub mod kubeadm;
 pub mod place;
 pub mod probe;
-pub mod profile_file;
 pub mod proxy;
 pub mod render;
 pub mod rke2;
@@ -30,8 +29,8 @@ use std::sync::Arc;
 use cairn_proto::profile::{Arch, Artifact, CniLayer, CniType, Flavor, KubernetesLayer, Role};
 use serde_json::Value;
 
-use crate::diag::{Location, Pos};
-use crate::model::{
+use cairn_userdata::diag::{Location, Pos};
+use cairn_userdata::model::{
     AbsPath, Action, Conditions, Config, FileSpec, Frequency, KernelModule, KeyValue, Mode, Owner,
     PackageRef, PackageSpec, Step, SystemctlSpec,
 };

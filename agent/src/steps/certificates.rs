@@ -3,7 +3,7 @@
 
 use super::{converge_file, Changes, StepCx, StepError};
 use crate::host::{fs, Cmd, OsRelease};
-use crate::model::{AbsPath, CertSpec};
+use cairn_userdata::model::{AbsPath, CertSpec};
 
 /// Where one distro family keeps local CA certificates and how it rebuilds its bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]

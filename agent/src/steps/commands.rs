@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use super::{Changes, StepCx, StepError};
 use crate::events::now_rfc3339;
 use crate::host::Cmd;
-use crate::model::{CommandSpec, Frequency};
 use crate::state::CommandRecord;
+use cairn_userdata::model::{CommandSpec, Frequency};
 
 /// How long one command may run before its process group is killed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30 * 60);

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::{converge_queued, Changes, StepCx, StepError};
 use crate::artifacts::{self, FetchOptions};
 use crate::host::fs;
-use crate::model::{DirSpec, DownloadSpec, FileSpec};
+use cairn_userdata::model::{DirSpec, DownloadSpec, FileSpec};
 
 /// Whole-file entries are compared first and written together at the end of the step (one
 /// concurrent round of fsyncs, see [`fs::WriteBatch`]): an entry that cannot be resolved
@@ -50,7 +50,7 @@ pub fn files(cx: &mut StepCx, specs: &[FileSpec]) -> Result<Changes, StepError> 
 fn converge_meta(
     cx: &StepCx,
     real: &std::path::Path,
-    shown: &crate::model::AbsPath,
+    shown: &cairn_userdata::model::AbsPath,
     mode: u32,
     ids: Option<(u32, u32)>,
 ) -> Result<Option<String>, StepError> {

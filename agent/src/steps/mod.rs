@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use crate::host::accounts::Accounts;
 use crate::host::fs::FsError;
 use crate::host::{Host, RunError};
-use crate::model::{Action, Frequency, Owner};
 use crate::state::State;
+use cairn_userdata::model::{Action, Frequency, Owner};
 
 pub use certificates::trust_store_for;
 pub use packages::{backend_for, PackageBackend};
@@ -123,7 +123,7 @@ impl<'a> StepCx<'a> {
         }
     }
 
-    pub fn path(&self, p: &crate::model::AbsPath) -> PathBuf {
+    pub fn path(&self, p: &cairn_userdata::model::AbsPath) -> PathBuf {
         self.host.path(p)
     }
 }
@@ -168,7 +168,7 @@ pub struct FileDelta {
 /// dry run, an account an earlier step would create) never matches.
 pub fn file_delta(
     cx: &StepCx,
-    path: &crate::model::AbsPath,
+    path: &cairn_userdata::model::AbsPath,
     content: &[u8],
     mode: u32,
     owner: Option<(u32, u32)>,
@@ -221,7 +221,7 @@ impl FileDelta {
 pub fn converge_queued(
     cx: &StepCx,
     batch: &mut crate::host::fs::WriteBatch,
-    path: &crate::model::AbsPath,
+    path: &cairn_userdata::model::AbsPath,
     content: &[u8],
     mode: u32,
     owner: Option<(u32, u32)>,
@@ -246,7 +246,7 @@ pub fn converge_queued(
 /// building block most kinds share. Returns the change line, if any.
 pub fn converge_file(
     cx: &mut StepCx,
-    path: &crate::model::AbsPath,
+    path: &cairn_userdata::model::AbsPath,
     content: &[u8],
     mode: u32,
     owner: Option<(u32, u32)>,

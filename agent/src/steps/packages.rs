@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{Changes, StepCx, StepError};
 use crate::host::{Cmd, Host, OsRelease, RunError};
-use crate::model::{PackageRef, PackageSpec};
+use cairn_userdata::model::{PackageRef, PackageSpec};
 
 /// Touched (inside the target) after every successful refresh of the package lists.
 pub const REFRESH_STAMP: &str = "/var/lib/cairn/packages-refreshed";

@@ -4,7 +4,7 @@
 
 use super::{converge_file, Changes, StepCx, StepError};
 use crate::host::{fs, Cmd};
-use crate::model::{
+use cairn_userdata::model::{
     AbsPath, Action, DnsSpec, EnvSpec, HostnameSpec, KernelModule, KeyValue, Located, SystemctlSpec,
 };
 

@@ -24,7 +24,7 @@ use crate::host::shadow::{
     self, Backend, CommitError, GroupAdd, Session, Unsupported, UserAdd, UserMod,
 };
 use crate::host::{fs, Cmd, Host};
-use crate::model::{AbsPath, AuthorizedKeysSpec, GroupSpec, Password, UserSpec};
+use cairn_userdata::model::{AbsPath, AuthorizedKeysSpec, GroupSpec, Password, UserSpec};
 
 /// A shadow-utils command acting on the target's account files.
 fn shadow_cmd(cx: &StepCx, program: &str) -> Cmd {

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use cairn_agent::engine::{self, ApplyOptions, Outcome};
 use cairn_agent::events::{Emitter, MemorySink};
 use cairn_agent::host::Host;
-use cairn_agent::load;
 use cairn_proto::{Event, EventKind};
+use cairn_userdata::load;
 use sha2::{Digest, Sha256};
 
 /// The agent crate's directory.

@@ -4,11 +4,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cairn_proto::protocol::Problem;
 use serde::{Deserialize, Serialize};
 
 use super::fleet::Change;
 use super::{Admin, ApiError, AppState, JsonBody, LimitedBody, Q as Query};
-use crate::profile_doc;
 use crate::store::{
     self, Assignment, CreatedToken, Host, NewToken, ProfileInfo, Project, ProjectRef, Published,
     Scope, Store, StoredEvent, Target, Tenant, TokenInfo,
@@ -206,6 +206,9 @@ pub(crate) struct UploadAnswer {
     #[serde(flatten)]
     info: ProfileInfo,
     created: bool,
+    /// Warnings about the document (an unknown key in the os layer's user-data…).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<Problem>,
 }
 
 async fn upload_profile<S: Store>(
@@ -216,7 +219,10 @@ async fn upload_profile<S: Store>(
 ) -> Result<(StatusCode, Json<UploadAnswer>), ApiError> {
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::bad_request(format!("the profile is not UTF-8: {e}")))?;
-    let profile = profile_doc::load_profile("upload", text).map_err(|problems| {
+    // The same reader and checks the agent applies, os layer included: a profile the hub
+    // accepts is one every device accepts.
+    let checked = cairn_userdata::profile::read("upload", text).map_err(|refused| {
+        let problems: Vec<Problem> = refused.errors().map(Problem::from).collect();
         let mut e = ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_profile",
@@ -225,6 +231,8 @@ async fn upload_profile<S: Store>(
         e.problems = problems;
         e
     })?;
+    let warnings: Vec<Problem> = checked.warnings.iter().map(Problem::from).collect();
+    let profile = checked.profile;
     let scope = match &q.project {
         Some(_) => Scope::Project(q.project()),
         None => Scope::Tenant(q.tenant().to_owned()),
@@ -238,6 +246,7 @@ async fn upload_profile<S: Store>(
                 Json(UploadAnswer {
                     info,
                     created: true,
+                    warnings,
                 }),
             )
         }
@@ -246,6 +255,7 @@ async fn upload_profile<S: Store>(
             Json(UploadAnswer {
                 info,
                 created: false,
+                warnings,
             }),
         ),
     })

@@ -29,7 +29,7 @@ pub enum LiveError {
     #[error(transparent)]
     UserData(#[from] crate::userdata::UserDataError),
     #[error("reading the user-data on the medium: {0}")]
-    Load(#[from] cairn_agent::load::LoadError),
+    Load(#[from] cairn_userdata::load::LoadError),
     #[error("{0}")]
     Target(String),
     #[error(transparent)]
@@ -127,7 +127,7 @@ fn medium_disk(mount: &Path) -> Option<String> {
 /// Run the live install from the medium mounted at `medium`; returns what to do next.
 pub fn run(medium: &Path) -> Result<After, LiveError> {
     let files = crate::userdata::validate(&[medium.join("cairn/user-data")])?;
-    let loaded = cairn_agent::load::load(&files, false)?;
+    let loaded = cairn_userdata::load::load(&files, false)?;
     let settings = loaded.config.install.unwrap_or_default();
     let after = match (settings.reboot, settings.poweroff) {
         (true, _) => After::Reboot,

@@ -1,12 +1,16 @@
-//! A small located YAML tree built from `saphyr-parser` events.
+//! A small located YAML tree built from `saphyr-parser` events: the one YAML reader of
+//! Cairn, for user-data and for cluster profiles alike.
 //!
 //! Why not a serde YAML crate: user-data needs *every* problem reported with FILE:LINE:COL
 //! (type errors, unknown keys, bad values), not only the first syntax error, and it needs the
 //! scalar's style and tag (`0644` unquoted is octal for yip, `!!binary` is base64). A tree of
 //! [`Node`]s with positions lets the decoder walk a document once and collect everything.
 //!
-//! Hostile input is bounded: document size, nesting depth and the number of nodes produced
-//! (aliases are expanded, so an "alias bomb" hits the node budget and is refused).
+//! Hostile input is bounded (the `MAX_*` constants): document size, nesting depth, the number of nodes
+//! produced and the number of scalar bytes produced. Aliases are expanded, and both budgets
+//! count what an alias expands to, so neither an "alias bomb" of many small nodes (billion
+//! laughs) nor one alias of a large scalar repeated many times can make the tree outgrow
+//! its budget; the refusal names the alias's position.
 
 use std::collections::HashMap;
 
@@ -17,9 +21,12 @@ use crate::diag::Pos;
 /// Largest user-data file accepted.
 pub const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
 /// Deepest nesting accepted.
-pub const MAX_DEPTH: usize = 128;
-/// Most nodes one file may expand to (aliases included).
-pub const MAX_NODES: usize = 1_000_000;
+pub const MAX_DEPTH: usize = 64;
+/// Most nodes one document may expand to (aliases included).
+pub const MAX_NODES: usize = 250_000;
+/// Most scalar bytes one document may expand to (aliases included): twice the largest
+/// document, so aliases may repeat at most one document's worth of text.
+pub const MAX_EXPANDED_BYTES: usize = 2 * MAX_DOCUMENT_BYTES;
 
 /// One YAML value with the position where it starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,9 +111,8 @@ pub fn parse(text: &str) -> Result<Vec<Node>, YamlError> {
         return Err(YamlError {
             pos: Pos { line: 1, col: 1 },
             message: format!(
-                "document is {} bytes; the limit is {} bytes",
-                text.len(),
-                MAX_DOCUMENT_BYTES
+                "document is {} bytes; the limit is {MAX_DOCUMENT_BYTES} bytes",
+                text.len()
             ),
         });
     }
@@ -125,6 +131,36 @@ pub fn parse(text: &str) -> Result<Vec<Node>, YamlError> {
     Ok(builder.documents)
 }
 
+/// Every key of a mapping (anywhere in `node`) that repeats an earlier key of the same
+/// mapping, with the line of the first one. YAML forbids duplicate keys; merge keys (`<<`)
+/// are already resolved, so what remains here was written twice.
+pub fn duplicate_keys(node: &Node) -> Vec<(&Node, usize)> {
+    let mut out = Vec::new();
+    let mut stack = vec![node];
+    while let Some(n) = stack.pop() {
+        match &n.kind {
+            NodeKind::Scalar { .. } => {}
+            NodeKind::Seq(items) => stack.extend(items.iter().rev()),
+            NodeKind::Map(entries) => {
+                let mut seen: HashMap<&str, usize> = HashMap::new();
+                for (k, v) in entries {
+                    if let Some(key) = k.scalar() {
+                        match seen.get(key) {
+                            Some(&line) => out.push((k, line)),
+                            None => {
+                                seen.insert(key, k.pos.line);
+                            }
+                        }
+                    }
+                    stack.push(v);
+                }
+            }
+        }
+    }
+    out.sort_by_key(|(k, _)| k.pos);
+    out
+}
+
 enum Frame {
     Seq {
         node: Node,
@@ -139,12 +175,23 @@ enum Frame {
     },
 }
 
+/// What a finished node cost, remembered with its anchor so an alias is charged the same.
+#[derive(Clone, Copy, Default)]
+struct Cost {
+    nodes: usize,
+    bytes: usize,
+}
+
 #[derive(Default)]
 struct Builder {
     documents: Vec<Node>,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, (Node, Cost)>,
+    /// Cost of each open collection so far (parallel to `stack`), so an anchored
+    /// collection's cost is known when it ends without walking it again.
+    open_costs: Vec<Cost>,
     nodes: usize,
+    bytes: usize,
 }
 
 fn tag_string(tag: Option<&saphyr_parser::Tag>) -> Option<String> {
@@ -157,19 +204,6 @@ fn tag_string(tag: Option<&saphyr_parser::Tag>) -> Option<String> {
     })
 }
 
-fn count_nodes(node: &Node) -> usize {
-    match &node.kind {
-        NodeKind::Scalar { .. } => 1,
-        NodeKind::Seq(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
-        NodeKind::Map(entries) => {
-            1 + entries
-                .iter()
-                .map(|(k, v)| count_nodes(k) + count_nodes(v))
-                .sum::<usize>()
-        }
-    }
-}
-
 impl Builder {
     fn push(&mut self, event: Event<'_>, span: Span) -> Result<(), YamlError> {
         let pos = pos_of(&span);
@@ -177,16 +211,20 @@ impl Builder {
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) => {}
             Event::DocumentEnd => self.anchors.clear(),
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| YamlError {
+                let (node, cost) = self.anchors.get(&id).cloned().ok_or_else(|| YamlError {
                     pos,
                     message: "alias to an unknown anchor".into(),
                 })?;
-                self.budget(count_nodes(&node), pos)?;
+                self.charge(cost, pos, true)?;
                 let node = Node { pos, ..node };
-                self.finish(node, 0, pos)?;
+                self.finish(node, 0, cost, pos)?;
             }
             Event::Scalar(value, style, anchor, tag) => {
-                self.budget(1, pos)?;
+                let cost = Cost {
+                    nodes: 1,
+                    bytes: value.len(),
+                };
+                self.charge(cost, pos, false)?;
                 let node = Node {
                     pos,
                     tag: tag_string(tag.as_deref()),
@@ -195,11 +233,10 @@ impl Builder {
                         plain: style == ScalarStyle::Plain,
                     },
                 };
-                self.finish(node, anchor, pos)?;
+                self.finish(node, anchor, cost, pos)?;
             }
             Event::SequenceStart(anchor, tag) => {
-                self.budget(1, pos)?;
-                self.depth(pos)?;
+                self.open(pos)?;
                 self.stack.push(Frame::Seq {
                     node: Node {
                         pos,
@@ -211,8 +248,7 @@ impl Builder {
                 });
             }
             Event::MappingStart(anchor, tag) => {
-                self.budget(1, pos)?;
-                self.depth(pos)?;
+                self.open(pos)?;
                 self.stack.push(Frame::Map {
                     node: Node {
                         pos,
@@ -224,26 +260,32 @@ impl Builder {
                     key: None,
                 });
             }
-            Event::SequenceEnd => match self.stack.pop() {
-                Some(Frame::Seq {
-                    mut node,
-                    anchor,
-                    items,
-                }) => {
+            Event::SequenceEnd => match (self.stack.pop(), self.open_costs.pop()) {
+                (
+                    Some(Frame::Seq {
+                        mut node,
+                        anchor,
+                        items,
+                    }),
+                    Some(cost),
+                ) => {
                     node.kind = NodeKind::Seq(items);
-                    self.finish(node, anchor, pos)?;
+                    self.finish(node, anchor, cost, pos)?;
                 }
                 _ => return Err(unbalanced(pos)),
             },
-            Event::MappingEnd => match self.stack.pop() {
-                Some(Frame::Map {
-                    mut node,
-                    anchor,
-                    entries,
-                    ..
-                }) => {
+            Event::MappingEnd => match (self.stack.pop(), self.open_costs.pop()) {
+                (
+                    Some(Frame::Map {
+                        mut node,
+                        anchor,
+                        entries,
+                        ..
+                    }),
+                    Some(cost),
+                ) => {
                     node.kind = NodeKind::Map(resolve_merge_keys(entries));
-                    self.finish(node, anchor, pos)?;
+                    self.finish(node, anchor, cost, pos)?;
                 }
                 _ => return Err(unbalanced(pos)),
             },
@@ -251,33 +293,54 @@ impl Builder {
         Ok(())
     }
 
-    fn budget(&mut self, n: usize, pos: Pos) -> Result<(), YamlError> {
-        self.nodes += n;
-        if self.nodes > MAX_NODES {
-            return Err(YamlError {
-                pos,
-                message: format!(
-                    "document expands to more than {MAX_NODES} nodes (alias bomb?); refused"
-                ),
-            });
-        }
-        Ok(())
-    }
-
-    fn depth(&self, pos: Pos) -> Result<(), YamlError> {
+    /// A list or mapping starts: one node, one level deeper.
+    fn open(&mut self, pos: Pos) -> Result<(), YamlError> {
+        self.charge(Cost { nodes: 1, bytes: 0 }, pos, false)?;
         if self.stack.len() >= MAX_DEPTH {
             return Err(YamlError {
                 pos,
                 message: format!("nesting deeper than {MAX_DEPTH} levels; refused"),
             });
         }
+        self.open_costs.push(Cost { nodes: 1, bytes: 0 });
+        Ok(())
+    }
+
+    /// Count `cost` against the document's budgets (before anything is copied).
+    fn charge(&mut self, cost: Cost, pos: Pos, alias: bool) -> Result<(), YamlError> {
+        self.nodes += cost.nodes;
+        self.bytes += cost.bytes;
+        let what = if alias {
+            "this alias makes the document expand"
+        } else {
+            "the document expands"
+        };
+        if self.nodes > MAX_NODES {
+            return Err(YamlError {
+                pos,
+                message: format!("{what} to more than {MAX_NODES} nodes (an alias bomb?); refused"),
+            });
+        }
+        if self.bytes > MAX_EXPANDED_BYTES {
+            return Err(YamlError {
+                pos,
+                message: format!(
+                    "{what} to more than {MAX_EXPANDED_BYTES} bytes of text \
+                     (an alias bomb?); refused"
+                ),
+            });
+        }
         Ok(())
     }
 
     /// A complete node: remember its anchor, then attach it to its parent.
-    fn finish(&mut self, node: Node, anchor: usize, pos: Pos) -> Result<(), YamlError> {
+    fn finish(&mut self, node: Node, anchor: usize, cost: Cost, pos: Pos) -> Result<(), YamlError> {
+        if let Some(parent) = self.open_costs.last_mut() {
+            parent.nodes += cost.nodes;
+            parent.bytes += cost.bytes;
+        }
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), cost));
         }
         match self.stack.last_mut() {
             None => self.documents.push(node),

@@ -1,22 +1,31 @@
 //! Reading user-data sources: files and directories given on the command line, or the
 //! device's default locations. Files merge in order (directories in lexical order).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::decode;
 use crate::diag::Diagnostics;
 use crate::model::Config;
+use crate::profile;
 use crate::validate;
+use crate::yaml;
 
 /// Where a device looks for user-data when no file is named (DESIGN.md, Inputs).
 pub const DEVICE_SOURCES: &[&str] = &["/oem", "/usr/local/cloud-config"];
 
 #[derive(Debug, thiserror::Error)]
-#[error("reading {}: {source}", path.display())]
-pub struct LoadError {
-    pub path: PathBuf,
-    #[source]
-    pub source: std::io::Error,
+pub enum LoadError {
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Read with a bound, so naming `/dev/zero` or a huge file fails fast instead of
+    /// filling memory.
+    #[error("{}: larger than {limit} bytes; refused", path.display())]
+    TooLarge { path: PathBuf, limit: usize },
 }
 
 /// The merged configuration and every diagnostic found on the way.
@@ -33,7 +42,7 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
     for p in paths {
         if p.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|source| LoadError {
+                .map_err(|source| LoadError::Read {
                     path: p.clone(),
                     source,
                 })?
@@ -71,12 +80,41 @@ pub fn load(paths: &[PathBuf], strict: bool) -> Result<Loaded, LoadError> {
     })
 }
 
-fn read_text(path: &Path) -> Result<String, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError {
+/// Read a user-data or profile file as text, at most [`yaml::MAX_DOCUMENT_BYTES`]: the bound
+/// is applied while reading, so a device node or a growing file cannot exhaust memory.
+pub fn read_text(path: &Path) -> Result<String, LoadError> {
+    let read_err = |source| LoadError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let limit = yaml::MAX_DOCUMENT_BYTES;
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() > limit {
+        return Err(LoadError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        });
+    }
     // Invalid UTF-8 is replaced; the YAML parser then reports the odd characters in place.
     Ok(String::from_utf8(bytes)
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// Read and check a cluster profile file (`cairn-agent apply PROFILE`, `validate`, `plan`).
+pub fn read_profile(path: &Path) -> Result<profile::Checked, ProfileFileError> {
+    let text = read_text(path)?;
+    Ok(profile::read(&path.display().to_string(), &text)?)
+}
+
+/// Why a profile file was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileFileError {
+    #[error(transparent)]
+    Read(#[from] LoadError),
+    #[error(transparent)]
+    Refused(#[from] profile::Refused),
 }

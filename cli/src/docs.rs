@@ -1,6 +1,5 @@
-//! Shell completions and man pages generated from a binary's clap definition (DESIGN.md:
-//! "shell completions and man pages generated from clap"); shared by `cairn-agent` and
-//! `cairn-installer`.
+//! Shell completions and man pages generated from a binary's clap definition, shared by
+//! every Cairn binary (`completions SHELL`, `manpages DIR`).
 
 use std::io::Write;
 use std::path::Path;
