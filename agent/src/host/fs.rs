@@ -877,9 +877,17 @@ pub struct Staged {
 
 impl Staged {
     fn new(loc: Loc) -> Result<Staged, FsError> {
+        Staged::new_with(loc, temp_name)
+    }
+
+    /// [`Staged::new`] with the temp names drawn from `next` (tests force a collision).
+    fn new_with(
+        loc: Loc,
+        mut next: impl FnMut(&CStr) -> Result<CString, FsError>,
+    ) -> Result<Staged, FsError> {
         let name = loc.name()?.to_owned();
         for _ in 0..16 {
-            let tmp = temp_name(&name)?;
+            let tmp = next(&name)?;
             match rustix::fs::openat(
                 &loc.dir,
                 tmp.as_c_str(),
@@ -1257,6 +1265,42 @@ mod tests {
         std::fs::hard_link(root.join("etc/shadow"), root.join("home/alice/.ssh/hl")).unwrap();
         let e = h.set_owner("/home/alice/.ssh/hl", 1000, 1000).unwrap_err();
         assert!(matches!(e, FsError::HardLinked { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_link_at_the_chosen_temp_name_is_skipped_never_followed() {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        let h = host(&d);
+        // Whatever name the scheme picks, a link already there is never opened: the
+        // create is O_EXCL|O_NOFOLLOW, so it fails and the next name is tried.
+        let planted = CString::new(".x.conf.cairn-0123456789abcdef0123456789abcdef.tmp").unwrap();
+        for target in [victim.clone(), PathBuf::from("/nonexistent/dangling")] {
+            let link = d
+                .path()
+                .join("etc")
+                .join(OsStr::from_bytes(planted.as_bytes()));
+            let _ = std::fs::remove_file(&link);
+            symlink(&target, &link).unwrap();
+            let mut names = vec![temp_name(c"x.conf").unwrap(), planted.clone()];
+            let loc = h.resolve("/etc/x.conf", WRITE).unwrap();
+            let mut staged = Staged::new_with(loc, |_| Ok(names.pop().unwrap())).unwrap();
+            assert_ne!(staged.temp_name(), OsStr::from_bytes(planted.as_bytes()));
+            staged.write_all(b"new").unwrap();
+            staged.commit(0o640, Some((0, 0))).unwrap();
+            assert!(std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink());
+        }
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert!(!Path::new("/nonexistent/dangling").exists());
+        assert_eq!(std::fs::read(d.path().join("etc/x.conf")).unwrap(), b"new");
+        // Names are not predictable: two draws differ.
+        assert_ne!(temp_name(c"x").unwrap(), temp_name(c"x").unwrap());
     }
 
     #[test]
