@@ -428,25 +428,23 @@ fn racer(root: PathBuf, dest: PathBuf, stop: Arc<AtomicBool>) -> std::thread::Jo
         let mut swaps = 0u64;
         while !stop.load(Ordering::Relaxed) {
             for target in [dest.display().to_string(), rel.clone()] {
-                // Directory out, link in.
+                // Directory out, link in (for a moment), then back.
                 if std::fs::rename(&app, &real).is_ok() {
                     let _ = symlink(&target, &app);
-                    let _ = symlink(&target, root.join("etc/app.link"));
-                    let _ = std::fs::rename(root.join("etc/app.link"), &app);
-                    std::thread::yield_now();
+                    std::thread::sleep(std::time::Duration::from_millis(1));
                     let _ = std::fs::remove_file(&app);
                     let _ = std::fs::rename(&real, &app);
                     swaps += 1;
                 }
+                // Temp-name links aim at a file outside (a directory could not be opened).
+                let file = format!("{target}/victim");
                 for name in ["x.conf", "y.conf", "dl"] {
-                    let _ = symlink(&target, app.join(format!(".{name}.cairn-{pid}.tmp")));
+                    let _ = symlink(&file, app.join(format!(".{name}.cairn-{pid}.tmp")));
                 }
-                let _ = symlink(&target, app.join(".cairn-download-dl.part"));
+                let _ = symlink(&file, app.join(".cairn-download-dl.part"));
                 let ssh = root.join("home/alice/.ssh");
-                let _ = symlink(
-                    &target,
-                    ssh.join(format!(".authorized_keys.cairn-{pid}.tmp")),
-                );
+                let _ = symlink(&file, ssh.join(format!(".authorized_keys.cairn-{pid}.tmp")));
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
         swaps
