@@ -481,3 +481,42 @@ fn links_planted_continuously_while_applying_change_nothing_outside() {
     );
     assert_same(&before, &sentinel.digest());
 }
+
+/// On a device the root is `/`: a link inside it is "inside", so confinement alone would
+/// let `~alice/.ssh/authorized_keys -> /etc/shadow` through. Links a non-root user owns in
+/// their own directories may not lead out of them (docs/decisions.md).
+#[test]
+fn a_users_link_to_a_system_file_is_refused() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: it gives files to uid 1000"
+    );
+    for (target, shape) in [
+        ("/etc/shadow", "absolute"),
+        ("../../../etc/shadow", "climbing"),
+    ] {
+        let env = TestEnv::empty();
+        alice(&env);
+        env.write("/etc/shadow", "root:secret:::::::\n");
+        std::fs::create_dir_all(env.p("/home/alice/.ssh")).unwrap();
+        for p in ["/home/alice", "/home/alice/.ssh"] {
+            std::os::unix::fs::chown(env.p(p), Some(1000), Some(1000)).unwrap();
+        }
+        let link = env.p("/home/alice/.ssh/authorized_keys");
+        symlink(target, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(1000), Some(1000)).unwrap();
+        let before = snapshot(&env.p("/etc"));
+        let yaml = format!(
+            "stages:\n  boot:\n    - name: w\n      authorized_keys:\n        alice:\n          - {KEY}\n"
+        );
+        let run = env.apply_yaml("w.yaml", &yaml);
+        let e = run.step("w");
+        assert_eq!(e.kind, EventKind::StepFailed, "{shape}: {}", run.describe());
+        assert!(
+            e.message.contains("refusing to follow the symbolic link"),
+            "{shape}: {}",
+            e.message
+        );
+        assert_same(&before, &snapshot(&env.p("/etc")));
+    }
+}

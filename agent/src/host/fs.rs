@@ -42,6 +42,11 @@ pub const MAX_LINKS: u32 = 40;
 /// replaced between `stat` and `open`) before giving up.
 const MAX_RETRIES: u32 = 100;
 
+/// The largest file [`Host::read_opt`] reads into memory (files compared with what a step
+/// wants, account databases, probes); bigger ones are streamed by their callers (downloads
+/// and artifacts are hashed, never read whole).
+pub const MAX_READ: u64 = 64 << 20;
+
 /// Whole-file writes committed together hold this many temp files open at most.
 const BATCH_CHUNK: usize = 256;
 
@@ -75,6 +80,9 @@ pub enum FsError {
         link: PathBuf,
         why: String,
     },
+    /// A file too big to read into memory.
+    #[error("{}: larger than the {} MiB Cairn reads into memory", path.display(), MAX_READ >> 20)]
+    TooLarge { path: PathBuf },
     /// Changing the owner or mode of a file that has other names, in a directory a non-root
     /// user controls: the other name may be a system file.
     #[error(
@@ -535,12 +543,18 @@ impl Host {
 
     /// Read the regular file `p`; `Ok(None)` when it does not exist.
     pub fn read_opt(&self, p: &str) -> Result<Option<Vec<u8>>, FsError> {
-        let Some(mut f) = self.open_read(p)? else {
+        let Some(f) = self.open_read(p)? else {
             return Ok(None);
         };
         let mut buf = Vec::new();
-        f.read_to_end(&mut buf)
+        f.take(MAX_READ + 1)
+            .read_to_end(&mut buf)
             .map_err(err("reading", &self.shown(p)))?;
+        if buf.len() as u64 > MAX_READ {
+            return Err(FsError::TooLarge {
+                path: self.shown(p),
+            });
+        }
         Ok(Some(buf))
     }
 
