@@ -489,7 +489,7 @@ fn unmet_condition(host: &Host, step: &Step) -> Option<String> {
             return Some(format!("service manager is {have}, not {m}"));
         }
     }
-    let exists = |p: &cairn_userdata::model::AbsPath| host.path(p).exists();
+    let exists = |p: &cairn_userdata::model::AbsPath| host.exists(p.as_str());
     if !c.if_files_any.is_empty() && !c.if_files_any.iter().any(exists) {
         return Some("none of if_files.any exist".into());
     }
@@ -515,7 +515,7 @@ fn target_hostname(host: &Host) -> String {
             return h.to_string_lossy().into_owned();
         }
     }
-    std::fs::read_to_string(host.path_str("/etc/hostname"))
+    host.read_text("/etc/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }

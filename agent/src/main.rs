@@ -613,9 +613,16 @@ fn bundle(command: BundleCommand) -> ExitCode {
         }
         BundleCommand::Import { root, bundle } => {
             let host = Host::system(&root);
-            let cache = cairn_agent::artifacts::ArtifactCache::new(
-                host.path_str(kubernetes::install::CACHE_DIR),
-            );
+            let cache = match cairn_agent::artifacts::ArtifactCache::in_target(
+                &host,
+                kubernetes::install::CACHE_DIR,
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: the artifact cache: {e}");
+                    return ExitCode::from(1);
+                }
+            };
             match cairn_agent::artifacts::bundle::import(&cache, &bundle) {
                 Ok(n) => {
                     println!(

@@ -32,20 +32,25 @@ pub struct CommandRecord {
 impl State {
     /// Load the state; a missing or unreadable file is an empty state (logged).
     pub fn load(host: &Host) -> State {
-        let path = host.path_str(STATE_PATH);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!("ignoring unreadable state file {}: {e}", path.display());
+        match host.read_opt(STATE_PATH) {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(
+                    "ignoring unreadable state file {}: {e}",
+                    host.shown(STATE_PATH).display()
+                );
                 State::default()
             }),
-            Err(_) => State::default(),
+            Ok(None) => State::default(),
+            Err(e) => {
+                tracing::warn!("ignoring unreadable state file: {e}");
+                State::default()
+            }
         }
     }
 
     pub fn save(&self, host: &Host) -> Result<(), fs::FsError> {
-        let path = host.path_str(STATE_PATH);
         let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
-        fs::write_atomic(&path, &bytes, 0o600, None)
+        host.write_atomic(STATE_PATH, &bytes, 0o600, None)
     }
 }
 
@@ -67,21 +72,13 @@ pub struct ApplyLock {
 impl ApplyLock {
     /// Take the lock without waiting; the error names the process that holds it.
     pub fn acquire(host: &Host) -> Result<ApplyLock, String> {
-        let path = host.path_str(LOCK_PATH);
-        fs::ensure_parents(&path).map_err(|e| e.to_string())?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        let file = host.open_rw(LOCK_PATH, 0o600).map_err(|e| e.to_string())?;
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             // The file is never written, so taking the lock changes nothing in the root.
             Ok(lock) => Ok(ApplyLock { _lock: lock }),
             Err(_) => Err(format!(
                 "another cairn-agent apply is running on this root (it holds {})",
-                path.display()
+                host.shown(LOCK_PATH).display()
             )),
         }
     }

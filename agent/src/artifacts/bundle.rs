@@ -114,6 +114,7 @@ pub fn create(out: &Path, files: &[(PathBuf, [u8; 32], String)]) -> Result<(), A
     }
     let json =
         serde_json::to_vec_pretty(&manifest).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
-    crate::host::fs::write_atomic(&out.join(MANIFEST), &json, 0o644, None)
+    crate::host::Host::system(out)
+        .write_atomic(&format!("/{MANIFEST}"), &json, 0o644, None)
         .map_err(|e| ArtifactError::Invalid(e.to_string()))
 }

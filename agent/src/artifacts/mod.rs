@@ -8,12 +8,14 @@
 
 pub mod bundle;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+use crate::host::Host;
 
 /// Read and write buffer size for streaming.
 const BUF: usize = 256 * 1024;
@@ -52,6 +54,8 @@ pub enum ArtifactError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Fs(#[from] crate::host::fs::FsError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -102,47 +106,75 @@ impl Default for FetchOptions {
     }
 }
 
+/// The cache. Every file operation in it goes through a [`Host`] rooted at the cache
+/// directory, so nothing planted inside the cache (a link at a partial file's name, a link
+/// in place of `sha256/`) can make a write land outside it.
 pub struct ArtifactCache {
     dir: PathBuf,
+    fs: Host,
 }
 
 impl ArtifactCache {
     /// A cache rooted at `dir` (e.g. `/var/lib/cairn/artifacts`).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        ArtifactCache { dir: dir.into() }
+        let dir = dir.into();
+        ArtifactCache {
+            fs: Host::system(&dir),
+            dir,
+        }
+    }
+
+    /// The cache at `dir` inside a target (e.g. `/var/lib/cairn/artifacts`): the directory
+    /// is created and resolved through the target's seam (inside its root, links budgeted),
+    /// then used by its resolved host path.
+    pub fn in_target(host: &Host, dir: &str) -> Result<Self, ArtifactError> {
+        host.create_dir_all(dir)?;
+        Ok(ArtifactCache::new(host.resolved_path(dir)?))
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Where a verified artifact with this digest lives.
+    /// Where a verified artifact with this digest lives (a host path, for reading it and
+    /// handing it to tar).
     pub fn path_of(&self, sha256: &[u8; 32]) -> PathBuf {
         self.dir.join("sha256").join(hex::encode(sha256))
     }
 
-    fn partial_of(&self, sha256: &[u8; 32]) -> PathBuf {
-        self.dir
-            .join("partial")
-            .join(format!("{}.part", hex::encode(sha256)))
+    fn rel_of(sha256: &[u8; 32]) -> String {
+        format!("/sha256/{}", hex::encode(sha256))
+    }
+
+    fn partial_of(sha256: &[u8; 32]) -> String {
+        format!("/partial/{}.part", hex::encode(sha256))
     }
 
     /// The cached file, if present.
     pub fn get(&self, sha256: &[u8; 32]) -> Option<PathBuf> {
-        let p = self.path_of(sha256);
-        p.is_file().then_some(p)
+        self.fs
+            .is_file(&Self::rel_of(sha256))
+            .then(|| self.path_of(sha256))
     }
 
-    /// Move an already verified file into the cache under its digest.
-    fn commit(&self, from: &Path, sha256: &[u8; 32]) -> Result<PathBuf, ArtifactError> {
-        let dest = self.path_of(sha256);
-        let dir = dest.parent().unwrap_or(&self.dir).to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
-        std::fs::rename(from, &dest).map_err(io("moving into the cache", &dest))?;
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(dest)
+    /// Open the cached file for reading, if present.
+    pub fn open(&self, sha256: &[u8; 32]) -> Result<Option<File>, ArtifactError> {
+        self.fs
+            .open_read(&Self::rel_of(sha256))
+            .map_err(ArtifactError::from)
+    }
+
+    /// The cache directory itself is configuration: create it by path (0755) if missing.
+    fn ensure_dir(&self) -> Result<(), ArtifactError> {
+        std::fs::create_dir_all(&self.dir).map_err(io("creating", &self.dir))
+    }
+
+    /// Move an already verified file (a name inside the cache) under its digest.
+    fn commit(&self, from: &str, sha256: &[u8; 32]) -> Result<PathBuf, ArtifactError> {
+        self.fs
+            .rename(from, &Self::rel_of(sha256))
+            .map_err(ArtifactError::from)?;
+        Ok(self.path_of(sha256))
     }
 
     /// Verify a local file and copy it into the cache (air-gap bundles, USB sticks).
@@ -150,11 +182,12 @@ impl ArtifactCache {
         if let Some(p) = self.get(sha256) {
             return Ok(p);
         }
-        let tmp_dir = self.dir.join("partial");
-        std::fs::create_dir_all(&tmp_dir).map_err(io("creating", &tmp_dir))?;
-        let tmp = tmp_dir.join(format!("{}.import", hex::encode(sha256)));
+        self.ensure_dir()?;
+        // A fresh temp file (random name, O_EXCL|O_NOFOLLOW) beside its final name, renamed
+        // there once verified.
+        let mut staged = self.fs.stage(&Self::rel_of(sha256))?;
+        let shown = staged.shown().to_path_buf();
         let mut src = File::open(file).map_err(io("opening", file))?;
-        let mut dst = File::create(&tmp).map_err(io("creating", &tmp))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; BUF];
         loop {
@@ -163,19 +196,21 @@ impl ArtifactCache {
                 break;
             }
             hasher.update(&buf[..n]);
-            dst.write_all(&buf[..n]).map_err(io("writing", &tmp))?;
+            staged
+                .file()
+                .write_all(&buf[..n])
+                .map_err(io("writing", &shown))?;
         }
         let got: [u8; 32] = hasher.finalize().into();
         if &got != sha256 {
-            let _ = std::fs::remove_file(&tmp);
             return Err(ArtifactError::Mismatch {
                 url: file.display().to_string(),
                 expected: hex::encode(sha256),
                 actual: hex::encode(got),
             });
         }
-        dst.sync_all().map_err(io("syncing", &tmp))?;
-        self.commit(&tmp, sha256)
+        staged.commit(0o644, None)?;
+        Ok(self.path_of(sha256))
     }
 
     /// Fetch `artifact` (or return the cached copy), verifying its sha256 while streaming.
@@ -188,25 +223,42 @@ impl ArtifactCache {
         if let Some(p) = self.get(&artifact.sha256) {
             return Ok(p);
         }
-        let partial = self.partial_of(&artifact.sha256);
-        download_to(
+        self.ensure_dir()?;
+        // The partial file keeps its name across runs (an interrupted download resumes from
+        // it); it is opened without following a link, created 0600 if missing.
+        let partial = Self::partial_of(&artifact.sha256);
+        let mut file = self
+            .fs
+            .open_rw(&partial, 0o600)
+            .map_err(ArtifactError::from)?;
+        let shown = self.fs.shown(&partial);
+        let r = download_to(
             &artifact.url,
-            &partial,
+            &mut file,
+            &shown,
             Some(&artifact.sha256),
             opts,
             progress,
-        )?;
+        );
+        drop(file);
+        if let Err(e) = r {
+            if matches!(e, ArtifactError::Mismatch { .. }) {
+                let _ = self.fs.remove_file(&partial);
+            }
+            return Err(e);
+        }
         self.commit(&partial, &artifact.sha256)
     }
 }
 
-/// Download `url` into `partial` — resuming what an earlier attempt left there, retrying
-/// with backoff — hashing while streaming. With `expected`, a different digest deletes the
-/// partial file and fails naming both digests. Returns the digest; the complete, synced
-/// file is left at `partial` for the caller to move into place.
+/// Download `url` into the open `file` (`shown` names it in messages) — resuming from what
+/// an earlier attempt left in it, retrying with backoff — hashing while streaming. With
+/// `expected`, a different digest empties the file and fails naming both digests. Returns
+/// the digest; the complete file is synced, for the caller to move into place.
 pub fn download_to(
     url: &str,
-    partial: &Path,
+    file: &mut File,
+    shown: &Path,
     expected: Option<&[u8; 32]>,
     opts: &FetchOptions,
     progress: &mut dyn FnMut(Progress),
@@ -218,13 +270,10 @@ pub fn download_to(
         .timeout(opts.idle_timeout)
         .build()
         .map_err(|e| ArtifactError::Invalid(format!("building the HTTP client: {e}")))?;
-    if let Some(dir) = partial.parent() {
-        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-    }
     let mut last = String::new();
     let mut delay = opts.backoff;
     for attempt_no in 1..=opts.attempts {
-        match attempt(&client, url, partial, expected, opts, progress) {
+        match attempt(&client, url, file, shown, expected, opts, progress) {
             Ok(digest) => return Ok(digest),
             Err(AttemptError::Fatal(e)) => return Err(e),
             Err(AttemptError::Retry(msg)) => {
@@ -246,11 +295,16 @@ pub fn download_to(
 
 /// SHA-256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<[u8; 32], ArtifactError> {
-    let mut f = File::open(path).map_err(io("reading", path))?;
+    let f = File::open(path).map_err(io("reading", path))?;
+    sha256_reader(f, path)
+}
+
+/// SHA-256 of an open file (`shown` names it in messages), streamed.
+pub fn sha256_reader(mut f: impl Read, shown: &Path) -> Result<[u8; 32], ArtifactError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; BUF];
     loop {
-        let n = f.read(&mut buf).map_err(io("reading", path))?;
+        let n = f.read(&mut buf).map_err(io("reading", shown))?;
         if n == 0 {
             break;
         }
@@ -262,18 +316,12 @@ pub fn sha256_file(path: &Path) -> Result<[u8; 32], ArtifactError> {
 fn attempt(
     client: &reqwest::blocking::Client,
     url: &str,
+    file: &mut File,
     partial: &Path,
     expected: Option<&[u8; 32]>,
     opts: &FetchOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<[u8; 32], AttemptError> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(partial)
-        .map_err(|e| AttemptError::Fatal(io("opening", partial)(e)))?;
     let have = file
         .metadata()
         .map_err(|e| AttemptError::Fatal(io("reading", partial)(e)))?
@@ -294,20 +342,20 @@ fn attempt(
             .and_then(|v| v.to_str().ok())
             .and_then(content_range_start);
         if start == Some(have) {
-            hash_prefix(&mut file, have, &mut hasher)
+            hash_prefix(file, have, &mut hasher)
                 .map_err(|e| AttemptError::Fatal(io("reading", partial)(e)))?;
             offset = have;
         } else {
-            restart(&mut file, partial)?;
+            restart(file, partial)?;
             return Err(AttemptError::Retry(format!(
                 "server resumed at {start:?}, not at byte {have}; starting over"
             )));
         }
     } else if status.is_success() {
         // A full body (the server ignored Range, or nothing was there): start from zero.
-        restart(&mut file, partial)?;
+        restart(file, partial)?;
     } else if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
-        restart(&mut file, partial)?;
+        restart(file, partial)?;
         return Err(AttemptError::Retry(
             "server refused the range; starting over".into(),
         ));
@@ -360,8 +408,8 @@ fn attempt(
     }
     let got: [u8; 32] = hasher.finalize().into();
     if let Some(want) = expected.filter(|w| **w != got) {
-        drop(file);
-        let _ = std::fs::remove_file(partial);
+        // Emptied: what was downloaded is wrong and must not be resumed from.
+        let _ = file.set_len(0);
         return Err(AttemptError::Fatal(ArtifactError::Mismatch {
             url: url.to_string(),
             expected: hex::encode(want),

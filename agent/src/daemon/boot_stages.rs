@@ -4,7 +4,7 @@
 //! them into its spool, renumbered after its own sequence, so the hub sees what the boot
 //! stages applied, then renames the file so a daemon restart does not send them twice.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cairn_proto::Event;
 
@@ -17,19 +17,21 @@ pub const BOOT_STAGE_EVENTS: &str = "run/cairn/boot-stages.jsonl";
 /// Lines that are not events (a stray message) are skipped. Errors are logged, never
 /// fatal: the daemon's job does not depend on them.
 pub fn forward(root: &Path, spool: &Spool) -> usize {
-    let path = root.join(BOOT_STAGE_EVENTS);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+    // Through the host seam: /run/cairn is in the target, links there stay inside it.
+    let host = crate::host::Host::system(root);
+    let path = format!("/{BOOT_STAGE_EVENTS}");
+    let text = match host.read_opt(&path) {
+        Ok(Some(t)) => String::from_utf8_lossy(&t).into_owned(),
+        Ok(None) => return 0,
         Err(e) => {
-            tracing::warn!("reading boot-stage events {}: {e}", path.display());
+            tracing::warn!("reading boot-stage events: {e}");
             return 0;
         }
     };
-    let done: PathBuf = path.with_extension("jsonl.forwarded");
+    let done = format!("{path}.forwarded");
     // Renamed first: after a crash half-way, some events are missing rather than sent twice.
-    if let Err(e) = std::fs::rename(&path, &done) {
-        tracing::warn!("moving {} aside: {e}", path.display());
+    if let Err(e) = host.rename(&path, &done) {
+        tracing::warn!("moving boot-stage events aside: {e}");
         return 0;
     }
     let mut sent = 0;

@@ -11,15 +11,14 @@
 //! spool/          events not yet acknowledged by the hub (see `spool.rs`)
 //! daemon.lock     held by the running daemon
 //! ```
-//! Whole-file updates go through [`write_atomic`]: temp file created 0600 with `O_EXCL`,
-//! fsynced, renamed over the target, directory fsynced — a crash leaves the old or the new
+//! Whole-file updates go through [`write_atomic`]: temp file created 0600 with
+//! `O_EXCL|O_NOFOLLOW` under a random name, fsynced, renamed over the target, directory fsynced — a crash leaves the old or the new
 //! content, never a torn file, and a secret is never readable by others, not even briefly.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -73,35 +72,26 @@ impl StateDir {
     }
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Atomically replace `path` with `content` (mode 0600). See the module docs.
+/// Atomically replace `path` with `content` (mode 0600). See the module docs: the write goes
+/// through the host seam rooted at the file's directory (temp file with a random name,
+/// `O_CREAT|O_EXCL|O_NOFOLLOW`, renamed within the opened directory), like every write Cairn
+/// makes in a target.
 pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(content)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} has no file name", path.display()),
+        )
+    })?;
+    crate::host::Host::system(dir)
+        .write_atomic(
+            &format!("/{}", name.to_string_lossy()),
+            content,
+            0o600,
+            None,
+        )
+        .map_err(io::Error::other)
 }
 
 /// Serialize `value` as pretty JSON and [`write_atomic`] it.
@@ -128,6 +118,7 @@ pub fn open_append(path: &Path) -> io::Result<File> {
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
         .open(path)
 }
 

@@ -30,7 +30,7 @@ pub struct Accounts {
 
 impl Accounts {
     pub fn read(host: &Host) -> Accounts {
-        let read = |p: &str| std::fs::read_to_string(host.path_str(p)).unwrap_or_default();
+        let read = |p: &str| host.read_text(p).unwrap_or_default();
         Accounts {
             users: parse_passwd(&read("/etc/passwd")),
             groups: parse_group(&read("/etc/group")),

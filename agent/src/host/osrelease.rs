@@ -15,7 +15,7 @@ pub struct OsRelease {
 impl OsRelease {
     pub fn read(host: &Host) -> OsRelease {
         for p in ["/etc/os-release", "/usr/lib/os-release"] {
-            if let Ok(text) = std::fs::read_to_string(host.path_str(p)) {
+            if let Some(text) = host.read_text(p) {
                 return OsRelease::parse(&text);
             }
         }
@@ -58,8 +58,7 @@ impl OsRelease {
 /// ELF header of its `/bin/sh` (so an arm64 root is recognised on an x86_64 builder), else
 /// the running machine's.
 pub fn target_arch(host: &Host) -> &'static str {
-    let sh = host.path_str("/bin/sh");
-    if let Ok(bytes) = std::fs::read(&sh) {
+    if let Ok(Some(bytes)) = host.read_opt("/bin/sh") {
         if bytes.len() > 20 && &bytes[..4] == b"\x7fELF" {
             let machine = u16::from_le_bytes([bytes[18], bytes[19]]);
             match machine {

@@ -246,13 +246,12 @@ impl Run<'_> {
         self.emit(phase, "skipped", 0, why, Value::Null);
     }
 
-    fn cache(&self) -> ArtifactCache {
-        ArtifactCache::new(
-            self.opts
-                .cache_dir
-                .clone()
-                .unwrap_or_else(|| self.host.path_str(CACHE_DIR)),
-        )
+    fn cache(&self) -> Result<ArtifactCache, String> {
+        match &self.opts.cache_dir {
+            Some(d) => Ok(ArtifactCache::new(d.clone())),
+            None => ArtifactCache::in_target(self.host, CACHE_DIR)
+                .map_err(|e| format!("the artifact cache {CACHE_DIR}: {e}")),
+        }
     }
 
     /// Apply some of the plan's engine steps (by stage and step name).
@@ -451,7 +450,7 @@ impl Run<'_> {
 }
 
 fn phase_artifacts(r: &mut Run) -> Result<(&'static str, String, Value), InstallError> {
-    let cache = r.cache();
+    let cache = r.cache().map_err(|e| fail("artifacts", e))?;
     let deadline = Instant::now() + r.opts.timeouts.artifacts;
     let (mut fetched, mut cached, mut bytes) = (0usize, 0usize, 0u64);
     let mut imported = 0;
@@ -562,7 +561,7 @@ fn phase_host_prep(r: &mut Run) -> Result<(&'static str, String, Value), Install
 type InstallOut = (&'static str, String, Value, Vec<String>);
 
 fn phase_install(r: &mut Run, previous: Option<&Record>) -> Result<InstallOut, InstallError> {
-    let cache = r.cache();
+    let cache = r.cache().map_err(|e| fail("install", e))?;
     let mut changes = place::place_all(r.host, &cache, &r.plan.fetch, previous)
         .map_err(|e| fail("install", e))?;
     changes.extend(r.engine_steps(
@@ -642,7 +641,7 @@ fn phase_start(
                 } else {
                     "/etc/kubernetes/kubelet.conf"
                 };
-                if !r.host.path_str(marker).exists() {
+                if !r.host.exists(marker) {
                     let cmd = Cmd::new(argv[0].clone())
                         .args(argv[1..].iter().cloned())
                         .timeout(r.opts.timeouts.start);
@@ -740,9 +739,10 @@ fn phase_start(
                 return Err(e);
             };
             // Roll back: the previous artifacts are still in the content-addressed cache.
-            let cache = r.cache();
-            let restore =
-                place::place_all(r.host, &cache, &prev.artifacts, None).map_err(|pe| {
+            let restore = r
+                .cache()
+                .and_then(|cache| place::place_all(r.host, &cache, &prev.artifacts, None))
+                .map_err(|pe| {
                     fail(
                         "start",
                         format!("{}; rolling back failed too: {pe}", e.message),
@@ -857,7 +857,7 @@ fn phase_addons(r: &mut Run) -> Result<(&'static str, String, Value), InstallErr
         return Ok(("skipped", "no add-ons".into(), Value::Null));
     };
     let deadline = Instant::now() + r.opts.timeouts.addons;
-    let cache = r.cache();
+    let cache = r.cache().map_err(|e| fail("addons", e))?;
     let mut changes =
         place::place_all(r.host, &cache, &addons.fetch, None).map_err(|e| fail("addons", e))?;
     let mut applied = Vec::new();
@@ -964,11 +964,11 @@ fn phase_addons(r: &mut Run) -> Result<(&'static str, String, Value), InstallErr
 
 /// Write `content` at `path` in the target unless it is already there; true if written.
 fn converge_file(host: &Host, path: &str, content: &[u8]) -> Result<bool, String> {
-    let p = host.path_str(path);
-    if std::fs::read(&p).ok().as_deref() == Some(content) {
+    if host.read_opt(path).map_err(|e| e.to_string())?.as_deref() == Some(content) {
         return Ok(false);
     }
-    crate::host::fs::write_atomic(&p, content, 0o600, None).map_err(|e| e.to_string())?;
+    host.write_atomic(path, content, 0o600, None)
+        .map_err(|e| e.to_string())?;
     Ok(true)
 }
 
@@ -1022,8 +1022,8 @@ pub fn install_profile(
 /// The node name: the target's `/etc/hostname` (first label kept whole), else the running
 /// system's host name, lower-cased.
 pub fn node_name(host: &Host) -> String {
-    let from_file = std::fs::read_to_string(host.path_str("/etc/hostname"))
-        .ok()
+    let from_file = host
+        .read_text("/etc/hostname")
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
     let name = from_file.unwrap_or_else(|| {

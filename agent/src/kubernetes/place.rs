@@ -8,8 +8,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{Fetch, Placement};
-use crate::artifacts::{parse_sha256, sha256_file, ArtifactCache};
-use crate::host::{fs, Cmd, Host};
+use crate::artifacts::{parse_sha256, sha256_reader, ArtifactCache};
+use crate::host::{Cmd, Host};
 
 /// Where the record of the installed Kubernetes artifacts lives in the target.
 pub const RECORD_PATH: &str = "/var/lib/cairn/kubernetes/installed.json";
@@ -27,17 +27,17 @@ impl Record {
     /// The record in the target, if any (an unreadable record counts as none: the next
     /// install re-places everything, which is safe).
     pub fn load(host: &Host) -> Option<Record> {
-        let text = std::fs::read(host.path_str(RECORD_PATH)).ok()?;
+        let text = host.read_opt(RECORD_PATH).ok()??;
         serde_json::from_slice(&text).ok()
     }
 
     pub fn save(&self, host: &Host) -> Result<(), String> {
-        let path = host.path_str(RECORD_PATH);
         let text = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        if std::fs::read(&path).ok().as_deref() == Some(text.as_slice()) {
+        if host.read_opt(RECORD_PATH).ok().flatten().as_deref() == Some(text.as_slice()) {
             return Ok(());
         }
-        fs::write_atomic(&path, &text, 0o600, None).map_err(|e| e.to_string())
+        host.write_atomic(RECORD_PATH, &text, 0o600, None)
+            .map_err(|e| e.to_string())
     }
 
     /// The artifact placed at the same place as `f`, if recorded.
@@ -79,9 +79,9 @@ pub fn place(
         )
     })?;
     match &f.place {
-        Placement::Binary { path, mode } => copy_if_different(host, &src, &sha, path, *mode, f),
+        Placement::Binary { path, mode } => copy_if_different(host, cache, &sha, path, *mode, f),
         Placement::Into { dir, file } => {
-            copy_if_different(host, &src, &sha, &format!("{dir}/{file}"), 0o644, f)
+            copy_if_different(host, cache, &sha, &format!("{dir}/{file}"), 0o644, f)
         }
         Placement::Extract { dir } => {
             let recorded = previous
@@ -90,10 +90,11 @@ pub fn place(
             if recorded {
                 return Ok(None);
             }
-            let dest = host.path_str(dir);
-            std::fs::create_dir_all(&dest)
-                .map_err(|e| format!("creating {} for `{}`: {e}", dest.display(), f.name))?;
-            extract(host, &src, &dest).map_err(|e| format!("unpacking `{}`: {e}", f.name))?;
+            // The directory is made (and resolved) by the seam; tar(1) then unpacks into it
+            // running chrooted into the target when the root is not `/` (see `extract`).
+            host.create_dir_all(dir)
+                .map_err(|e| format!("creating {dir} for `{}`: {e}", f.name))?;
+            extract(host, &src, dir).map_err(|e| format!("unpacking `{}`: {e}", f.name))?;
             Ok(Some(format!("unpacked {} into {dir}", f.name)))
         }
     }
@@ -101,36 +102,50 @@ pub fn place(
 
 fn copy_if_different(
     host: &Host,
-    src: &Path,
+    cache: &ArtifactCache,
     sha: &[u8; 32],
     target: &str,
     mode: u32,
     f: &Fetch,
 ) -> Result<Option<String>, String> {
-    let dest = host.path_str(target);
-    if dest.is_file() && sha256_file(&dest).ok().as_ref() == Some(sha) {
-        let meta_ok = std::fs::metadata(&dest)
-            .map(|m| {
-                use std::os::unix::fs::PermissionsExt;
-                m.permissions().mode() & 0o7777 == mode
-            })
-            .unwrap_or(false);
-        if meta_ok {
-            return Ok(None);
+    let installing =
+        |e: &dyn std::fmt::Display| format!("installing `{}` at {target}: {e}", f.name);
+    if let Some(meta) = host.meta(target).map_err(|e| installing(&e))? {
+        if meta.is_file && meta.mode == mode {
+            let current = host.open_read(target).map_err(|e| installing(&e))?;
+            let same = current
+                .map(|c| sha256_reader(c, &host.shown(target)))
+                .transpose()
+                .map_err(|e| installing(&e))?;
+            if same.as_ref() == Some(sha) {
+                return Ok(None);
+            }
         }
     }
-    let data = std::fs::read(src).map_err(|e| format!("reading {}: {e}", src.display()))?;
-    // Written beside the target and renamed over it: a running binary is replaced, never
-    // rewritten in place ("text file busy").
-    fs::write_atomic(&dest, &data, mode, Some((0, 0)))
-        .or_else(|_| fs::write_atomic(&dest, &data, mode, None))
-        .map_err(|e| format!("installing `{}` at {target}: {e}", f.name))?;
+    let mut src = cache
+        .open(sha)
+        .map_err(|e| installing(&e))?
+        .ok_or_else(|| installing(&"it left the cache"))?;
+    // Written to a temp file beside the target and renamed over it: a running binary is
+    // replaced, never rewritten in place ("text file busy").
+    let mut staged = host.stage(target).map_err(|e| installing(&e))?;
+    let shown = staged.shown().to_path_buf();
+    std::io::copy(&mut src, staged.file())
+        .map_err(|e| installing(&format!("copying to {}: {e}", shown.display())))?;
+    // Owned by root where Cairn may change owners (not in an unprivileged test run).
+    let owner = nix::unistd::geteuid().is_root().then_some((0, 0));
+    staged.commit(mode, owner).map_err(|e| installing(&e))?;
     Ok(Some(format!("installed {} at {target}", f.name)))
 }
 
 /// Unpack a `.tar.gz` with tar(1) (present on every target: Debian's `tar` is essential),
 /// never restoring owners from the archive and refusing members that climb out.
-fn extract(host: &Host, archive: &Path, dest: &Path) -> Result<(), String> {
+///
+/// tar works by path: the destination is the host path the seam resolved (inside the root,
+/// link budget and unsafe-link rule applied), and tar itself refuses members that climb
+/// out. A link planted *below* the destination after that is not guarded against here.
+fn extract(host: &Host, archive: &Path, dir: &str) -> Result<(), String> {
+    let dest = host.resolved_path(dir).map_err(|e| e.to_string())?;
     let cmd = Cmd::new("tar")
         .arg("-xzf")
         .arg(archive.display().to_string())

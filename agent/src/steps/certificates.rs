@@ -2,7 +2,7 @@
 //! when a certificate file actually changed.
 
 use super::{converge_file, Changes, StepCx, StepError};
-use crate::host::{fs, Cmd, OsRelease};
+use crate::host::{Cmd, OsRelease};
 use cairn_userdata::model::{AbsPath, CertSpec};
 
 /// Where one distro family keeps local CA certificates and how it rebuilds its bundle.
@@ -82,19 +82,17 @@ pub fn apply(cx: &mut StepCx, spec: &CertSpec) -> Result<Changes, StepError> {
         wanted.push(name);
     }
     // Certificates Cairn added earlier that are no longer listed are removed.
-    let dir = cx.host.path_str(store.anchors_dir);
-    if let Ok(entries) = std::fs::read_dir(&dir) {
+    if let Some(entries) = cx.host.read_dir(store.anchors_dir)? {
         let mut stale: Vec<String> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .iter()
+            .map(|e| e.to_string_lossy().into_owned())
             .filter(|n| n.starts_with(PREFIX) && !wanted.contains(n))
             .collect();
         stale.sort();
         for n in stale {
             changes.push(format!("removed {}/{n}", store.anchors_dir));
             if !cx.dry_run {
-                let p = dir.join(&n);
-                std::fs::remove_file(&p).map_err(fs::err("removing", &p))?;
+                cx.host.remove_file(&format!("{}/{n}", store.anchors_dir))?;
             }
         }
     }
@@ -130,7 +128,7 @@ fn disable_defaults(cx: &mut StepCx, store: &TrustStore) -> Result<Changes, Step
         ));
     };
     let path = AbsPath::parse(conf).map_err(StepError::msg)?;
-    let current = fs::read_opt(&cx.path(&path))?.unwrap_or_default();
+    let current = cx.host.read_opt(path.as_str())?.unwrap_or_default();
     let text = String::from_utf8_lossy(&current);
     let mut out = String::new();
     for line in text.lines() {

@@ -19,9 +19,9 @@ pub fn files(cx: &mut StepCx, specs: &[FileSpec]) -> Result<Changes, StepError> 
         let ids = cx.resolve_ids(spec.owner.as_ref(), spec.group.as_ref())?;
         if spec.append {
             // Appends act on the file as the entries before them left it.
-            batch.commit()?;
-            let real = cx.path(&spec.path);
-            let current = fs::read_opt(&real)?.unwrap_or_default();
+            batch.commit(cx.host)?;
+            let real = spec.path.as_str();
+            let current = cx.host.read_opt(real)?.unwrap_or_default();
             // Appending the same block again would grow the file on every run: skip it
             // when the file already ends with it.
             if !spec.content.is_empty() && !current.ends_with(&spec.content) {
@@ -31,10 +31,10 @@ pub fn files(cx: &mut StepCx, specs: &[FileSpec]) -> Result<Changes, StepError> 
                     spec.path
                 ));
                 if !cx.dry_run {
-                    fs::append(&real, &spec.content, mode)?;
+                    cx.host.append(real, &spec.content, mode)?;
                 }
             }
-            if let Some(c) = converge_meta(cx, &real, &spec.path, mode, ids)? {
+            if let Some(c) = converge_meta(cx, &spec.path, mode, ids)? {
                 changes.push(c);
             }
             continue;
@@ -43,32 +43,32 @@ pub fn files(cx: &mut StepCx, specs: &[FileSpec]) -> Result<Changes, StepError> 
             changes.push(c);
         }
     }
-    batch.commit()?;
+    batch.commit(cx.host)?;
     Ok(changes)
 }
 
 fn converge_meta(
     cx: &StepCx,
-    real: &std::path::Path,
     shown: &cairn_userdata::model::AbsPath,
     mode: u32,
     ids: Option<(u32, u32)>,
 ) -> Result<Option<String>, StepError> {
-    let Some(m) = fs::meta(real) else {
+    let real = shown.as_str();
+    let Some(m) = cx.host.meta(real)? else {
         return Ok(None);
     };
     let mut what = Vec::new();
     if m.mode != mode {
         what.push(format!("mode {mode:04o}"));
         if !cx.dry_run {
-            fs::set_mode(real, mode)?;
+            cx.host.set_mode(real, mode)?;
         }
     }
     if let Some((u, g)) = ids {
         if m.uid != u || m.gid != g {
             what.push(format!("owner {u}:{g}"));
             if !cx.dry_run {
-                fs::set_owner(real, u, g)?;
+                cx.host.set_owner(real, u, g)?;
             }
         }
     }
@@ -80,8 +80,8 @@ pub fn directories(cx: &mut StepCx, specs: &[DirSpec]) -> Result<Changes, StepEr
     for spec in specs {
         let mode = spec.mode.map_or(0o755, |m| m.0);
         let ids = cx.resolve_ids(spec.owner.as_ref(), spec.group.as_ref())?;
-        let real = cx.path(&spec.path);
-        match fs::meta(&real) {
+        let real = spec.path.as_str();
+        match cx.host.meta(real)? {
             Some(m) if !m.is_dir => {
                 return Err(StepError::msg(format!(
                     "{} exists and is not a directory",
@@ -89,16 +89,16 @@ pub fn directories(cx: &mut StepCx, specs: &[DirSpec]) -> Result<Changes, StepEr
                 )))
             }
             Some(_) => {
-                if let Some(c) = converge_meta(cx, &real, &spec.path, mode, ids)? {
+                if let Some(c) = converge_meta(cx, &spec.path, mode, ids)? {
                     changes.push(c);
                 }
             }
             None => {
                 changes.push(format!("created directory {} (mode {mode:04o})", spec.path));
                 if !cx.dry_run {
-                    fs::create_dir(&real, mode)?;
+                    cx.host.create_dir(real, mode)?;
                     if let Some((u, g)) = ids {
-                        fs::set_owner(&real, u, g)?;
+                        cx.host.set_owner(real, u, g)?;
                     }
                 }
             }
@@ -115,16 +115,22 @@ pub fn downloads(cx: &mut StepCx, specs: &[DownloadSpec]) -> Result<Changes, Ste
     for spec in specs {
         let mode = spec.mode.map_or(0o644, |m| m.0);
         let ids = cx.resolve_ids(spec.owner.as_ref(), spec.group.as_ref())?;
-        let real = cx.path(&spec.path);
-        let present = real.is_file();
+        let real = spec.path.as_str();
+        let present = cx.host.meta(real)?.is_some_and(|m| m.is_file);
         let up_to_date = match (&spec.sha256, present) {
-            (Some(want), true) => artifacts::sha256_file(&real).map_err(download_err)? == *want,
+            (Some(want), true) => match cx.host.open_read(real)? {
+                Some(f) => {
+                    artifacts::sha256_reader(f, &cx.host.shown(real)).map_err(download_err)?
+                        == *want
+                }
+                None => false,
+            },
             // Without a digest an existing file is kept: it cannot be compared.
             (None, true) => true,
             (_, false) => false,
         };
         if up_to_date {
-            if let Some(c) = converge_meta(cx, &real, &spec.path, mode, ids)? {
+            if let Some(c) = converge_meta(cx, &spec.path, mode, ids)? {
                 changes.push(c);
             }
             continue;
@@ -143,30 +149,22 @@ pub fn downloads(cx: &mut StepCx, specs: &[DownloadSpec]) -> Result<Changes, Ste
             backoff: Duration::from_millis(500),
             ..FetchOptions::default()
         };
-        // The partial file sits next to the target so the final rename stays on one file
-        // system; interruptions within the step resume from it.
-        let name = real
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let partial = real.with_file_name(format!(".cairn-download-{name}.part"));
-        fs::ensure_parents(&real)?;
-        if let Err(e) = artifacts::download_to(
+        // The partial file is a temp file beside the target (random name, created with
+        // O_EXCL|O_NOFOLLOW in the opened directory) so the final rename stays on one file
+        // system; interruptions within the step resume from it. Dropped on failure, it is
+        // removed: a failed step leaves the target tree as it was.
+        let mut staged = cx.host.stage(real)?;
+        let shown = staged.shown().to_path_buf();
+        artifacts::download_to(
             &spec.url,
-            &partial,
+            staged.file(),
+            &shown,
             spec.sha256.as_ref(),
             &opts,
             &mut |_| {},
-        ) {
-            // A failed step leaves the target tree as it was.
-            let _ = std::fs::remove_file(&partial);
-            return Err(download_err(e));
-        }
-        if let Some((u, g)) = ids {
-            fs::set_owner(&partial, u, g)?;
-        }
-        fs::set_mode(&partial, mode)?;
-        std::fs::rename(&partial, &real).map_err(fs::err("renaming into place", &real))?;
+        )
+        .map_err(download_err)?;
+        staged.commit(mode, ids)?;
     }
     Ok(changes)
 }

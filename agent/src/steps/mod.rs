@@ -13,8 +13,6 @@ mod system;
 pub use system::{owned_drop_in, sweep_drop_ins};
 mod users;
 
-use std::path::PathBuf;
-
 use crate::host::accounts::Accounts;
 use crate::host::fs::FsError;
 use crate::host::{Host, RunError};
@@ -122,10 +120,6 @@ impl<'a> StepCx<'a> {
             ))),
         }
     }
-
-    pub fn path(&self, p: &cairn_userdata::model::AbsPath) -> PathBuf {
-        self.host.path(p)
-    }
 }
 
 /// Apply one action, returning the changes made (or that would be made, in dry-run).
@@ -153,8 +147,8 @@ pub fn apply_action(action: &Action, cx: &mut StepCx) -> Result<Changes, StepErr
 
 /// How a file in the target differs from what a step wants there.
 pub struct FileDelta {
-    /// The file's host path.
-    pub real: std::path::PathBuf,
+    /// The file's path in the target.
+    pub real: String,
     /// The change line to report.
     pub change: String,
     /// Only mode and/or owner differ: fix them in place, no rewrite.
@@ -173,12 +167,12 @@ pub fn file_delta(
     mode: u32,
     owner: Option<(u32, u32)>,
 ) -> Result<Option<FileDelta>, StepError> {
-    let real = cx.path(path);
-    let current = crate::host::fs::read_opt(&real)?;
-    let meta = crate::host::fs::meta(&real);
+    let real = path.as_str().to_string();
+    let meta = cx.host.meta(&real)?;
     if meta.as_ref().is_some_and(|m| m.is_dir) {
         return Err(StepError::msg(format!("{path} is a directory, not a file")));
     }
+    let current = cx.host.read_opt(&real)?;
     let content_same = current.as_deref() == Some(content);
     let mode_same = meta.as_ref().is_some_and(|m| m.mode == mode);
     let owner_same = meta.as_ref().is_some_and(|m| Some((m.uid, m.gid)) == owner);
@@ -205,12 +199,17 @@ pub fn file_delta(
 
 impl FileDelta {
     /// Fix mode and owner in place; only for a delta whose content is the same.
-    pub fn fix_attributes(&self, mode: u32, owner: Option<(u32, u32)>) -> Result<(), StepError> {
+    pub fn fix_attributes(
+        &self,
+        host: &crate::host::Host,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), StepError> {
         if !self.mode_same {
-            crate::host::fs::set_mode(&self.real, mode)?;
+            host.set_mode(&self.real, mode)?;
         }
         if let (Some((uid, gid)), false) = (owner, self.owner_same) {
-            crate::host::fs::set_owner(&self.real, uid, gid)?;
+            host.set_owner(&self.real, uid, gid)?;
         }
         Ok(())
     }
@@ -226,17 +225,17 @@ pub fn converge_queued(
     mode: u32,
     owner: Option<(u32, u32)>,
 ) -> Result<Option<String>, StepError> {
-    if batch.holds(&cx.path(path)) {
-        batch.commit()?;
+    if batch.holds(path.as_str()) {
+        batch.commit(cx.host)?;
     }
     let Some(delta) = file_delta(cx, path, content, mode, owner)? else {
         return Ok(None);
     };
     if !cx.dry_run {
         if delta.content_same {
-            delta.fix_attributes(mode, owner)?;
+            delta.fix_attributes(cx.host, mode, owner)?;
         } else {
-            batch.push(delta.real, content.to_vec(), mode, owner)?;
+            batch.push(cx.host, &delta.real, content.to_vec(), mode, owner)?;
         }
     }
     Ok(Some(delta.change))
@@ -256,9 +255,9 @@ pub fn converge_file(
     };
     if !cx.dry_run {
         if delta.content_same {
-            delta.fix_attributes(mode, owner)?;
+            delta.fix_attributes(cx.host, mode, owner)?;
         } else {
-            crate::host::fs::write_atomic(&delta.real, content, mode, owner)?;
+            cx.host.write_atomic(&delta.real, content, mode, owner)?;
         }
     }
     Ok(Some(delta.change))

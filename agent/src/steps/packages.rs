@@ -92,8 +92,9 @@ pub fn apply(cx: &mut StepCx, spec: &PackageSpec) -> Result<Changes, StepError> 
         .collect();
     // A refresh that finds nothing new leaves the package manager's files untouched (apt
     // keeps their old mtimes), so Cairn also records when it last refreshed.
-    let stamp = cx.host.path_str(REFRESH_STAMP);
-    let refreshed = backend.lists_refreshed(cx.host).max(mtime(&stamp));
+    let refreshed = backend
+        .lists_refreshed(cx.host)
+        .max(cx.host.modified(REFRESH_STAMP));
     let stale = refreshed
         .and_then(|t| t.elapsed().ok())
         .is_none_or(|age| age > REFRESH_MAX_AGE);
@@ -102,7 +103,7 @@ pub fn apply(cx: &mut StepCx, spec: &PackageSpec) -> Result<Changes, StepError> 
     if stale && (spec.refresh || spec.upgrade || !to_install.is_empty()) {
         run_pm(cx, backend.as_ref(), backend.refresh())?;
         if !cx.dry_run {
-            crate::host::fs::write_atomic(&stamp, b"", 0o644, None)?;
+            cx.host.write_atomic(REFRESH_STAMP, b"", 0o644, None)?;
         }
         changes.push(format!("refreshed {} package lists", backend.name()));
     }
@@ -150,8 +151,28 @@ fn run_pm(cx: &StepCx, backend: &dyn PackageBackend, cmd: Cmd) -> Result<(), Ste
     }
 }
 
-fn mtime(path: &std::path::Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// A package database of the target, as text (missing is an error: the backend was chosen
+/// because the target has it).
+fn read_db(host: &Host, path: &str) -> Result<String, StepError> {
+    let bytes = host
+        .read_opt(path)?
+        .ok_or_else(|| crate::host::fs::FsError::Io {
+            action: "reading",
+            path: host.shown(path),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The latest modification time of the entries of `dir` in the target whose names `keep`.
+fn newest_in(host: &Host, dir: &str, keep: impl Fn(&str) -> bool) -> Option<SystemTime> {
+    host.read_dir(dir)
+        .ok()??
+        .iter()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| keep(n))
+        .filter_map(|n| host.modified(&format!("{dir}/{n}")))
+        .max()
 }
 
 struct Apt;
@@ -184,23 +205,14 @@ impl PackageBackend for Apt {
     }
 
     fn installed(&self, host: &Host) -> Result<HashMap<String, String>, StepError> {
-        let path = host.path_str("/var/lib/dpkg/status");
-        let text =
-            std::fs::read_to_string(&path).map_err(crate::host::fs::err("reading", &path))?;
+        let text = read_db(host, "/var/lib/dpkg/status")?;
         Ok(parse_dpkg_status(&text))
     }
 
     fn lists_refreshed(&self, host: &Host) -> Option<SystemTime> {
-        let dir = host.path_str("/var/lib/apt/lists");
-        std::fs::read_dir(dir)
-            .ok()?
-            .filter_map(Result::ok)
-            .filter(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.ends_with("Release") || n.ends_with("_Packages")
-            })
-            .filter_map(|e| mtime(&e.path()))
-            .max()
+        newest_in(host, "/var/lib/apt/lists", |n| {
+            n.ends_with("Release") || n.ends_with("_Packages")
+        })
     }
 
     fn refresh(&self) -> Cmd {
@@ -283,7 +295,7 @@ impl PackageBackend for Dnf {
         rpm_installed(host)
     }
     fn lists_refreshed(&self, host: &Host) -> Option<SystemTime> {
-        mtime(&host.path_str("/var/cache/dnf/last_makecache"))
+        host.modified("/var/cache/dnf/last_makecache")
     }
     fn refresh(&self) -> Cmd {
         Cmd::new("dnf").args(["--assumeyes", "makecache"])
@@ -324,7 +336,7 @@ impl PackageBackend for Zypper {
         rpm_installed(host)
     }
     fn lists_refreshed(&self, host: &Host) -> Option<SystemTime> {
-        mtime(&host.path_str("/var/cache/zypp/raw"))
+        host.modified("/var/cache/zypp/raw")
     }
     fn refresh(&self) -> Cmd {
         zypper().arg("refresh")
@@ -362,9 +374,7 @@ impl PackageBackend for Apk {
         "apk"
     }
     fn installed(&self, host: &Host) -> Result<HashMap<String, String>, StepError> {
-        let path = host.path_str("/lib/apk/db/installed");
-        let text =
-            std::fs::read_to_string(&path).map_err(crate::host::fs::err("reading", &path))?;
+        let text = read_db(host, "/lib/apk/db/installed")?;
         let mut out = HashMap::new();
         for para in text.split("\n\n") {
             let mut name = None;
@@ -383,11 +393,7 @@ impl PackageBackend for Apk {
         Ok(out)
     }
     fn lists_refreshed(&self, host: &Host) -> Option<SystemTime> {
-        std::fs::read_dir(host.path_str("/var/cache/apk"))
-            .ok()?
-            .filter_map(Result::ok)
-            .filter_map(|e| mtime(&e.path()))
-            .max()
+        newest_in(host, "/var/cache/apk", |_| true)
     }
     fn refresh(&self) -> Cmd {
         apk().arg("update")

@@ -3,7 +3,7 @@
 //! (sysctl values, modprobe, daemon-reload, start) only when the root is `/`.
 
 use super::{converge_file, Changes, StepCx, StepError};
-use crate::host::{fs, Cmd};
+use crate::host::Cmd;
 use cairn_userdata::model::{
     AbsPath, Action, DnsSpec, EnvSpec, HostnameSpec, KernelModule, KeyValue, Located, SystemctlSpec,
 };
@@ -45,7 +45,7 @@ pub fn hostname(cx: &mut StepCx, spec: &HostnameSpec) -> Result<Changes, StepErr
     // Keep the Debian-style 127.0.1.1 line (if there is one) in step with the name, so
     // sudo and friends can resolve it.
     let hosts = abs("/etc/hosts")?;
-    if let Some(text) = fs::read_opt(&cx.path(&hosts))? {
+    if let Some(text) = cx.host.read_opt(hosts.as_str())? {
         let text = String::from_utf8_lossy(&text).into_owned();
         let short = spec.hostname.split('.').next().unwrap_or(&spec.hostname);
         let names = match &spec.fqdn {
@@ -67,7 +67,7 @@ pub fn hostname(cx: &mut StepCx, spec: &HostnameSpec) -> Result<Changes, StepErr
         if replaced {
             let mut new = new.join("\n");
             new.push('\n');
-            let mode = fs::meta(&cx.path(&hosts)).map_or(0o644, |m| m.mode);
+            let mode = cx.host.meta(hosts.as_str())?.map_or(0o644, |m| m.mode);
             if let Some(c) = converge_file(cx, &hosts, new.as_bytes(), mode, Some((0, 0)))? {
                 changes.push(c);
             }
@@ -97,7 +97,7 @@ const RESOLVED_DROP_IN: &str = "/etc/systemd/resolved.conf.d/10-cairn-dns.conf";
 
 pub fn dns(cx: &mut StepCx, spec: &DnsSpec) -> Result<Changes, StepError> {
     if spec.path.as_str() == "/etc/resolv.conf" {
-        let link = std::fs::read_link(cx.host.path_str("/etc").join("resolv.conf")).ok();
+        let link = cx.host.read_link("/etc/resolv.conf")?;
         if let Some(target) = link {
             let target = target.to_string_lossy().into_owned();
             if target.contains(RESOLVED_RUNTIME) {
@@ -186,7 +186,7 @@ fn quote_env(v: &str) -> String {
 
 /// Merge variables into an environment file, keeping lines for other variables.
 pub fn environment(cx: &mut StepCx, spec: &EnvSpec) -> Result<Changes, StepError> {
-    let current = fs::read_opt(&cx.path(&spec.file))?.unwrap_or_default();
+    let current = cx.host.read_opt(spec.file.as_str())?.unwrap_or_default();
     let mut lines: Vec<String> = String::from_utf8_lossy(&current)
         .lines()
         .map(str::to_string)
@@ -244,13 +244,14 @@ pub fn sweep_drop_ins(
 ) -> Result<Changes, StepError> {
     let mut changes = Vec::new();
     for stale in before.difference(now) {
-        let real = host.path(&abs(stale)?);
-        let ours = fs::read_opt(&real)?.is_some_and(|b| b.starts_with(b"# Written by Cairn"));
+        let real = abs(stale)?;
+        let ours = host
+            .read_opt(real.as_str())?
+            .is_some_and(|b| b.starts_with(b"# Written by Cairn"));
         if ours {
             changes.push(format!("removed {stale} (no step writes it any more)"));
             if !dry_run {
-                std::fs::remove_file(&real)
-                    .map_err(|e| StepError::msg(format!("removing {stale}: {e}")))?;
+                host.remove_file(real.as_str())?;
             }
         }
     }
@@ -354,7 +355,7 @@ pub fn timesyncd(cx: &mut StepCx, kvs: &[KeyValue]) -> Result<Changes, StepError
 
 pub fn timezone(cx: &mut StepCx, tz: &Located<String>) -> Result<Changes, StepError> {
     let zone = format!("/usr/share/zoneinfo/{}", tz.value);
-    if !cx.host.path_str(&zone).is_file() {
+    if !cx.host.is_file(&zone) {
         return Err(StepError::msg(format!(
             "time zone `{}` is not in the target's /usr/share/zoneinfo (is tzdata installed?)",
             tz.value
@@ -362,7 +363,7 @@ pub fn timezone(cx: &mut StepCx, tz: &Located<String>) -> Result<Changes, StepEr
     }
     let mut changes = Vec::new();
     // Debian-family systems also keep the name in /etc/timezone.
-    if cx.host.os().is_like("debian") || cx.host.path_str("/etc/timezone").exists() {
+    if cx.host.os().is_like("debian") || cx.host.exists("/etc/timezone") {
         changes.extend(converge_file(
             cx,
             &abs("/etc/timezone")?,
@@ -371,17 +372,12 @@ pub fn timezone(cx: &mut StepCx, tz: &Located<String>) -> Result<Changes, StepEr
             Some((0, 0)),
         )?);
     }
-    let localtime = cx.host.root().join("etc/localtime");
-    let current = std::fs::read_link(&localtime).ok();
+    let current = cx.host.read_link("/etc/localtime")?;
     let target = std::path::PathBuf::from(&zone);
     if current.as_deref() != Some(target.as_path()) {
         changes.push(format!("linked /etc/localtime to {zone}"));
         if !cx.dry_run {
-            let tmp = cx.host.root().join("etc/.localtime.cairn.tmp");
-            let _ = std::fs::remove_file(&tmp);
-            std::os::unix::fs::symlink(&target, &tmp).map_err(fs::err("creating link", &tmp))?;
-            std::fs::rename(&tmp, &localtime)
-                .map_err(fs::err("renaming into place", &localtime))?;
+            cx.host.replace_symlink("/etc/localtime", &target)?;
         }
     }
     Ok(changes)

@@ -367,7 +367,7 @@ pub fn users(cx: &mut StepCx, specs: &[UserSpec]) -> Result<Changes, StepError> 
             )?);
         }
     }
-    writes.commit()?;
+    writes.commit(cx)?;
     Ok(changes)
 }
 
@@ -535,9 +535,9 @@ fn sudo_rules(cx: &mut StepCx, spec: &UserSpec, writes: &mut Writes) -> Result<C
     for rule in &spec.sudo.0 {
         content.push_str(&format!("{} {}\n", spec.name, rule));
     }
-    let real = cx.path(&path);
-    if fs::read_opt(&real)?.as_deref() == Some(content.as_bytes())
-        && fs::meta(&real).is_some_and(|m| m.mode == 0o440)
+    let real = path.as_str();
+    if cx.host.read_opt(real)?.as_deref() == Some(content.as_bytes())
+        && cx.host.meta(real)?.is_some_and(|m| m.mode == 0o440)
     {
         return Ok(Vec::new());
     }
@@ -558,28 +558,36 @@ fn validate_sudoers(cx: &StepCx, content: &str) -> Result<(), StepError> {
     if !in_target && !on_host {
         return Ok(());
     }
-    // Check a temp copy inside the target so the target's visudo can read it.
-    let dir = cx.host.path_str("/tmp");
-    let tmp = tempfile::Builder::new()
-        .prefix(".cairn-sudoers-")
-        .tempfile_in(if dir.is_dir() {
-            dir
+    // Check a temp copy inside the target so the target's visudo can read it: a temp file
+    // of the seam (random name, O_EXCL|O_NOFOLLOW in the opened /tmp), never committed,
+    // removed when dropped.
+    let out = if cx.host.is_dir("/tmp") {
+        let mut tmp = cx.host.stage("/tmp/cairn-sudoers-check")?;
+        tmp.write_all(content.as_bytes())?;
+        tmp.file()
+            .sync_all()
+            .map_err(fs::err("syncing", tmp.shown()))?;
+        if in_target {
+            let inside = format!("/tmp/{}", tmp.temp_name().to_string_lossy());
+            cx.host
+                .run_in_target(Cmd::new("visudo").args(["-c", "-q", "-f"]).arg(inside))?
         } else {
-            std::env::temp_dir()
-        })
-        .map_err(|e| StepError::msg(format!("creating a temp file for visudo: {e}")))?;
-    std::fs::write(tmp.path(), content).map_err(fs::err("writing", tmp.path()))?;
-    let out = if in_target {
-        let inside = format!(
-            "/{}",
-            tmp.path()
-                .strip_prefix(cx.host.root())
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        );
-        cx.host
-            .run_in_target(Cmd::new("visudo").args(["-c", "-q", "-f"]).arg(inside))?
+            cx.host.runner().run(
+                &Cmd::new("visudo")
+                    .args(["-c", "-q", "-f"])
+                    .arg(tmp.temp_host_path().display().to_string()),
+            )?
+        }
     } else {
+        // No /tmp in the target: the host's visudo checks a copy in the host's temp dir.
+        if !on_host {
+            return Ok(());
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(".cairn-sudoers-")
+            .tempfile()
+            .map_err(|e| StepError::msg(format!("creating a temp file for visudo: {e}")))?;
+        std::fs::write(tmp.path(), content).map_err(fs::err("writing", tmp.path()))?;
         cx.host.runner().run(
             &Cmd::new("visudo")
                 .args(["-c", "-q", "-f"])
@@ -602,8 +610,8 @@ fn which(program: &str) -> bool {
 
 /// Make sure /etc/sudoers reads /etc/sudoers.d (it does on every mainstream distro).
 fn ensure_includedir(cx: &mut StepCx) -> Result<Changes, StepError> {
-    let sudoers = cx.host.path_str("/etc/sudoers");
-    let Some(text) = fs::read_opt(&sudoers)? else {
+    let sudoers = "/etc/sudoers";
+    let Some(text) = cx.host.read_opt(sudoers)? else {
         return Ok(Vec::new());
     };
     let text = String::from_utf8_lossy(&text);
@@ -615,7 +623,8 @@ fn ensure_includedir(cx: &mut StepCx) -> Result<Changes, StepError> {
         return Ok(Vec::new());
     }
     if !cx.dry_run {
-        fs::append(&sudoers, b"\n#includedir /etc/sudoers.d\n", 0o440)?;
+        cx.host
+            .append(sudoers, b"\n#includedir /etc/sudoers.d\n", 0o440)?;
     }
     Ok(vec![
         "added #includedir /etc/sudoers.d to /etc/sudoers".into()
@@ -631,7 +640,7 @@ pub fn authorized_keys(
     for spec in specs {
         changes.extend(add_keys(cx, &spec.user, &spec.keys, &mut writes)?);
     }
-    writes.commit()?;
+    writes.commit(cx)?;
     Ok(changes)
 }
 
@@ -654,8 +663,8 @@ impl Writes {
         super::converge_queued(cx, &mut self.0, path, content, mode, Some(owner))
     }
 
-    fn commit(&mut self) -> Result<(), StepError> {
-        Ok(self.0.commit()?)
+    fn commit(&mut self, cx: &StepCx) -> Result<(), StepError> {
+        Ok(self.0.commit(cx.host)?)
     }
 }
 
@@ -684,25 +693,25 @@ fn add_keys(
     let file =
         AbsPath::parse(&format!("{}/authorized_keys", ssh_dir.as_str())).map_err(StepError::msg)?;
     let mut changes = Vec::new();
-    let real_dir = cx.path(&ssh_dir);
-    match fs::meta(&real_dir) {
+    let real_dir = ssh_dir.as_str();
+    match cx.host.meta(real_dir)? {
         None => {
             changes.push(format!("created {ssh_dir} (0700)"));
             if !cx.dry_run {
-                fs::create_dir(&real_dir, 0o700)?;
-                fs::set_owner(&real_dir, entry.uid, entry.gid)?;
+                cx.host.create_dir(real_dir, 0o700)?;
+                cx.host.set_owner(real_dir, entry.uid, entry.gid)?;
             }
         }
         Some(m) if m.mode != 0o700 || m.uid != entry.uid || m.gid != entry.gid => {
             changes.push(format!("fixed mode/owner of {ssh_dir}"));
             if !cx.dry_run {
-                fs::set_mode(&real_dir, 0o700)?;
-                fs::set_owner(&real_dir, entry.uid, entry.gid)?;
+                cx.host.set_mode(real_dir, 0o700)?;
+                cx.host.set_owner(real_dir, entry.uid, entry.gid)?;
             }
         }
         Some(_) => {}
     }
-    let current = fs::read_opt(&cx.path(&file))?.unwrap_or_default();
+    let current = cx.host.read_opt(file.as_str())?.unwrap_or_default();
     let current = String::from_utf8_lossy(&current).into_owned();
     let mut lines: Vec<String> = current.lines().map(str::to_string).collect();
     let mut added = 0;

@@ -333,11 +333,14 @@ pub struct Table<R> {
 
 /// The host path of `rel` in the target: the directory resolved inside the root, the last
 /// component not followed (shadow-utils opens the databases with `O_NOFOLLOW`).
-pub fn nofollow_path(host: &Host, rel: &str) -> PathBuf {
+/// The directory is resolved by the seam (inside the root, link budget, unsafe-link rule);
+/// the databases are then read and replaced by path, `FILE+`/`FILE-` opened with
+/// `O_NOFOLLOW` (and `O_EXCL` for the new content).
+pub fn nofollow_path(host: &Host, rel: &str) -> Result<PathBuf, FsError> {
     let p = Path::new(rel);
     match (p.parent(), p.file_name()) {
-        (Some(dir), Some(name)) => host.path_str(&dir.to_string_lossy()).join(name),
-        _ => host.path_str(rel),
+        (Some(dir), Some(name)) => Ok(host.resolved_path(&dir.to_string_lossy())?.join(name)),
+        _ => host.resolved_path(rel),
     }
 }
 
@@ -345,7 +348,7 @@ impl<R: Record> Table<R> {
     /// Load `rel` from the target; `Ok(None)` when it does not exist. `unique`: names must
     /// not repeat (every database but subuid/subgid).
     pub fn load(host: &Host, rel: &'static str, unique: bool) -> Result<Option<Self>, Unsupported> {
-        let path = nofollow_path(host, rel);
+        let path = nofollow_path(host, rel).map_err(|e| Unsupported(format!("{rel}: {e}")))?;
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

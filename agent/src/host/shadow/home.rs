@@ -68,9 +68,13 @@ pub enum Effect {
 pub fn apply(host: &Host, effect: &Effect) -> Result<(), String> {
     match effect {
         Effect::ResetLogs { uid, lastlog_max } => {
-            reset_record(&host.path_str(FAILLOG), *uid, FAILLOG_SIZE);
+            if let Some(p) = log_path(host, FAILLOG) {
+                reset_record(&p, *uid, FAILLOG_SIZE);
+            }
             if uid <= lastlog_max {
-                reset_record(&host.path_str(LASTLOG), *uid, LASTLOG_SIZE);
+                if let Some(p) = log_path(host, LASTLOG) {
+                    reset_record(&p, *uid, LASTLOG_SIZE);
+                }
             }
             Ok(())
         }
@@ -87,7 +91,9 @@ pub fn apply(host: &Host, effect: &Effect) -> Result<(), String> {
             gid,
             mode,
         } => {
-            create_mail(&host.path_str(path), *uid, *gid, *mode);
+            if let Some(p) = log_path(host, path) {
+                create_mail(&p, *uid, *gid, *mode);
+            }
             Ok(())
         }
         Effect::ChownMail {
@@ -95,7 +101,9 @@ pub fn apply(host: &Host, effect: &Effect) -> Result<(), String> {
             old_uid,
             new_uid,
         } => {
-            chown_mail(&host.path_str(path), *old_uid, *new_uid);
+            if let Some(p) = log_path(host, path) {
+                chown_mail(&p, *old_uid, *new_uid);
+            }
             Ok(())
         }
         Effect::MoveLogs {
@@ -104,9 +112,13 @@ pub fn apply(host: &Host, effect: &Effect) -> Result<(), String> {
             lastlog_max,
         } => {
             if new <= lastlog_max {
-                move_record(&host.path_str(LASTLOG), *old, *new, LASTLOG_SIZE, true);
+                if let Some(p) = log_path(host, LASTLOG) {
+                    move_record(&p, *old, *new, LASTLOG_SIZE, true);
+                }
             }
-            move_record(&host.path_str(FAILLOG), *old, *new, FAILLOG_SIZE, false);
+            if let Some(p) = log_path(host, FAILLOG) {
+                move_record(&p, *old, *new, FAILLOG_SIZE, false);
+            }
             Ok(())
         }
         Effect::ChownHome {
@@ -117,7 +129,7 @@ pub fn apply(host: &Host, effect: &Effect) -> Result<(), String> {
             new_gid,
             uid_changed,
         } => {
-            let real = host.path_str(home);
+            let real = host.resolved_path(home).map_err(|e| e.to_string())?;
             let Ok(m) = fs::metadata(&real) else {
                 return Ok(());
             };
@@ -132,6 +144,18 @@ pub fn apply(host: &Host, effect: &Effect) -> Result<(), String> {
 }
 
 /// faillog_reset/lastlog_reset: only when the file already reaches past the record.
+/// The host path of a record file or mailbox (resolved inside the root, strictly); `None`
+/// (logged) when it cannot be resolved: like shadow-utils, these side files are best effort.
+fn log_path(host: &Host, p: &str) -> Option<PathBuf> {
+    match host.resolved_path(p) {
+        Ok(path) => Some(path),
+        Err(e) => {
+            tracing::warn!("{p}: {e}");
+            None
+        }
+    }
+}
+
 fn reset_record(path: &Path, uid: u32, size: u64) {
     let offset = u64::from(uid) * size;
     match fs::metadata(path) {
@@ -274,8 +298,7 @@ fn create_home(
     mode: u32,
     skel: &str,
 ) -> Result<(), String> {
-    let real = host.path_str(home);
-    if fs::metadata(&real).is_ok() {
+    if host.exists(home) {
         tracing::warn!("the home directory {home} already exists; not copying any file from the skeleton into it");
         return Ok(());
     }
@@ -283,26 +306,24 @@ fn create_home(
     for part in home.split('/').filter(|p| !p.is_empty()) {
         inside.push('/');
         inside.push_str(part);
-        let p = host.path_str(&inside);
-        if fs::metadata(&p).is_ok() {
+        if host.exists(&inside) {
             continue;
         }
-        fs::DirBuilder::new()
-            .mode(0o000)
-            .create(&p)
+        // Through the seam: mkdirat in the resolved parent, mode set on the descriptor.
+        host.create_dir(&inside, 0o755)
             .map_err(|e| format!("cannot create directory {inside}: {e}"))?;
-        if let Err(e) = std::os::unix::fs::chown(&p, Some(0), Some(0)) {
+        if let Err(e) = host.set_owner(&inside, 0, 0) {
             tracing::warn!("chown on {inside} failed: {e}");
         }
-        if let Err(e) = fs::set_permissions(&p, Permissions::from_mode(0o755)) {
-            tracing::warn!("chmod on {inside} failed: {e}");
-        }
     }
+    // The skeleton copy below still works by path (see `Host::resolved_path`): the home was
+    // just created by root, so no other user controls anything under it yet.
+    let real = host.resolved_path(home).map_err(|e| e.to_string())?;
     let _ = std::os::unix::fs::chown(&real, Some(uid), Some(gid));
     if let Err(e) = fs::set_permissions(&real, Permissions::from_mode(mode)) {
         tracing::warn!("chmod on {home} failed: {e}");
     }
-    let src = super::db::nofollow_path(host, skel);
+    let src = super::db::nofollow_path(host, skel).map_err(|e| e.to_string())?;
     let mut cx = Copy {
         src_orig: skel.as_bytes().to_vec(),
         dst_orig: home.as_bytes().to_vec(),
@@ -431,7 +452,7 @@ impl Copy {
 /// useradd --root stops the copy at the first subdirectory); special files are left to
 /// useradd.
 pub fn skel_supported(host: &Host, skel: &str, proc_ok: bool) -> Result<(), String> {
-    let src = super::db::nofollow_path(host, skel);
+    let src = super::db::nofollow_path(host, skel).map_err(|e| e.to_string())?;
     let Ok(m) = fs::symlink_metadata(&src) else {
         return Ok(());
     };

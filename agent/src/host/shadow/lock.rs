@@ -3,9 +3,8 @@
 //! seconds. Holding it means no `useradd`/`usermod`/`groupadd`/`vipw`/`systemd-sysusers`
 //! can interleave with our read-modify-write.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg};
@@ -32,15 +31,9 @@ fn flock(kind: libc::c_int) -> libc::flock {
 impl PwdLock {
     /// Take the lock in the target, waiting like lckpwdf (15 s).
     pub fn acquire(host: &Host) -> Result<PwdLock, String> {
-        let path = host.path_str("/etc/.pwd.lock");
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        let file = host
+            .open_rw("/etc/.pwd.lock", 0o600)
+            .map_err(|e| e.to_string())?;
         let lock = flock(libc::F_WRLCK);
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -51,7 +44,12 @@ impl PwdLock {
                 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(e) => return Err(format!("locking {}: {e}", path.display())),
+                Err(e) => {
+                    return Err(format!(
+                        "locking {}: {e}",
+                        host.shown("/etc/.pwd.lock").display()
+                    ))
+                }
             }
         }
     }

@@ -154,7 +154,7 @@ fn passwd_is_debian_4_13(status: &str) -> bool {
 }
 
 fn selinux_target(host: &Host) -> bool {
-    let config = std::fs::read_to_string(host.path_str("/etc/selinux/config")).unwrap_or_default();
+    let config = host.read_text("/etc/selinux/config").unwrap_or_default();
     let enabled = config.lines().any(|l| {
         l.trim()
             .strip_prefix("SELINUX=")
@@ -164,7 +164,7 @@ fn selinux_target(host: &Host) -> bool {
     let fs_present = if host.is_live() {
         Path::new("/sys/fs/selinux").exists()
     } else {
-        host.path_str("/sys/fs/selinux").exists() || Path::new("/sys/fs/selinux/enforce").exists()
+        host.exists("/sys/fs/selinux") || Path::new("/sys/fs/selinux/enforce").exists()
     };
     enabled || fs_present
 }
@@ -182,7 +182,7 @@ pub fn refusal(host: &Host) -> Option<String> {
     if selinux_target(host) {
         return Some("SELinux target".into());
     }
-    if host.path_str("/etc/tcb").exists() {
+    if host.exists("/etc/tcb") {
         return Some("tcb shadow (/etc/tcb)".into());
     }
     None
@@ -252,7 +252,7 @@ pub struct Session {
 }
 
 fn read_opt(host: &Host, rel: &str) -> Option<Vec<u8>> {
-    std::fs::read(host.path_str(rel)).ok()
+    host.read_opt(rel).ok().flatten()
 }
 
 /// Is the effective time zone UTC (so `useradd -e YYYY-MM-DD`'s local midnight is that day)?
@@ -277,7 +277,9 @@ fn tz_is_utc(host: &Host) -> bool {
         let tz = tz.strip_prefix("Etc/").unwrap_or(tz);
         return tz.is_empty() || UTC.contains(&tz);
     }
-    let link = db::nofollow_path(host, "/etc/localtime");
+    let Ok(link) = db::nofollow_path(host, "/etc/localtime") else {
+        return false;
+    };
     match std::fs::read_link(&link) {
         Ok(target) => target
             .file_name()
@@ -341,11 +343,11 @@ impl Session {
             "/etc/shadow-maint/useradd-pre.d",
             "/etc/shadow-maint/useradd-post.d",
         ] {
-            if std::fs::symlink_metadata(host.path_str(dir)).is_ok() {
+            if host.exists(dir) || host.read_link(dir).ok().flatten().is_some() {
                 return unsupported(format!("{dir} has hooks to run"));
             }
         }
-        if host.path_str("/sbin/pam_tally2").exists() {
+        if host.exists("/sbin/pam_tally2") {
             return unsupported("pam_tally2 is installed");
         }
         let nss =
@@ -362,7 +364,7 @@ impl Session {
             }
         }
         if systemd_nss {
-            if let Some(d) = USERDB_DIRS.iter().find(|d| host.path_str(d).exists()) {
+            if let Some(d) = USERDB_DIRS.iter().find(|d| host.exists(d)) {
                 return unsupported(format!("nss-systemd with user records in {d}"));
             }
             if host.is_live() {
@@ -392,7 +394,7 @@ impl Session {
         let proc_ok = if host.is_live() {
             true
         } else {
-            host.path_str("/proc/self/fd").is_dir()
+            host.is_dir("/proc/self/fd")
         };
         Ok(Session {
             live: host.is_live(),
@@ -762,7 +764,8 @@ impl Session {
         // After the databases: the home, the mail spool.
         if a.create_home {
             self.check_skel(host, &self.dflt.skel.clone())?;
-            let link = db::nofollow_path(host, &home);
+            let link = db::nofollow_path(host, &home)
+                .map_err(|e| Unsupported(format!("the home {home}: {e}")))?;
             if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink())
                 && std::fs::metadata(&link).is_err()
             {
