@@ -1,13 +1,13 @@
 //! `/v1/admin/…`: what the admin commands do, over HTTP, behind the admin token.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::fleet::Change;
-use super::{Admin, ApiError, AppState, JsonBody, LimitedBody, Q as Query};
+use super::{Admin, ApiError, AppState, JsonBody, LimitedBody, PathArgs as Path, Q as Query};
 use crate::profile_doc;
 use crate::store::{
     self, Assignment, CreatedToken, Host, NewToken, ProfileInfo, Project, ProjectRef, Published,

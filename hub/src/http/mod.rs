@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -85,6 +85,7 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
         )
         .merge(fleet::page_routes::<S>())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(guard))
         .with_state(state)
@@ -95,6 +96,14 @@ async fn not_found() -> ApiError {
         StatusCode::NOT_FOUND,
         "not_found",
         "no such endpoint (see docs/protocol.md)",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method (see docs/protocol.md)",
     )
 }
 
@@ -139,9 +148,7 @@ impl<S: Store> FromRequestParts<AppState<S>> for HostAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self, ApiError> {
-        let Path(id) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let PathArgs(id) = PathArgs::<String>::from_request_parts(parts, state).await?;
         let credential = bearer(parts).ok_or_else(|| {
             ApiError::unauthenticated(
                 "send the host credential as `Authorization: Bearer <credential>`",
@@ -178,16 +185,36 @@ impl<S: Store> FromRequestParts<AppState<S>> for Admin {
     }
 }
 
+// The extractors below are the only ones handlers use for the path, the query and the
+// body: each turns axum's plain-text rejection into the JSON error body of docs/protocol.md,
+// through the `From<…Rejection> for ApiError` conversions of `error.rs`. clippy.toml
+// forbids axum's own `Path` and `Query` elsewhere.
+
+/// Path parameters, with a JSON `400` when they do not decode (bad percent-encoding, not
+/// UTF-8, not the expected type).
+pub(crate) struct PathArgs<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathArgs<T> {
+    type Rejection = ApiError;
+
+    #[allow(clippy::disallowed_types)]
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(v) =
+            axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        Ok(PathArgs(v))
+    }
+}
+
 /// Query parameters, with a JSON `400` when they do not parse.
 pub(crate) struct Q<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Q<T> {
     type Rejection = ApiError;
 
+    #[allow(clippy::disallowed_types)]
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::try_from_uri(&parts.uri)
-            .map(|axum::extract::Query(v)| Q(v))
-            .map_err(|e| ApiError::bad_request(e.body_text()))
+        let axum::extract::Query(v) = axum::extract::Query::<T>::try_from_uri(&parts.uri)?;
+        Ok(Q(v))
     }
 }
 
@@ -198,14 +225,7 @@ impl<S: Send + Sync> FromRequest<S> for LimitedBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(MAX_BODY_BYTES)
-            } else {
-                ApiError::bad_request(e.body_text())
-            }
-        })?;
-        Ok(LimitedBody(bytes))
+        Ok(LimitedBody(Bytes::from_request(req, state).await?))
     }
 }
 
