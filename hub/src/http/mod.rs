@@ -26,7 +26,7 @@ pub use error::ApiError;
 use crate::secret;
 use crate::store::{Host, Store};
 
-/// Longest time a request may take, body upload included; then `408`.
+/// Longest time a request may take by default, body upload included; then `408`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Shortest admin token accepted.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
@@ -38,6 +38,8 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
     /// Heartbeat period asked of agents (seconds).
     pub heartbeat_interval_secs: u64,
+    /// Longest time a request may take, body upload included; then `408`.
+    pub request_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -45,6 +47,7 @@ impl Default for ApiConfig {
         ApiConfig {
             admin_token: None,
             heartbeat_interval_secs: cairn_proto::protocol::DEFAULT_HEARTBEAT_SECS,
+            request_timeout: REQUEST_TIMEOUT,
         }
     }
 }
@@ -74,6 +77,7 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
         heartbeat_interval_secs: config.heartbeat_interval_secs,
         fleet: fleet::Fleet::new(),
     }));
+    let request_timeout = config.request_timeout;
     Router::new()
         .route("/v1/register", post(agent::register::<S>))
         .route("/v1/hosts/{id}/heartbeat", post(agent::heartbeat::<S>))
@@ -87,7 +91,9 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(guard))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            guard(request_timeout, req, next)
+        }))
         .with_state(state)
 }
 
@@ -108,18 +114,18 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Request timeout and access log.
-async fn guard(req: Request, next: Next) -> Response {
+async fn guard(request_timeout: Duration, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = Instant::now();
-    let resp = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+    let resp = match tokio::time::timeout(request_timeout, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
             format!(
                 "the request took longer than {} s",
-                REQUEST_TIMEOUT.as_secs()
+                request_timeout.as_secs_f64()
             ),
         )
         .into_response(),
