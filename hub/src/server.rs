@@ -894,6 +894,58 @@ mod tests {
         assert!(l.idle_timeout.as_secs() > cairn_proto::protocol::DEFAULT_HEARTBEAT_SECS);
     }
 
+    /// docs/protocol.md's table of timeouts and caps gives these same defaults.
+    #[test]
+    fn the_protocol_page_documents_these_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
+        let page = std::fs::read_to_string(path).unwrap();
+        let rows: Vec<&str> = page.lines().filter(|l| l.starts_with("| ")).collect();
+        let s = |d: Duration| format!("| {} s", d.as_secs());
+        let l = Limits::default();
+        for (row, value) in [
+            ("`--tls-handshake-timeout`", s(l.handshake_timeout)),
+            ("| first request's headers", s(l.header_timeout)),
+            ("| later HTTP/1.1 request headers", s(l.header_timeout)),
+            ("`--request-timeout`", s(crate::http::REQUEST_TIMEOUT)),
+            ("`--idle-timeout`", s(l.idle_timeout)),
+            (
+                "| a graceful close the client does not complete",
+                s(l.h2_keepalive_timeout),
+            ),
+            ("`--h2-keepalive-interval`", s(l.h2_keepalive_interval)),
+            ("| HTTP/2 PING acknowledgement", s(l.h2_keepalive_timeout)),
+            (
+                "| HTTP/2 streams open at once",
+                format!("| {} |", l.h2_max_concurrent_streams),
+            ),
+            (
+                "| request headers",
+                format!("HTTP/2: {} KiB", l.h2_max_header_list_bytes / 1024),
+            ),
+            (
+                "`--max-connections-per-ip`",
+                format!("| {} |", l.max_connections_per_ip),
+            ),
+            ("`--max-connections`", format!("limit − {FD_RESERVE}")),
+            ("`--max-connections`", "at most 16 384".to_string()),
+            (
+                "`--max-connections`",
+                format!("{} with the common 1024", default_max_connections(1024)),
+            ),
+            (
+                "`--max-connections`",
+                format!("younger than {} s", MIN_AGE_TO_MAKE_ROOM.as_secs()),
+            ),
+            ("| shutdown", s(DRAIN_TIMEOUT)),
+        ] {
+            assert!(
+                rows.iter().any(|r| r.contains(row) && r.contains(&value)),
+                "docs/protocol.md: no table row with {row:?} and {value:?}"
+            );
+        }
+        assert_eq!(MAX_CONNECTIONS_CEILING, 16_384);
+    }
+
     #[test]
     fn default_connection_cap_leaves_room_for_files() {
         assert_eq!(default_max_connections(1024), 896);

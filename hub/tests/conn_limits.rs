@@ -315,16 +315,33 @@ enum Kind {
     BodyNeverEndsLive,
     /// A request whose body never ends, and nothing answered.
     BodyNeverEndsSilent,
+    /// HTTP/1.1 (by ALPN): half a request head, then nothing.
+    Http11HalfHead,
+    /// One complete HTTP/2 request, then idle (PINGs answered): the idle timer.
+    H2IdleAfterRequest,
 }
 
-const KINDS: [Kind; 6] = [
+const KINDS: [Kind; 8] = [
     Kind::TlsH2Silent,
     Kind::TlsHttp11Silent,
     Kind::PrefaceSettings,
     Kind::HeadersNoEnd,
     Kind::BodyNeverEndsLive,
     Kind::BodyNeverEndsSilent,
+    Kind::Http11HalfHead,
+    Kind::H2IdleAfterRequest,
 ];
+
+impl Kind {
+    fn http11(self) -> bool {
+        matches!(self, Kind::TlsHttp11Silent | Kind::Http11HalfHead)
+    }
+
+    /// Answers PINGs and SETTINGS like a live HTTP/2 client.
+    fn live(self) -> bool {
+        matches!(self, Kind::BodyNeverEndsLive | Kind::H2IdleAfterRequest)
+    }
+}
 
 /// The hub's timeouts in the load tests.
 struct Timeouts {
@@ -359,7 +376,10 @@ impl Timeouts {
             Kind::TlsH2Silent
             | Kind::TlsHttp11Silent
             | Kind::PrefaceSettings
-            | Kind::HeadersNoEnd => (s(self.header) - Duration::from_millis(300), s(self.header)),
+            | Kind::HeadersNoEnd
+            | Kind::Http11HalfHead => (s(self.header) - Duration::from_millis(300), s(self.header)),
+            // The idle timer, then a graceful close the client completes.
+            Kind::H2IdleAfterRequest => (s(self.idle), s(self.idle + self.ping_within)),
             // 408 at the request timeout, then idle, then a graceful close the client
             // completes, or the grace period ends it.
             Kind::BodyNeverEndsLive => (
@@ -394,18 +414,33 @@ const DATA: u8 = 0;
 const HEADERS: u8 = 1;
 const SETTINGS: u8 = 4;
 const PING: u8 = 6;
+const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const ACK: u8 = 0x1;
 
 /// HPACK for `POST https://localhost/v1/register`, `content-type: application/json`:
 /// static-table methods and scheme, literal path, authority and content type.
 fn register_headers() -> Vec<u8> {
-    let mut b = vec![0x83, 0x87];
-    for (index, value) in [
-        (4u8, &b"/v1/register"[..]),
-        (1, b"localhost"),
-        (31, b"application/json"),
-    ] {
+    hpack(
+        0x83,
+        &[
+            (4, b"/v1/register"),
+            (1, b"localhost"),
+            (31, b"application/json"),
+        ],
+    )
+}
+
+/// HPACK for `GET https://localhost/v1/nope` (a 404).
+fn nope_headers() -> Vec<u8> {
+    hpack(0x82, &[(4, b"/v1/nope"), (1, b"localhost")])
+}
+
+/// An HPACK block: `method` (an indexed static-table field), `:scheme https`, and literal
+/// values for static-table names.
+fn hpack(method: u8, fields: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut b = vec![method, 0x87];
+    for &(index, value) in fields {
         b.push(0x40 | index);
         b.push(u8::try_from(value.len()).unwrap());
         b.extend_from_slice(value);
@@ -468,7 +503,7 @@ impl Attacker {
             settled();
             return Attack::Refused;
         };
-        let connector = if kind == Kind::TlsHttp11Silent {
+        let connector = if kind.http11() {
             &self.http11
         } else {
             &self.h2
@@ -479,11 +514,7 @@ impl Attacker {
         let Ok(mut tls) = handshake else {
             return Attack::Refused;
         };
-        let want: &[u8] = if kind == Kind::TlsHttp11Silent {
-            b"http/1.1"
-        } else {
-            b"h2"
-        };
+        let want: &[u8] = if kind.http11() { b"http/1.1" } else { b"h2" };
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(want));
         let settings = frame(SETTINGS, 0, 0, &[]);
         let bytes: Vec<u8> = match kind {
@@ -493,6 +524,15 @@ impl Attacker {
                 PREFACE,
                 &settings,
                 &frame(HEADERS, 0, 1, &register_headers()),
+            ]
+            .concat(),
+            Kind::Http11HalfHead => {
+                b"POST /v1/register HTTP/1.1\r\nHost: localhost\r\nContent-Ty".to_vec()
+            }
+            Kind::H2IdleAfterRequest => [
+                PREFACE,
+                &settings,
+                &frame(HEADERS, END_HEADERS | END_STREAM, 1, &nope_headers()),
             ]
             .concat(),
             Kind::BodyNeverEndsLive | Kind::BodyNeverEndsSilent => [
@@ -512,7 +552,7 @@ impl Attacker {
         loop {
             match tls.read(&mut buf).await {
                 Ok(0) | Err(_) => return Attack::Closed(last_sent.elapsed()),
-                Ok(n) if kind == Kind::BodyNeverEndsLive => {
+                Ok(n) if kind.live() => {
                     pending.extend_from_slice(&buf[..n]);
                     // Answer PINGs and SETTINGS, ignore the rest (the 408, RST_STREAM,
                     // GOAWAY, WINDOW_UPDATE).
@@ -653,7 +693,8 @@ fn assert_heartbeats_kept_up(h: &Heartbeats, hub: &HubProcess) {
 
 /// 2,000 idle and half-open connections (TLS then silence with ALPN h2 or http/1.1, an h2
 /// preface and SETTINGS then silence, HEADERS without END_HEADERS, request bodies that
-/// never end, with and without answers to PINGs) against a hub limited to 1024 open files:
+/// never end, with and without answers to PINGs, half an HTTP/1.1 request head, an HTTP/2
+/// connection idle after one request) against a hub limited to 1024 open files:
 /// heartbeats keep succeeding, p99 < 1 s, and every hostile connection is closed within its
 /// timeout. The per-address cap (default 64) turns most of them away at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -703,8 +744,8 @@ async fn idle_and_half_open_connections_do_not_starve_heartbeats() {
     assert_eq!(timers.served(), 360);
     timers.assert_within(&t);
 
-    // Phase 2: 2,000 at once from ten addresses, each reconnecting when closed or refused,
-    // for 8 s.
+    // Phase 2: 2,000 at once from ten addresses, each reconnecting 0.5 s after being
+    // closed or refused, for 8 s.
     let started = Instant::now();
     let flood = attack(
         Attacker::new(hub.addr(), &hub.ca_pem),
@@ -712,7 +753,7 @@ async fn idle_and_half_open_connections_do_not_starve_heartbeats() {
         2000,
         200,
         Some(started + Duration::from_secs(8)),
-        Duration::from_millis(100),
+        Duration::from_millis(500),
     );
     let flood = tokio::task::spawn_blocking(move || flood.join().unwrap())
         .await
@@ -752,11 +793,12 @@ async fn request_less_connections_make_room_when_the_cap_is_reached() {
     )
     .await;
     let agents = hub.register(16).await;
-    static NO_REQUEST: [Kind; 4] = [
+    static NO_REQUEST: [Kind; 5] = [
         Kind::TlsH2Silent,
         Kind::TlsHttp11Silent,
         Kind::PrefaceSettings,
         Kind::HeadersNoEnd,
+        Kind::Http11HalfHead,
     ];
     let attacker = Attacker::new(hub.addr(), &hub.ca_pem);
     let settled = Arc::clone(&attacker.settled);
