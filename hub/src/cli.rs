@@ -523,11 +523,14 @@ async fn serve(db_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         store.backend(),
         redact_url(db_url)
     );
+    let per_address = match limits.max_connections_per_ip {
+        0 => "no per-address cap".to_owned(),
+        n => format!("{n} per address"),
+    };
     tracing::info!(
-        "at most {} connections ({} per address); timeouts: TLS handshake {} s, headers {} s, \
+        "at most {} connections ({per_address}); timeouts: TLS handshake {} s, headers {} s, \
          idle {} s, request {} s, HTTP/2 keep-alive every {} s (answer within {} s)",
         limits.max_connections,
-        limits.max_connections_per_ip,
         args.tls_handshake_timeout,
         args.header_timeout,
         args.idle_timeout,
@@ -543,19 +546,18 @@ async fn serve(db_url: &str, args: ServeArgs) -> anyhow::Result<()> {
 /// The server's limits from the flags, the connection cap sized from the open-files limit
 /// `nofile` unless given.
 fn limits(args: &ServeArgs, nofile: u64) -> server::Limits {
-    let fit = server::default_max_connections(nofile);
     let max_connections = match args.max_connections {
         Some(n) => {
-            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            let fit = server::connections_that_fit(nofile);
             if n > fit {
                 tracing::warn!(
                     "--max-connections {n} leaves too few file descriptors under the open-files \
                      limit ({nofile}): connections may be refused with EMFILE; {fit} would fit"
                 );
             }
-            n
+            usize::try_from(n).unwrap_or(usize::MAX)
         }
-        None => fit,
+        None => server::default_max_connections(nofile),
     };
     server::Limits {
         max_connections,

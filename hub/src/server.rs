@@ -25,8 +25,9 @@
 //! Caps: [`Limits::max_connections`] in all (sized from the open-files limit, which
 //! [`raise_fd_limit`] raises first) and [`Limits::max_connections_per_ip`] per client
 //! address. When the global cap is reached the hub does not stop accepting: it makes room by
-//! closing the connection that has waited longest without sending a request, else the one
-//! idle longest (gracefully); only connections with a request open are never closed for room.
+//! closing connections that have waited longest without sending a request (never one
+//! younger than [`MIN_AGE_TO_MAKE_ROOM`]), else the one idle longest, gracefully; a
+//! connection with a request open is never closed for room.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -124,11 +125,15 @@ impl Default for Limits {
 /// minus [`FD_RESERVE`] (or a quarter of it, when smaller), at most
 /// [`MAX_CONNECTIONS_CEILING`], at least 1.
 pub fn default_max_connections(nofile: u64) -> usize {
-    let reserve = FD_RESERVE.min(nofile / 4);
-    let room = nofile.saturating_sub(reserve);
-    usize::try_from(room)
+    usize::try_from(connections_that_fit(nofile))
         .unwrap_or(usize::MAX)
         .clamp(1, MAX_CONNECTIONS_CEILING)
+}
+
+/// How many connections a soft open-files limit of `nofile` leaves room for, once
+/// [`FD_RESERVE`] (or a quarter of the limit, when smaller) is set aside.
+pub fn connections_that_fit(nofile: u64) -> u64 {
+    nofile.saturating_sub(FD_RESERVE.min(nofile / 4))
 }
 
 /// The open-files limit (`RLIMIT_NOFILE`) before and after [`raise_fd_limit`].
@@ -955,6 +960,7 @@ mod tests {
         assert_eq!(default_max_connections(1 << 20), 16_384);
         assert_eq!(default_max_connections(u64::MAX), 16_384);
         assert_eq!(default_max_connections(0), 1);
+        assert_eq!(connections_that_fit(1 << 20), (1 << 20) - 128);
     }
 
     #[test]
