@@ -12,6 +12,7 @@ needed=(
   e2fsprogs
   postgresql      # the hub's storage suite runs against a real PostgreSQL (hub/tests/store_postgres.rs)
   chromium        # the hub's fleet page is tested in headless Chromium (hub/tests/fleet_page.rs)
+  util-linux      # prlimit: hub/tests/conn_limits.rs runs the hub under a 1024 open-files limit
   gcc-aarch64-linux-gnu  # packaging/build-static.sh: compiles ring's C for aarch64-unknown-linux-musl
   libc6-dev-arm64-cross  # its <stdint.h> etc. (only a Recommends of the compiler, so named here)
   qemu-user-static       # runs the aarch64 static binaries (--version check, packaging tests)

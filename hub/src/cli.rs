@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -116,9 +117,51 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = cairn_proto::protocol::DEFAULT_HEARTBEAT_SECS,
           value_parser = clap::value_parser!(u64).range(5..=3600))]
     pub heartbeat_interval: u64,
-    /// Most connections served at once; more wait to be accepted.
-    #[arg(long, default_value_t = 16384)]
-    pub max_connections: usize,
+    /// Most connections open at once. When reached, the connection waiting longest for its
+    /// first request, else the one idle longest, is closed to admit a new one. Default: the
+    /// open-files limit (raised to its hard limit at start) minus 128 descriptors kept for
+    /// the database and files, at most 16384.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: Option<u64>,
+    /// Most connections open at once from one client address (an IPv6 /64 counts as one);
+    /// 0 for no cap. Raise it when many hosts share an address (NAT, a TCP load balancer).
+    #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: usize,
+    /// Time allowed for the TLS handshake (90s, 2m, or seconds).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout,
+          default_value_t = server::HANDSHAKE_TIMEOUT.as_secs())]
+    pub tls_handshake_timeout: u64,
+    /// Time allowed after the handshake for the first request's headers (and for those of
+    /// each later HTTP/1.1 request).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout,
+          default_value_t = server::HEADER_TIMEOUT.as_secs())]
+    pub header_timeout: u64,
+    /// A connection with no open request is closed after this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout,
+          default_value_t = server::IDLE_TIMEOUT.as_secs())]
+    pub idle_timeout: u64,
+    /// Longest time a request may take, body upload included (then 408).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout,
+          default_value_t = http::REQUEST_TIMEOUT.as_secs())]
+    pub request_timeout: u64,
+    /// HTTP/2: send a PING after this long without a frame from the client.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout,
+          default_value_t = server::H2_KEEPALIVE_INTERVAL.as_secs())]
+    pub h2_keepalive_interval: u64,
+    /// HTTP/2: close the connection when a PING is not acknowledged within this (also the
+    /// time a client gets to finish a graceful close).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout,
+          default_value_t = server::H2_KEEPALIVE_TIMEOUT.as_secs())]
+    pub h2_keepalive_timeout: u64,
+}
+
+/// A timeout flag: a duration from 1 second to 1 hour, in seconds.
+fn parse_timeout(s: &str) -> Result<u64, String> {
+    match parse_duration(s)? {
+        0 => Err("a timeout must be at least 1 second".into()),
+        n if n > 3600 => Err(format!("`{s}` is longer than the 1 hour a timeout may be")),
+        n => Ok(n),
+    }
 }
 
 /// `--tenant` and `--project`, defaulting to `default`.
@@ -414,6 +457,26 @@ fn read_admin_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
 }
 
 async fn serve(db_url: &str, args: ServeArgs) -> anyhow::Result<()> {
+    // Before anything opens files: each connection is a file descriptor.
+    let nofile = match server::raise_fd_limit() {
+        Ok(l) => {
+            tracing::info!(
+                "open-files limit (RLIMIT_NOFILE): soft {} raised to {} (hard {})",
+                l.soft_before,
+                l.soft,
+                l.hard
+            );
+            l.soft
+        }
+        Err(e) => {
+            tracing::warn!(
+                "{}; the connection cap assumes 1024",
+                http::error::error_chain(&e)
+            );
+            1024
+        }
+    };
+    let limits = limits(&args, nofile);
     let tls = match (&args.tls_cert, &args.tls_key, args.insecure_http) {
         (Some(cert), Some(key), false) => Some(server::tls_config(cert, key)?),
         (None, None, true) => {
@@ -443,6 +506,7 @@ async fn serve(db_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         ApiConfig {
             admin_token,
             heartbeat_interval_secs: args.heartbeat_interval,
+            request_timeout: Duration::from_secs(args.request_timeout),
         },
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -456,16 +520,52 @@ async fn serve(db_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         store.backend(),
         redact_url(db_url)
     );
-    server::serve(
-        listener,
-        tls,
-        app,
-        args.max_connections,
-        server::shutdown_signal(),
-    )
-    .await?;
+    let per_address = match limits.max_connections_per_ip {
+        0 => "no per-address cap".to_owned(),
+        n => format!("{n} per address"),
+    };
+    tracing::info!(
+        "at most {} connections ({per_address}); timeouts: TLS handshake {} s, headers {} s, \
+         idle {} s, request {} s, HTTP/2 keep-alive every {} s (answer within {} s)",
+        limits.max_connections,
+        args.tls_handshake_timeout,
+        args.header_timeout,
+        args.idle_timeout,
+        args.request_timeout,
+        args.h2_keepalive_interval,
+        args.h2_keepalive_timeout,
+    );
+    server::serve(listener, tls, app, &limits, server::shutdown_signal()).await?;
     store.close().await;
     Ok(())
+}
+
+/// The server's limits from the flags, the connection cap sized from the open-files limit
+/// `nofile` unless given.
+fn limits(args: &ServeArgs, nofile: u64) -> server::Limits {
+    let max_connections = match args.max_connections {
+        Some(n) => {
+            let fit = server::connections_that_fit(nofile);
+            if n > fit {
+                tracing::warn!(
+                    "--max-connections {n} leaves too few file descriptors under the open-files \
+                     limit ({nofile}): connections may be refused with EMFILE; {fit} would fit"
+                );
+            }
+            usize::try_from(n).unwrap_or(usize::MAX)
+        }
+        None => server::default_max_connections(nofile),
+    };
+    server::Limits {
+        max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        handshake_timeout: Duration::from_secs(args.tls_handshake_timeout),
+        header_timeout: Duration::from_secs(args.header_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        h2_keepalive_interval: Duration::from_secs(args.h2_keepalive_interval),
+        h2_keepalive_timeout: Duration::from_secs(args.h2_keepalive_timeout),
+        ..server::Limits::default()
+    }
 }
 
 fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
@@ -931,6 +1031,70 @@ mod tests {
         assert!(parse_duration("7y").is_err());
         assert!(parse_duration("d").is_err());
         assert!(parse_duration("99999999999999999999w").is_err());
+    }
+
+    #[test]
+    fn serve_flags_default_to_the_documented_limits() {
+        let Cli {
+            command: Command::Serve(args),
+            ..
+        } = Cli::try_parse_from(["cairn-hub", "serve", "--insecure-http"]).unwrap()
+        else {
+            panic!("not serve");
+        };
+        assert_eq!(args.max_connections, None);
+        assert_eq!(args.request_timeout, 30);
+        let l = limits(&args, 1024);
+        assert_eq!(
+            l,
+            server::Limits {
+                max_connections: 896,
+                ..server::Limits::default()
+            }
+        );
+        assert_eq!(limits(&args, 1 << 20).max_connections, 16_384);
+
+        let Cli {
+            command: Command::Serve(args),
+            ..
+        } = Cli::try_parse_from([
+            "cairn-hub",
+            "serve",
+            "--insecure-http",
+            "--max-connections",
+            "5000",
+            "--max-connections-per-ip",
+            "0",
+            "--header-timeout",
+            "2",
+            "--idle-timeout",
+            "1m",
+            "--request-timeout",
+            "3s",
+        ])
+        .unwrap()
+        else {
+            panic!("not serve");
+        };
+        let l = limits(&args, 1024);
+        assert_eq!(l.max_connections, 5000, "given: kept, with a warning");
+        assert_eq!(l.max_connections_per_ip, 0);
+        assert_eq!(l.header_timeout, Duration::from_secs(2));
+        assert_eq!(l.idle_timeout, Duration::from_secs(60));
+        assert_eq!(args.request_timeout, 3);
+        for bad in ["0", "2h", "soon"] {
+            assert!(
+                Cli::try_parse_from([
+                    "cairn-hub",
+                    "serve",
+                    "--insecure-http",
+                    "--idle-timeout",
+                    bad
+                ])
+                .is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

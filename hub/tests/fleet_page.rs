@@ -60,11 +60,16 @@ impl Hub {
             ApiConfig {
                 admin_token: Some(ADMIN.into()),
                 heartbeat_interval_secs: 30,
+                ..ApiConfig::default()
             },
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = rt.spawn(async move {
-            server::serve(listener, Some(tls), app, 64, async {
+            let limits = server::Limits {
+                max_connections: 64,
+                ..server::Limits::default()
+            };
+            server::serve(listener, Some(tls), app, &limits, async {
                 let _ = stopped.await;
             })
             .await

@@ -41,11 +41,16 @@ impl Hub {
             ApiConfig {
                 admin_token: Some(ADMIN.into()),
                 heartbeat_interval_secs: 30,
+                ..ApiConfig::default()
             },
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            server::serve(listener, Some(tls), app, 64, async {
+            let limits = server::Limits {
+                max_connections: 64,
+                ..server::Limits::default()
+            };
+            server::serve(listener, Some(tls), app, &limits, async {
                 let _ = stopped.await;
             })
             .await
@@ -684,5 +689,116 @@ async fn clients_that_do_not_trust_the_hub_ca_cannot_connect() {
     let url = hub.base.replace("https://", "http://");
     let r = plain.get(format!("{url}/v1/admin/hosts")).send().await;
     assert!(r.is_err() || !r.unwrap().status().is_success());
+    hub.stop().await;
+}
+
+/// Path parameters that do not decode (bad percent-encoding, not UTF-8), query strings and
+/// bodies that do not parse, and methods an endpoint does not take: every extractor
+/// rejection answers with the JSON error body of docs/protocol.md, not axum's plain text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_paths_queries_bodies_and_methods_get_the_json_error_body() {
+    let hub = Hub::start().await;
+    let (_, token) = hub.new_token(None).await;
+    let reg = hub.registered(&token, "edge-1").await;
+    let admin = |method: reqwest::Method, path: &str| {
+        hub.client.request(method, hub.url(path)).bearer_auth(ADMIN)
+    };
+    let cases = [
+        // Admin path parameters: `%FF` is not UTF-8, `%C3%28` an invalid sequence.
+        (
+            admin(reqwest::Method::GET, "/v1/admin/hosts/%FF"),
+            400,
+            "bad_request",
+        ),
+        (
+            admin(reqwest::Method::DELETE, "/v1/admin/hosts/%C3%28"),
+            400,
+            "bad_request",
+        ),
+        (
+            admin(reqwest::Method::GET, "/v1/admin/hosts/%FF/events"),
+            400,
+            "bad_request",
+        ),
+        (
+            admin(reqwest::Method::POST, "/v1/admin/tokens/%FF/revoke"),
+            400,
+            "bad_request",
+        ),
+        (
+            admin(reqwest::Method::GET, "/v1/admin/profiles/%FF"),
+            400,
+            "bad_request",
+        ),
+        // Queries: numbers that are not.
+        (
+            admin(
+                reqwest::Method::GET,
+                &format!("/v1/admin/hosts/{}/events?after=x1", reg.host_id),
+            ),
+            400,
+            "bad_request",
+        ),
+        (
+            admin(reqwest::Method::GET, "/v1/admin/profiles/edge?version=-1"),
+            400,
+            "bad_request",
+        ),
+        // Bodies: not JSON, the wrong JSON.
+        (
+            admin(reqwest::Method::POST, "/v1/admin/tenants").body("{\"name\": "),
+            400,
+            "bad_request",
+        ),
+        (
+            admin(reqwest::Method::POST, "/v1/admin/tenants").body("{\"name\": 7}"),
+            400,
+            "bad_request",
+        ),
+        // A host path that does not decode, before authentication.
+        (
+            hub.client
+                .post(hub.url("/v1/hosts/%FF/heartbeat"))
+                .bearer_auth(&reg.credential)
+                .body("{}"),
+            400,
+            "bad_request",
+        ),
+        // Methods an endpoint does not take.
+        (
+            admin(reqwest::Method::PUT, "/v1/admin/hosts"),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            hub.client
+                .get(hub.url(&format!("/v1/hosts/{}/heartbeat", reg.host_id))),
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let request = request.build().unwrap();
+        let what = format!("{} {}", request.method(), request.url().path());
+        let r = hub.client.execute(request).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        assert_eq!(
+            r.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "{what}"
+        );
+        let err: ErrorBody = serde_json::from_value(r.json_value().await).unwrap();
+        assert_eq!(err.error, code, "{what}: {}", err.message);
+        assert!(!err.message.is_empty(), "{what}");
+    }
+    // The message says what did not decode.
+    let r = admin(reqwest::Method::GET, "/v1/admin/hosts/%FF")
+        .send()
+        .await
+        .unwrap();
+    let err: ErrorBody = serde_json::from_value(r.json_value().await).unwrap();
+    assert!(err.message.starts_with("the path: "), "{}", err.message);
     hub.stop().await;
 }

@@ -1,6 +1,6 @@
 //! `/v1/admin/…`: what the admin commands do, over HTTP, behind the admin token.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -8,7 +8,7 @@ use cairn_proto::protocol::Problem;
 use serde::{Deserialize, Serialize};
 
 use super::fleet::Change;
-use super::{Admin, ApiError, AppState, JsonBody, LimitedBody, Q as Query};
+use super::{Admin, ApiError, AppState, JsonBody, LimitedBody, PathArgs as Path, Q as Query};
 use crate::store::{
     self, Assignment, CreatedToken, Host, NewToken, ProfileInfo, Project, ProjectRef, Published,
     Scope, Store, StoredEvent, Target, Tenant, TokenInfo,

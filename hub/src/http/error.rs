@@ -1,9 +1,12 @@
 //! Every refusal the API gives, as a status code plus the JSON body of docs/protocol.md.
 
+use axum::extract::rejection::{
+    BytesRejection, FormRejection, JsonRejection, PathRejection, QueryRejection,
+};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cairn_proto::protocol::{ErrorBody, Problem};
+use cairn_proto::protocol::{ErrorBody, Problem, MAX_BODY_BYTES};
 
 use crate::error::StoreError;
 
@@ -68,6 +71,46 @@ impl From<StoreError> for ApiError {
         };
         ApiError::new(status, e.code(), message)
     }
+}
+
+impl ApiError {
+    /// An extractor's refusal: `what` did not decode. axum's own answer would be plain
+    /// text; this keeps its status and message in the JSON body.
+    fn rejected(what: &str, status: StatusCode, text: String) -> ApiError {
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(MAX_BODY_BYTES),
+            StatusCode::UNPROCESSABLE_ENTITY => ApiError::invalid(format!("{what}: {text}")),
+            s if s.is_server_error() => {
+                tracing::error!(status = s.as_u16(), "reading {what}: {text}");
+                ApiError::new(
+                    s,
+                    "internal",
+                    "internal error; the hub's log has the details",
+                )
+            }
+            s => ApiError::new(s, "bad_request", format!("{what}: {text}")),
+        }
+    }
+}
+
+/// Every axum extractor rejection the API can meet, converted in one place (the
+/// extractors in `http/mod.rs` use these through `?`).
+macro_rules! from_rejection {
+    ($($rejection:ty => $what:literal),* $(,)?) => {$(
+        impl From<$rejection> for ApiError {
+            fn from(e: $rejection) -> Self {
+                ApiError::rejected($what, e.status(), e.body_text())
+            }
+        }
+    )*};
+}
+
+from_rejection! {
+    PathRejection => "the path",
+    QueryRejection => "the query string",
+    JsonRejection => "the JSON body",
+    FormRejection => "the form",
+    BytesRejection => "the body",
 }
 
 /// `a: b: c` from an error and its sources.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -26,7 +26,7 @@ pub use error::ApiError;
 use crate::secret;
 use crate::store::{Host, Store};
 
-/// Longest time a request may take, body upload included; then `408`.
+/// Longest time a request may take by default, body upload included; then `408`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Shortest admin token accepted.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
@@ -38,6 +38,8 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
     /// Heartbeat period asked of agents (seconds).
     pub heartbeat_interval_secs: u64,
+    /// Longest time a request may take, body upload included; then `408`.
+    pub request_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -45,6 +47,7 @@ impl Default for ApiConfig {
         ApiConfig {
             admin_token: None,
             heartbeat_interval_secs: cairn_proto::protocol::DEFAULT_HEARTBEAT_SECS,
+            request_timeout: REQUEST_TIMEOUT,
         }
     }
 }
@@ -74,6 +77,7 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
         heartbeat_interval_secs: config.heartbeat_interval_secs,
         fleet: fleet::Fleet::new(),
     }));
+    let request_timeout = config.request_timeout;
     Router::new()
         .route("/v1/register", post(agent::register::<S>))
         .route("/v1/hosts/{id}/heartbeat", post(agent::heartbeat::<S>))
@@ -85,8 +89,11 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
         )
         .merge(fleet::page_routes::<S>())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(guard))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            guard(request_timeout, req, next)
+        }))
         .with_state(state)
 }
 
@@ -98,19 +105,27 @@ async fn not_found() -> ApiError {
     )
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method (see docs/protocol.md)",
+    )
+}
+
 /// Request timeout and access log.
-async fn guard(req: Request, next: Next) -> Response {
+async fn guard(request_timeout: Duration, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = Instant::now();
-    let resp = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+    let resp = match tokio::time::timeout(request_timeout, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
             format!(
                 "the request took longer than {} s",
-                REQUEST_TIMEOUT.as_secs()
+                request_timeout.as_secs_f64()
             ),
         )
         .into_response(),
@@ -139,9 +154,7 @@ impl<S: Store> FromRequestParts<AppState<S>> for HostAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self, ApiError> {
-        let Path(id) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let PathArgs(id) = PathArgs::<String>::from_request_parts(parts, state).await?;
         let credential = bearer(parts).ok_or_else(|| {
             ApiError::unauthenticated(
                 "send the host credential as `Authorization: Bearer <credential>`",
@@ -178,16 +191,36 @@ impl<S: Store> FromRequestParts<AppState<S>> for Admin {
     }
 }
 
+// The extractors below are the only ones handlers use for the path, the query and the
+// body: each turns axum's plain-text rejection into the JSON error body of docs/protocol.md,
+// through the `From<…Rejection> for ApiError` conversions of `error.rs`. clippy.toml
+// forbids axum's own `Path` and `Query` elsewhere.
+
+/// Path parameters, with a JSON `400` when they do not decode (bad percent-encoding, not
+/// UTF-8, not the expected type).
+pub(crate) struct PathArgs<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathArgs<T> {
+    type Rejection = ApiError;
+
+    #[allow(clippy::disallowed_types)]
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(v) =
+            axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        Ok(PathArgs(v))
+    }
+}
+
 /// Query parameters, with a JSON `400` when they do not parse.
 pub(crate) struct Q<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Q<T> {
     type Rejection = ApiError;
 
+    #[allow(clippy::disallowed_types)]
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::try_from_uri(&parts.uri)
-            .map(|axum::extract::Query(v)| Q(v))
-            .map_err(|e| ApiError::bad_request(e.body_text()))
+        let axum::extract::Query(v) = axum::extract::Query::<T>::try_from_uri(&parts.uri)?;
+        Ok(Q(v))
     }
 }
 
@@ -198,14 +231,7 @@ impl<S: Send + Sync> FromRequest<S> for LimitedBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(MAX_BODY_BYTES)
-            } else {
-                ApiError::bad_request(e.body_text())
-            }
-        })?;
-        Ok(LimitedBody(bytes))
+        Ok(LimitedBody(Bytes::from_request(req, state).await?))
     }
 }
 
