@@ -30,6 +30,11 @@ async fn sqlite_file_uses_wal_migrates_once_and_never_holds_secrets() {
         .register_host(&common::registration(&token, "edge-1", &[]))
         .await
         .unwrap();
+    let key = common::registration_key();
+    let keyed = store
+        .register_host(&common::keyed_registration(&token, "edge-2", &key))
+        .await
+        .unwrap();
     // WAL: the write-ahead log file exists beside the database while it is open.
     assert!(
         dir.path().join("hub.db-wal").exists(),
@@ -48,18 +53,32 @@ async fn sqlite_file_uses_wal_migrates_once_and_never_holds_secrets() {
         !text.contains(&body(&reg.credential)),
         "the host credential is stored in clear"
     );
+    assert!(
+        !text.contains(&body(&key)),
+        "the registration key is stored in clear"
+    );
+    assert!(
+        !text.contains(&body(&keyed.credential)),
+        "the credential derived from the registration key is stored in clear"
+    );
     assert!(text.contains(&cairn_hub::secret::sha256_hex(&token)));
     store.close().await;
 
     // Re-opening applies no migration twice and keeps the data (also from a sqlite: URL).
     let again = SqlStore::open(&format!("sqlite://{url}")).await.unwrap();
     let hosts = again.list_hosts(None).await.unwrap();
-    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts.len(), 2);
     assert_eq!(hosts[0].name, "edge-1");
     again
         .authenticate_host(&reg.host.id, &reg.credential)
         .await
         .unwrap();
+    // A retry after a restart of the hub still gets the same identity.
+    let retried = again
+        .register_host(&common::keyed_registration(&token, "edge-2", &key))
+        .await
+        .unwrap();
+    assert_eq!(retried.credential, keyed.credential);
     again.close().await;
 }
 
