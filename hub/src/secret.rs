@@ -6,6 +6,7 @@
 //! register or impersonate a host. A high-entropy secret needs no slow password hash.
 
 use base64::Engine as _;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::error::StoreError;
@@ -33,6 +34,28 @@ pub fn new_secret(prefix: &str) -> Result<String, StoreError> {
         "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     ))
+}
+
+/// The credential of a host registered with a registration key: HMAC-SHA256 keyed with the
+/// registration key over a random per-host salt, base64url, with the credential prefix.
+///
+/// The same key and salt always give the same credential, so a retried registration can be
+/// answered with the credential the first answer carried, while the database keeps only
+/// hashes: neither the salt (stored) nor the key (only its SHA-256 is stored) gives it alone.
+pub fn derive_credential(registration_key: &str, salt: &str) -> Result<String, StoreError> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(registration_key.as_bytes())
+        .map_err(|e| StoreError::Internal(format!("deriving a host credential: {e}")))?;
+    mac.update(b"cairn host credential v1\0");
+    mac.update(salt.as_bytes());
+    Ok(format!(
+        "{CREDENTIAL_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    ))
+}
+
+/// A new random salt for [`derive_credential`]: 256 bits in hex.
+pub fn new_salt() -> Result<String, StoreError> {
+    Ok(hex::encode(random::<32>()?))
 }
 
 /// Lower-case hex SHA-256 of `s`.
@@ -82,6 +105,20 @@ mod tests {
         );
         assert!(new_id("h_").unwrap().starts_with("h_"));
         assert_eq!(new_id("h_").unwrap().len(), 22);
+    }
+
+    #[test]
+    fn derived_credentials_depend_on_key_and_salt_only() {
+        let key = format!("cairn_rk_{}", "k".repeat(43));
+        let salt = new_salt().unwrap();
+        let a = derive_credential(&key, &salt).unwrap();
+        assert_eq!(a, derive_credential(&key, &salt).unwrap());
+        assert!(a.starts_with(CREDENTIAL_PREFIX));
+        assert_eq!(a.len(), CREDENTIAL_PREFIX.len() + 43);
+        assert_ne!(a, derive_credential(&key, &new_salt().unwrap()).unwrap());
+        let other = format!("cairn_rk_{}", "j".repeat(43));
+        assert_ne!(a, derive_credential(&other, &salt).unwrap());
+        assert!(!a.contains(&key[9..]) && !a.contains(&salt));
     }
 
     #[test]

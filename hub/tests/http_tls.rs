@@ -417,6 +417,67 @@ async fn register_heartbeat_assign_fetch_with_etag_and_report_until_applied() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_retried_with_its_key_gets_the_same_answer() {
+    let hub = Hub::start().await;
+    let (token_id, token) = hub.new_token(Some(2)).await;
+    let key = cairn_hub::secret::new_secret("cairn_rk_").unwrap();
+    let register = |key: &str| {
+        hub.client
+            .post(hub.url("/v1/register"))
+            .json_body(&json!({"token": token, "name": "edge-1", "registration_key": key}))
+            .send()
+    };
+    // The first answer (lost on its way, say) and the retry's are the same: 201, same host,
+    // same credential.
+    let r = register(&key).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let first = r.json_value().await;
+    let r = register(&key).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.json_value().await, first);
+    // Another key for the name: 409; a malformed key: 422.
+    let other = cairn_hub::secret::new_secret("cairn_rk_").unwrap();
+    let r = register(&other).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(r.json_value().await["error"], "conflict");
+    let r = register("cairn_rk_short").await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json_value().await["error"], "invalid");
+    // One use spent, one host.
+    let (_, tokens) = hub.admin_get("/v1/admin/tokens").await;
+    let t = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == token_id.as_str())
+        .unwrap();
+    assert_eq!(t["uses"], 1, "{t}");
+    let (_, hosts) = hub.admin_get("/v1/admin/hosts").await;
+    assert_eq!(hosts.as_array().unwrap().len(), 1);
+    // The host uses its credential: the key is retired, a retry is a conflict.
+    let r = hub
+        .client
+        .post(hub.url(&format!(
+            "/v1/hosts/{}/heartbeat",
+            first["host_id"].as_str().unwrap()
+        )))
+        .bearer_auth(first["credential"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(register(&key).await.unwrap().status(), StatusCode::CONFLICT);
+    // Neither the key nor the credential is in the hub's answers to the operator.
+    let (_, hosts) = hub.admin_get("/v1/admin/hosts").await;
+    let listed = hosts.to_string();
+    assert!(
+        !listed.contains(&key[9..])
+            && !listed.contains(&first["credential"].as_str().unwrap()[9..])
+    );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_tokens_wrong_credentials_and_other_hosts_ids_are_refused() {
     let hub = Hub::start().await;
     let (token_id, token) = hub.new_token(None).await;

@@ -32,6 +32,27 @@ pub struct RegisterRequest {
     pub tags: BTreeMap<String, String>,
     #[serde(default)]
     pub inventory: Inventory,
+    /// Makes the request safe to retry: a random secret the agent creates once, keeps on
+    /// disk before its first attempt and sends with every attempt until it has stored its
+    /// identity. A retry with the key of a registration the hub already made gets that
+    /// registration's answer again (same host id, same credential) instead of `409`.
+    /// `REGISTRATION_KEY_MIN_LEN` to `REGISTRATION_KEY_MAX_LEN` characters of
+    /// `A-Z a-z 0-9 _ -`; absent for agents that predate it (docs/protocol.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_key: Option<String>,
+}
+
+/// Shortest registration key the hub accepts (256 bits in base64url without padding).
+pub const REGISTRATION_KEY_MIN_LEN: usize = 43;
+/// Longest registration key the hub accepts.
+pub const REGISTRATION_KEY_MAX_LEN: usize = 128;
+
+/// Is `key` shaped like a registration key (length and alphabet; not its randomness)?
+pub fn valid_registration_key(key: &str) -> bool {
+    (REGISTRATION_KEY_MIN_LEN..=REGISTRATION_KEY_MAX_LEN).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
 /// Answer to a successful registration. The credential is shown exactly once: the hub keeps
@@ -201,6 +222,13 @@ mod tests {
             serde_json::from_str(r#"{"token":"t","name":"edge-1"}"#).unwrap();
         assert!(req.tags.is_empty());
         assert_eq!(req.inventory, Inventory::default());
+        assert_eq!(req.registration_key, None);
+        // An agent without a registration key sends no such field (an older hub is fine).
+        let sent = serde_json::to_value(&req).unwrap();
+        assert!(sent.get("registration_key").is_none(), "{sent}");
+        let keyed: RegisterRequest =
+            serde_json::from_str(r#"{"token":"t","name":"e","registration_key":"k"}"#).unwrap();
+        assert_eq!(keyed.registration_key.as_deref(), Some("k"));
         // Unknown fields from a newer peer are ignored, not refused.
         let resp: HeartbeatResponse =
             serde_json::from_str(r#"{"profile_version":3,"future_field":true}"#).unwrap();
@@ -209,5 +237,17 @@ mod tests {
         // A null profile version round-trips as null, not as a missing key.
         let none = serde_json::to_value(HeartbeatResponse::default()).unwrap();
         assert!(none.get("profile_version").unwrap().is_null());
+    }
+
+    #[test]
+    fn registration_key_shape() {
+        let key = format!("cairn_rk_{}", "A".repeat(43));
+        assert!(valid_registration_key(&key));
+        assert!(valid_registration_key(&"a-_9".repeat(11)[..43]));
+        assert!(!valid_registration_key(&"a".repeat(42)));
+        assert!(!valid_registration_key(&"a".repeat(129)));
+        assert!(!valid_registration_key(&format!("{}=", "a".repeat(43))));
+        assert!(!valid_registration_key(&format!("{} ", "a".repeat(43))));
+        assert!(!valid_registration_key(""));
     }
 }

@@ -161,6 +161,13 @@ pub fn run(opts: RunOptions) -> u8 {
         );
         return 1;
     }
+    if identity.is_some() {
+        // Registered: a key left by a crash between storing identity.json and deleting the
+        // key has no use any more (and is a secret).
+        if let Err(e) = identity::RegistrationKey::remove(&state) {
+            tracing::warn!("{e}");
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -441,7 +448,9 @@ impl Daemon {
                 spread(REJECTED_PROBE, 0.1)
             }
             HubError::Refused { .. } if what == "registration" => {
-                // 409 (the name is taken) or 422 (bad name or tag): an operator must act.
+                // 409 (the name is taken by another host: this host's own earlier attempt
+                // is recognised by its registration key) or 422 (bad name or tag): an
+                // operator must act.
                 self.set_hub("registration_refused", &format!("{what}: {e}"));
                 spread(REJECTED_PROBE, 0.1)
             }
@@ -462,6 +471,24 @@ impl Daemon {
     // ----- registration ------------------------------------------------------------
 
     async fn register(&self) -> Identity {
+        // The key is on disk before the first attempt: a retry (after a lost answer, a
+        // restart, a crash of either side) sends the same key and gets the identity the
+        // hub already made, never a 409 for this host's own earlier attempt.
+        let key = {
+            let mut retry = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+            loop {
+                match identity::RegistrationKey::load_or_create(
+                    &self.state,
+                    &self.settings.endpoint,
+                ) {
+                    Ok(k) => break k,
+                    Err(e) => {
+                        tracing::error!("keeping a registration key: {e}; not registering yet");
+                        tokio::time::sleep(retry.next_delay()).await;
+                    }
+                }
+            }
+        };
         let mut backoff = Backoff::hub();
         loop {
             let Some(token) = self.settings.token.as_ref() else {
@@ -474,6 +501,7 @@ impl Daemon {
                 name: self.settings.name.clone(),
                 tags: self.settings.tags.clone(),
                 inventory: inventory::gather(),
+                registration_key: Some(key.key.expose().to_string()),
             };
             let wait = match self.client.register(&req).await {
                 Ok(resp) => {
@@ -492,6 +520,11 @@ impl Daemon {
                             self.state.identity().display()
                         );
                         tokio::time::sleep(retry.next_delay()).await;
+                    }
+                    // The identity is kept: the key has done its job. Left behind (this
+                    // fails), it is removed at the next start.
+                    if let Err(e) = identity::RegistrationKey::remove(&self.state) {
+                        tracing::warn!("{e}");
                     }
                     *guard(&self.heartbeat_secs) = resp.heartbeat_interval_secs.clamp(1, 86_400);
                     tracing::info!("registered as host {}", id.host_id);

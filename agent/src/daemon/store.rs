@@ -3,6 +3,7 @@
 //! Layout (every file mode 0600, the directory 0700, all written by this module):
 //! ```text
 //! identity.json   host id + credential from registration (secret)
+//! registration-key.json  the registration key, until identity.json is stored (secret)
 //! profile.json    the last verified profile received from the hub (may hold secrets)
 //! applied.json    the profile last applied completely
 //! journal.jsonl   progress of the current apply, one fsynced record per line
@@ -36,6 +37,9 @@ impl StateDir {
 
     pub fn identity(&self) -> PathBuf {
         self.dir.join("identity.json")
+    }
+    pub fn registration_key(&self) -> PathBuf {
+        self.dir.join("registration-key.json")
     }
     pub fn profile(&self) -> PathBuf {
         self.dir.join("profile.json")

@@ -22,13 +22,20 @@ pub(crate) async fn register<S: Store>(
         name: req.name,
         tags: req.tags,
         inventory: req.inventory,
+        registration_key: req.registration_key,
     };
     let done = state.0.store.register_host(&reg).await?;
-    tracing::info!(host = %done.host.id, name = %done.host.name, project = %done.host.project, "registered");
-    state
-        .0
-        .fleet
-        .notify(Change::Host(done.host.id.as_str().into()));
+    if done.repeated {
+        // The first answer did not reach the agent: the same one again (the same status too,
+        // so a retry cannot be told from the first attempt by its answer).
+        tracing::info!(host = %done.host.id, name = %done.host.name, project = %done.host.project, "registration repeated with its registration key; same identity");
+    } else {
+        tracing::info!(host = %done.host.id, name = %done.host.name, project = %done.host.project, "registered");
+        state
+            .0
+            .fleet
+            .notify(Change::Host(done.host.id.as_str().into()));
+    }
     Ok((
         StatusCode::CREATED,
         Json(RegisterResponse {

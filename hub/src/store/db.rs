@@ -25,11 +25,18 @@ use crate::error::StoreError;
 
 /// Schema migrations, embedded in the binary; applied at every start (already-applied ones
 /// are skipped, a changed one is refused by its checksum). The same SQL serves both backends.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial schema",
-    include_str!("../../migrations/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial schema",
+        include_str!("../../migrations/0001_init.sql"),
+    ),
+    (
+        2,
+        "registration key",
+        include_str!("../../migrations/0002_registration_key.sql"),
+    ),
+];
 
 /// How long a writer waits for SQLite's lock held by another process (the admin CLI).
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -181,13 +181,19 @@ pub struct Registration {
     pub name: String,
     pub tags: BTreeMap<String, String>,
     pub inventory: Inventory,
+    /// The agent's registration key (a secret, never stored): makes a retry of this
+    /// registration return the same identity. `None` for agents that predate it.
+    pub registration_key: Option<String>,
 }
 
-/// A newly registered host and its credential (shown once, stored hashed).
+/// A registered host and its credential (shown to the agent only, stored hashed).
 #[derive(Debug, Clone)]
 pub struct Registered {
     pub host: Host,
     pub credential: String,
+    /// True when this answers a retry of a registration already made with the same token
+    /// and registration key: nothing was created or spent, the identity is the earlier one.
+    pub repeated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -351,12 +357,19 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn revoke_token(&self, id: &str) -> impl Future<Output = Result<TokenInfo, StoreError>> + Send;
 
     /// Spend one use of the token and create the host, or refuse and change nothing.
+    ///
+    /// With a registration key, the retry of a registration already made (same token, name
+    /// and key, and the host has not used its credential yet) returns that registration
+    /// again (same host, same credential, [`Registered::repeated`]) whatever the token's
+    /// state now, and changes nothing. Any other request for a taken name is a
+    /// [`StoreError::Conflict`].
     fn register_host(
         &self,
         reg: &Registration,
     ) -> impl Future<Output = Result<Registered, StoreError>> + Send;
     /// The host, if `credential` is its credential; [`StoreError::Forbidden`] otherwise
-    /// (also for an unknown host id).
+    /// (also for an unknown host id). The first success retires the host's registration
+    /// key: the agent evidently has its identity, so a retry is no longer honoured.
     fn authenticate_host(
         &self,
         host_id: &str,

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use cairn_proto::protocol::Inventory;
+use cairn_proto::protocol::{
+    valid_registration_key, Inventory, REGISTRATION_KEY_MAX_LEN, REGISTRATION_KEY_MIN_LEN,
+};
 use cairn_proto::{Event, EventKind, Profile};
 
 use super::db::{args, is_unique_violation, Backend, Conn, Pool, Row, Tx};
@@ -121,7 +123,7 @@ pub struct SqlStore {
 
 const HOST_SELECT: &str = "SELECT h.id, h.name, h.tags, h.inventory, h.status, h.status_seq, \
      h.current_stage, h.current_step, h.last_error, h.applied_profile, h.applied_version, \
-     h.last_seq, h.credential_sha256, h.registered_at, h.last_seen, \
+     h.last_seq, h.credential_sha256, h.registration_key_sha256, h.registered_at, h.last_seen, \
      p.name AS project_name, t.name AS tenant_name \
      FROM hosts h JOIN projects p ON p.id = h.project_id JOIN tenants t ON t.id = p.tenant_id";
 
@@ -461,6 +463,57 @@ impl SqlStore {
             .map_err(db(format!("starting a transaction for {what}")))
     }
 
+    /// The registration a retry repeats: the host named `name` in the project, registered
+    /// with this token and this registration key, whose credential has not been used yet.
+    /// Its answer again (same host, same credential), or `None`.
+    async fn repeated_registration(
+        &self,
+        tx: &mut Tx,
+        project_id: &str,
+        token_id: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<Registered>, StoreError> {
+        let row = tx
+            .fetch_optional(
+                "SELECT id, registration_key_sha256, credential_salt, credential_sha256 \
+                 FROM hosts WHERE project_id = $1 AND name = $2 AND token_id = $3",
+                args![project_id, name, token_id],
+            )
+            .await
+            .map_err(db(format!("looking up host {name}")))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let ctx = || db(format!("reading host {name}"));
+        let (Some(stored_key), Some(salt)) = (
+            row.opt_text("registration_key_sha256").map_err(ctx())?,
+            row.opt_text("credential_salt").map_err(ctx())?,
+        ) else {
+            return Ok(None); // registered without a key, or its credential is in use
+        };
+        if !secret::constant_time_eq(secret::sha256_hex(key).as_bytes(), stored_key.as_bytes()) {
+            return Ok(None); // another device's key: the name is taken
+        }
+        let id = row.text("id").map_err(ctx())?;
+        let credential = secret::derive_credential(key, &salt)?;
+        let stored_credential = row.text("credential_sha256").map_err(ctx())?;
+        if secret::sha256_hex(&credential) != stored_credential {
+            return Err(StoreError::Internal(format!(
+                "host {id}: the credential derived from its registration key does not match \
+                 the stored one"
+            )));
+        }
+        let host = host_by_id(&mut Conn::Tx(tx), &id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("host {id} vanished while registering")))?;
+        Ok(Some(Registered {
+            host,
+            credential,
+            repeated: true,
+        }))
+    }
+
     /// Explain why a token was refused, for the registering agent and the operator.
     async fn token_refusal(&self, hash: &str, now: Timestamp) -> StoreError {
         let sql = format!("{TOKEN_SELECT} WHERE k.secret_sha256 = $1");
@@ -686,6 +739,13 @@ impl Store for SqlStore {
         for (k, v) in &reg.tags {
             check_tag(k, v)?;
         }
+        let key = reg.registration_key.as_deref();
+        if key.is_some_and(|k| !valid_registration_key(k)) {
+            return Err(StoreError::Invalid(format!(
+                "a registration key is {REGISTRATION_KEY_MIN_LEN} to {REGISTRATION_KEY_MAX_LEN} \
+                 letters, digits, `_` and `-`"
+            )));
+        }
         let now = now();
         let hash = secret::sha256_hex(&reg.token);
         let tags =
@@ -693,35 +753,73 @@ impl Store for SqlStore {
         let inventory = serde_json::to_string(&reg.inventory)
             .map_err(corrupt("encoding a host inventory".into()))?;
         let host_id = secret::new_id("h_")?;
-        let credential = secret::new_secret(CREDENTIAL_PREFIX)?;
+        // With a key, the credential is derived from it (and a random salt kept with the
+        // host), so a retry can be answered with the same credential; without one, random.
+        let (credential, key_sha256, salt) = match key {
+            Some(k) => {
+                let salt = secret::new_salt()?;
+                (
+                    secret::derive_credential(k, &salt)?,
+                    Some(secret::sha256_hex(k)),
+                    Some(salt),
+                )
+            }
+            None => (secret::new_secret(CREDENTIAL_PREFIX)?, None, None),
+        };
 
         let mut tx = self.begin("registering a host").await?;
-        // Spend one use first: the first statement writes, so SQLite takes its lock at once
-        // and PostgreSQL locks the token row; two hosts cannot both take the last use.
-        let spent = tx
+        // Lock the token's row first (an UPDATE that changes nothing): registrations with
+        // the same token run one after the other, so a retry racing the attempt it repeats
+        // sees that attempt's host once it has committed. With SQLite the transaction holds
+        // the database's write lock already.
+        let token = tx
             .fetch_optional(
-                "UPDATE registration_tokens SET uses = uses + 1 \
-                 WHERE secret_sha256 = $1 AND revoked_at IS NULL \
-                 AND (expires_at IS NULL OR expires_at > $2) \
-                 AND (max_uses IS NULL OR uses < max_uses) \
+                "UPDATE registration_tokens SET uses = uses WHERE secret_sha256 = $1 \
                  RETURNING id, project_id",
-                args![&hash, now],
+                args![&hash],
             )
             .await
-            .map_err(db("spending a registration token"))?;
-        let Some(spent) = spent else {
+            .map_err(db("looking up a registration token"))?;
+        let Some(token) = token else {
             drop(tx);
             return Err(self.token_refusal(&hash, now).await);
         };
-        let token_id = spent.text("id").map_err(db("reading a token row"))?;
-        let project_id = spent
+        let token_id = token.text("id").map_err(db("reading a token row"))?;
+        let project_id = token
             .text("project_id")
             .map_err(db("reading a token row"))?;
+        if let Some(key) = key {
+            if let Some(done) = self
+                .repeated_registration(&mut tx, &project_id, &token_id, &reg.name, key)
+                .await?
+            {
+                // Nothing was written: the rollback only releases the token's row.
+                drop(tx);
+                return Ok(done);
+            }
+        }
+        // Spend one use; two hosts cannot both take the last one (the row is locked).
+        let spent = tx
+            .fetch_optional(
+                "UPDATE registration_tokens SET uses = uses + 1 \
+                 WHERE id = $1 AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > $2) \
+                 AND (max_uses IS NULL OR uses < max_uses) \
+                 RETURNING id",
+                args![&token_id, now],
+            )
+            .await
+            .map_err(db("spending a registration token"))?;
+        if spent.is_none() {
+            drop(tx);
+            return Err(self.token_refusal(&hash, now).await);
+        }
         let inserted = tx
             .execute(
                 "INSERT INTO hosts (id, project_id, name, tags, inventory, status, \
-                 credential_sha256, token_id, registered_at, last_seen) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                 credential_sha256, token_id, registered_at, last_seen, \
+                 registration_key_sha256, credential_salt) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)",
                 args![
                     &host_id,
                     &project_id,
@@ -731,7 +829,9 @@ impl Store for SqlStore {
                     HostStatus::Registered.as_str(),
                     secret::sha256_hex(&credential),
                     token_id,
-                    now
+                    now,
+                    key_sha256,
+                    salt
                 ],
             )
             .await;
@@ -754,7 +854,11 @@ impl Store for SqlStore {
         tx.commit()
             .await
             .map_err(db(format!("committing the registration of {}", reg.name)))?;
-        Ok(Registered { host, credential })
+        Ok(Registered {
+            host,
+            credential,
+            repeated: false,
+        })
     }
 
     async fn authenticate_host(&self, host_id: &str, credential: &str) -> Result<Host, StoreError> {
@@ -772,6 +876,24 @@ impl Store for SqlStore {
         let given = secret::sha256_hex(credential);
         if !secret::constant_time_eq(given.as_bytes(), stored.as_bytes()) {
             return Err(forbidden());
+        }
+        let key_live = row
+            .opt_text("registration_key_sha256")
+            .map_err(db(format!("reading host {host_id}")))?
+            .is_some();
+        if key_live {
+            // The agent has its identity: its registration can no longer be repeated, and
+            // whoever else might hold the key gets nothing with it from now on.
+            self.pool
+                .execute(
+                    "UPDATE hosts SET registration_key_sha256 = NULL, credential_salt = NULL \
+                     WHERE id = $1",
+                    args![host_id],
+                )
+                .await
+                .map_err(db(format!(
+                    "retiring the registration key of host {host_id}"
+                )))?;
         }
         host_from_row(&row)
     }

@@ -22,6 +22,8 @@ macro_rules! storage_suite {
             tokens_expire_are_revoked_and_run_out,
             concurrent_registrations_never_exceed_max_uses,
             duplicate_host_name_is_refused_without_spending_a_use,
+            a_registration_retried_with_its_key_returns_the_same_identity,
+            concurrent_retries_of_one_registration_make_one_host,
             credentials_authenticate_only_their_own_host,
             profile_scopes_are_visible_where_they_belong,
             profiles_are_immutable_and_versions_monotonic,
@@ -93,7 +95,21 @@ pub fn registration(token: &str, name: &str, tags: &[(&str, &str)]) -> Registrat
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         inventory: inventory(4),
+        registration_key: None,
     }
+}
+
+/// A registration carrying a registration key, as agents send it.
+pub fn keyed_registration(token: &str, name: &str, key: &str) -> Registration {
+    Registration {
+        registration_key: Some(key.into()),
+        ..registration(token, name, &[])
+    }
+}
+
+/// A fresh registration key (`cairn_rk_` and 256 random bits, like the agent's).
+pub fn registration_key() -> String {
+    cairn_hub::secret::new_secret("cairn_rk_").unwrap()
 }
 
 pub fn profile(name: &str, version: u64, motd: &str) -> Profile {
@@ -320,6 +336,158 @@ pub async fn duplicate_host_name_is_refused_without_spending_a_use(store: &SqlSt
     // The first host is intact.
     store
         .authenticate_host(&first.host.id, &first.credential)
+        .await
+        .unwrap();
+}
+
+/// Uses of the default project's token named `name`.
+async fn token_uses(store: &SqlStore, name: &str) -> u32 {
+    store
+        .list_tokens(Some(&default_project()))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == name)
+        .unwrap()
+        .uses
+}
+
+pub async fn a_registration_retried_with_its_key_returns_the_same_identity(store: &SqlStore) {
+    let p = default_project();
+    let t = named_token(store, &p, "first", Some(2)).await;
+    let other_token = named_token(store, &p, "second", None).await;
+    let key = registration_key();
+    let first = store
+        .register_host(&keyed_registration(&t, "edge-1", &key))
+        .await
+        .unwrap();
+    assert!(!first.repeated);
+    assert!(first.credential.starts_with("cairn_hc_"));
+    assert_eq!(token_uses(store, "first").await, 1);
+
+    // The answer was lost: every retry with the key gets the same identity, spends nothing.
+    for _ in 0..2 {
+        let again = store
+            .register_host(&keyed_registration(&t, "edge-1", &key))
+            .await
+            .unwrap();
+        assert!(again.repeated);
+        assert_eq!(again.host.id, first.host.id);
+        assert_eq!(again.host.registered_at, first.host.registered_at);
+        assert_eq!(again.credential, first.credential);
+    }
+    assert_eq!(token_uses(store, "first").await, 1);
+
+    // Another device (another key, or none), or the key with another token: the name is
+    // taken, nothing is spent, the first host's credential is untouched.
+    let other_key = registration_key();
+    for reg in [
+        keyed_registration(&t, "edge-1", &other_key),
+        registration(&t, "edge-1", &[]),
+        keyed_registration(&other_token, "edge-1", &key),
+    ] {
+        let err = store.register_host(&reg).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Conflict(m) if m.contains("edge-1")),
+            "{err}"
+        );
+    }
+    assert_eq!(token_uses(store, "first").await, 1);
+    assert_eq!(token_uses(store, "second").await, 0);
+    // A malformed key is refused before anything is touched.
+    for bad in ["", "short", &"x".repeat(129), &format!("{key} ")] {
+        assert!(
+            matches!(
+                store
+                    .register_host(&keyed_registration(&t, "edge-9", bad))
+                    .await,
+                Err(StoreError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(store.list_hosts(None).await.unwrap().len(), 1);
+
+    // Once the host has used its credential, the key is retired: no more retries.
+    store
+        .authenticate_host(&first.host.id, &first.credential)
+        .await
+        .unwrap();
+    let err = store
+        .register_host(&keyed_registration(&t, "edge-1", &key))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    store
+        .authenticate_host(&first.host.id, &first.credential)
+        .await
+        .unwrap();
+    assert_eq!(token_uses(store, "first").await, 1);
+
+    // The token's last use: a retry is answered although the token is now used up, and
+    // even after it was revoked (it was valid for the attempt being repeated).
+    let key2 = registration_key();
+    let second = store
+        .register_host(&keyed_registration(&t, "edge-2", &key2))
+        .await
+        .unwrap();
+    assert_eq!(token_uses(store, "first").await, 2);
+    let again = store
+        .register_host(&keyed_registration(&t, "edge-2", &key2))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.host.id.as_str(), again.credential.as_str()),
+        (second.host.id.as_str(), second.credential.as_str())
+    );
+    let first_token_id = store
+        .list_tokens(Some(&p))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == "first")
+        .unwrap()
+        .id;
+    store.revoke_token(&first_token_id).await.unwrap();
+    let again = store
+        .register_host(&keyed_registration(&t, "edge-2", &key2))
+        .await
+        .unwrap();
+    assert_eq!(again.credential, second.credential);
+    // …but a new registration with that token is not.
+    assert!(matches!(
+        store
+            .register_host(&keyed_registration(&t, "edge-3", &registration_key()))
+            .await,
+        Err(StoreError::TokenRejected(_))
+    ));
+    assert_eq!(token_uses(store, "first").await, 2);
+    assert_eq!(store.list_hosts(None).await.unwrap().len(), 2);
+}
+
+pub async fn concurrent_retries_of_one_registration_make_one_host(store: &SqlStore) {
+    let p = default_project();
+    let t = token(store, &p, Some(1)).await;
+    let key = registration_key();
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let (store, reg) = (store.clone(), keyed_registration(&t, "edge-race", &key));
+            tokio::spawn(async move { store.register_host(&reg).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap().unwrap());
+    }
+    assert_eq!(answers.iter().filter(|a| !a.repeated).count(), 1);
+    for a in &answers {
+        assert_eq!(a.host.id, answers[0].host.id);
+        assert_eq!(a.credential, answers[0].credential);
+    }
+    assert_eq!(store.list_hosts(None).await.unwrap().len(), 1);
+    assert_eq!(store.list_tokens(Some(&p)).await.unwrap()[0].uses, 1);
+    store
+        .authenticate_host(&answers[0].host.id, &answers[0].credential)
         .await
         .unwrap();
 }
