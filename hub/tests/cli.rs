@@ -342,3 +342,121 @@ fn completions_and_man_pages_need_no_database() {
     }
     assert!(!db.exists());
 }
+
+/// The hub's peak resident memory so far (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A profile whose os layer is `user_data`, as a `|` block.
+fn profile_with_user_data(user_data: &str) -> String {
+    let mut doc = String::from("name: bomb\nlayers:\n  - os:\n      user_data: |\n");
+    for line in user_data.lines() {
+        doc.push_str("        ");
+        doc.push_str(line);
+        doc.push('\n');
+    }
+    doc
+}
+
+/// Under the hub's 1 MiB body limit, yet gigabytes once expanded: one alias of a 512 KiB
+/// scalar repeated, and gzip+base64 file bodies that inflate to 48 MiB each.
+fn bombs() -> Vec<(&'static str, String)> {
+    use base64::Engine;
+    use std::io::Write;
+    let mut alias = String::from("#cloud-config\nbootcmd:\n  - &a \"");
+    alias.push_str(&"x".repeat(512 * 1024));
+    alias.push_str("\"\n");
+    for _ in 0..4000 {
+        alias.push_str("  - *a\n");
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    for _ in 0..48 {
+        gz.write_all(&vec![0u8; 1024 * 1024]).unwrap();
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap());
+    let mut gzip = String::from("#cloud-config\nwrite_files:\n");
+    for i in 0..10 {
+        gzip.push_str(&format!(
+            "  - path: /var/bomb/{i}\n    encoding: gz+b64\n    content: {b64}\n"
+        ));
+    }
+    vec![
+        ("alias", profile_with_user_data(&alias)),
+        ("gzip", profile_with_user_data(&gzip)),
+    ]
+}
+
+#[tokio::test]
+async fn expanding_profiles_are_refused_at_upload_with_a_location_and_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.db");
+    let admin_file = dir.path().join("admin-token");
+    std::fs::write(&admin_file, "bomb-test-admin-token-4242\n").unwrap();
+    let port = free_port();
+    let mut server = Server(
+        Command::new(BIN)
+            .arg("--db")
+            .arg(&db)
+            .args([
+                "serve",
+                "--insecure-http",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--admin-token-file")
+            .arg(&admin_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until_listening(port, &mut server).await;
+    let client = reqwest::Client::new();
+    for (what, doc) in bombs() {
+        assert!(doc.len() < 1024 * 1024, "{what}: {} bytes", doc.len());
+        // Over HTTP, against the running hub.
+        let r = client
+            .post(format!("http://127.0.0.1:{port}/v1/admin/profiles"))
+            .bearer_auth("bomb-test-admin-token-4242")
+            .body(doc.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{what}");
+        let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        let first = &body["problems"][0];
+        assert_eq!(first["path"], "layers[0].os.user_data", "{what}: {body}");
+        let location = first["location"].as_str().unwrap();
+        assert!(location.starts_with("upload:"), "{what}: {body}");
+        let pid = server.0.id();
+        let rss = peak_rss_kib(pid);
+        assert!(rss < 256 * 1024, "{what}: hub peak RSS {rss} KiB");
+        // And with the admin command, which reads the file itself.
+        let file = dir.path().join(format!("{what}.yaml"));
+        std::fs::write(&file, &doc).unwrap();
+        let out = hub(&db, &["profile", "upload", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{}:", file.display())),
+            "{what}: {err}"
+        );
+        assert!(err.contains("nothing was published"), "{what}: {err}");
+    }
+    // The hub is still serving, and nothing was published.
+    let r = client
+        .get(format!("http://127.0.0.1:{port}/v1/admin/profiles"))
+        .bearer_auth("bomb-test-admin-token-4242")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let listed: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
+}

@@ -67,10 +67,16 @@ pub fn load(paths: &[PathBuf], strict: bool) -> Result<Loaded, LoadError> {
     let files = expand(paths)?;
     let mut diags = Diagnostics::new(strict);
     let mut config = Config::default();
+    let mut budget = decode::DecodeBudget::new();
     for file in &files {
         let text = read_text(file)?;
         let display = file.display().to_string();
-        config.merge(decode::decode_text(&display, &text, &mut diags));
+        config.merge(decode::decode_text_within(
+            &display,
+            &text,
+            &mut diags,
+            &mut budget,
+        ));
     }
     validate::check(&config, &mut diags);
     Ok(Loaded {

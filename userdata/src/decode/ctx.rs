@@ -11,11 +11,54 @@ use crate::yaml::{Node, NodeKind};
 pub struct Ctx<'d> {
     pub file: Arc<str>,
     pub diags: &'d mut Diagnostics,
+    /// What decoded file bodies may still take, shared by every document of a load.
+    pub budget: &'d mut DecodeBudget,
+}
+
+/// The bytes all decoded file bodies of one load (every file, every document) may take
+/// together: base64 and gzip let a small document stand for a huge one, so each body is
+/// decoded against what is left, and the load is refused at its limit.
+#[derive(Debug)]
+pub struct DecodeBudget {
+    used: usize,
+}
+
+impl Default for DecodeBudget {
+    fn default() -> Self {
+        DecodeBudget::new()
+    }
+}
+
+impl DecodeBudget {
+    /// Total decoded content one load may hold (docs/user-data.md, "Limits").
+    pub const LIMIT: usize = 64 * 1024 * 1024;
+
+    pub fn new() -> Self {
+        DecodeBudget { used: 0 }
+    }
+
+    /// Bytes still available.
+    pub fn remaining(&self) -> usize {
+        Self::LIMIT - self.used
+    }
+
+    /// Take `n` bytes; false (and nothing taken) when they do not fit.
+    pub fn take(&mut self, n: usize) -> bool {
+        if n > self.remaining() {
+            return false;
+        }
+        self.used += n;
+        true
+    }
 }
 
 impl<'d> Ctx<'d> {
-    pub fn new(file: Arc<str>, diags: &'d mut Diagnostics) -> Self {
-        Ctx { file, diags }
+    pub fn new(file: Arc<str>, diags: &'d mut Diagnostics, budget: &'d mut DecodeBudget) -> Self {
+        Ctx {
+            file,
+            diags,
+            budget,
+        }
     }
 
     pub fn loc(&self, node: &Node) -> Location {

@@ -80,9 +80,12 @@ pub fn user(
                     name = Some((n, value));
                 }
             }
-            "gecos" => spec.gecos = ctx.opt_string(value, "gecos"),
-            "homedir" => spec.homedir = values::abs_path(ctx, value, "homedir"),
-            "shell" => spec.shell = ctx.opt_string(value, "shell"),
+            "gecos" => spec.gecos = values::passwd_field(ctx, value, "gecos"),
+            "homedir" => {
+                spec.homedir = values::passwd_field(ctx, value, "homedir")
+                    .and_then(|_| values::abs_path(ctx, value, "homedir"))
+            }
+            "shell" => spec.shell = values::passwd_field(ctx, value, "shell"),
             "primary_group" => {
                 spec.primary_group = values::account_name(ctx, value, "primary_group")
             }

@@ -13,7 +13,7 @@ pub mod values;
 
 use std::sync::Arc;
 
-pub use ctx::{suggest, Ctx};
+pub use ctx::{suggest, Ctx, DecodeBudget};
 
 use crate::diag::{Diagnostics, Location, Pos};
 use crate::model::Config;
@@ -42,6 +42,16 @@ pub fn header(text: &str) -> Option<&'static str> {
 /// Decode one user-data file's text. Problems go into `diags`; the returned config holds
 /// everything that decoded cleanly (callers refuse to apply when `diags.has_errors()`).
 pub fn decode_text(file: &str, text: &str, diags: &mut Diagnostics) -> Config {
+    decode_text_within(file, text, diags, &mut DecodeBudget::new())
+}
+
+/// [`decode_text`] with a decoding budget shared with other files of the same load.
+pub fn decode_text_within(
+    file: &str,
+    text: &str,
+    diags: &mut Diagnostics,
+    budget: &mut DecodeBudget,
+) -> Config {
     let file: Arc<str> = Arc::from(file);
     let first = text.lines().next().unwrap_or_default();
     if first.starts_with("#!") {
@@ -76,7 +86,7 @@ pub fn decode_text(file: &str, text: &str, diags: &mut Diagnostics) -> Config {
     };
     let mut config = Config::default();
     for doc in &docs {
-        let mut ctx = Ctx::new(Arc::clone(&file), diags);
+        let mut ctx = Ctx::new(Arc::clone(&file), diags, budget);
         config.merge(decode_document(&mut ctx, doc));
     }
     config

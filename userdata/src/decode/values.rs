@@ -8,7 +8,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use regex::Regex;
 
-use super::ctx::Ctx;
+use super::ctx::{Ctx, DecodeBudget};
 use crate::model::{AbsPath, Mode, Owner};
 use crate::yaml::Node;
 
@@ -83,6 +83,29 @@ pub fn abs_path(ctx: &mut Ctx, node: &Node, what: &str) -> Option<AbsPath> {
     }
 }
 
+/// A field of a passwd line (gecos, home, shell): `useradd` refuses a `:` (the field
+/// separator), a newline or other control characters, so Cairn refuses them at validate.
+pub fn passwd_field(ctx: &mut Ctx, node: &Node, what: &str) -> Option<String> {
+    if node.is_null() {
+        return None;
+    }
+    let text = ctx.string(node, what)?;
+    check_passwd_field(&text)
+        .map_err(|e| ctx.error(node, format!("invalid {what}: {e}")))
+        .ok()?;
+    Some(text)
+}
+
+pub fn check_passwd_field(text: &str) -> Result<(), String> {
+    if text.contains(':') {
+        return Err("`:` separates the fields of /etc/passwd and cannot be part of one".into());
+    }
+    if text.chars().any(char::is_control) {
+        return Err("a newline or control character cannot be part of a /etc/passwd field".into());
+    }
+    Ok(())
+}
+
 /// An owner or group: a numeric id or a valid account name.
 pub fn owner(ctx: &mut Ctx, node: &Node, what: &str) -> Option<Owner> {
     let text = ctx.string(node, what)?;
@@ -131,16 +154,23 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("invalid base64: {e}"))
 }
 
-pub fn gunzip(data: &[u8]) -> Result<Vec<u8>, String> {
+#[derive(Debug, thiserror::Error)]
+pub enum GunzipError {
+    #[error("invalid gzip data: {0}")]
+    Invalid(#[from] std::io::Error),
+    #[error("gzip data expands beyond {0} bytes; refused")]
+    TooLarge(usize),
+}
+
+/// Gunzip at most `limit` bytes: the output is cut off (and refused) one byte past the
+/// limit, so a gzip bomb costs no more memory than the limit.
+pub fn gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(data)
-        .take(MAX_CONTENT_BYTES as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("invalid gzip data: {e}"))?;
-    if out.len() > MAX_CONTENT_BYTES {
-        return Err(format!(
-            "gzip data expands beyond {MAX_CONTENT_BYTES} bytes; refused"
-        ));
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)?;
+    if out.len() > limit {
+        return Err(GunzipError::TooLarge(limit));
     }
     Ok(out)
 }
@@ -192,8 +222,13 @@ pub fn content(ctx: &mut Ctx, node: &Node, encoding: Option<(&str, &Node)>) -> O
         };
     }
     if gz {
-        data = match gunzip(&data) {
+        let limit = MAX_CONTENT_BYTES.min(ctx.budget.remaining());
+        data = match gunzip(&data, limit) {
             Ok(d) => d,
+            Err(GunzipError::TooLarge(_)) if limit < MAX_CONTENT_BYTES => {
+                ctx.error(node, over_budget());
+                return None;
+            }
             Err(e) => {
                 ctx.error(node, format!("content with encoding `{enc}`: {e}"));
                 return None;
@@ -207,7 +242,18 @@ pub fn content(ctx: &mut Ctx, node: &Node, encoding: Option<(&str, &Node)>) -> O
         );
         return None;
     }
+    if !ctx.budget.take(data.len()) {
+        ctx.error(node, over_budget());
+        return None;
+    }
     Some(data)
+}
+
+fn over_budget() -> String {
+    format!(
+        "decoded file contents add up to more than {} bytes in this user-data; refused",
+        DecodeBudget::LIMIT
+    )
 }
 
 /// Check PEM text holds one or more CA certificates that parse as X.509, are CAs and are
