@@ -4,12 +4,15 @@
 //!   implements it for SQLite (default, one file, WAL) and PostgreSQL.
 //! * [`http`] — the `/v1` API of docs/protocol.md (axum), for agents and for operators.
 //! * [`server`] — serving that API over TLS (rustls) or, for local tests only, plain HTTP.
+//! * [`pki`] — the hub's own CA and server certificate, made on first start, and what
+//!   devices pin (the join string).
 //! * [`profile_doc`] — reading a profile file (YAML or JSON) with `FILE:LINE:COL` errors.
 //! * [`cli`] — `cairn-hub serve` and the admin commands, which act directly on the database.
 
 pub mod cli;
 pub mod error;
 pub mod http;
+pub mod pki;
 pub mod profile_doc;
 pub mod secret;
 pub mod server;

@@ -41,6 +41,7 @@ impl Hub {
             ApiConfig {
                 admin_token: Some(ADMIN.into()),
                 heartbeat_interval_secs: 30,
+                ..Default::default()
             },
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1,5 +1,6 @@
 //! The `/v1` HTTP API (docs/protocol.md): host endpoints authenticated by the host
-//! credential, admin endpoints by the admin token.
+//! credential, admin endpoints by the admin token, and `GET /v1/ca` (the hub's CA, which
+//! devices check against the pin of their join string) open to all.
 
 mod admin;
 mod agent;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,8 +24,9 @@ use serde::de::DeserializeOwned;
 pub use admin::{expiry_from_lifetime, parse_tag, DEFAULT_PROJECT, DEFAULT_TENANT};
 pub use error::ApiError;
 
+use crate::pki::Trust;
 use crate::secret;
-use crate::store::{Host, Store};
+use crate::store::{CreatedToken, Host, Store};
 
 /// Longest time a request may take, body upload included; then `408`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,6 +40,9 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
     /// Heartbeat period asked of agents (seconds).
     pub heartbeat_interval_secs: u64,
+    /// The CA devices pin and the address they use: served by `GET /v1/ca`, and made into
+    /// a join string with each new token. `None` (plain HTTP): `GET /v1/ca` is `404`.
+    pub trust: Option<Trust>,
 }
 
 impl Default for ApiConfig {
@@ -45,14 +50,27 @@ impl Default for ApiConfig {
         ApiConfig {
             admin_token: None,
             heartbeat_interval_secs: cairn_proto::protocol::DEFAULT_HEARTBEAT_SECS,
+            trust: None,
         }
     }
+}
+
+/// A new token with its join string, as `token create` and `POST /v1/admin/tokens` show it
+/// (once).
+#[derive(serde::Serialize)]
+pub struct WithJoin<'a> {
+    #[serde(flatten)]
+    pub created: &'a CreatedToken,
+    /// `cairn1:<CA sha256>:<token>@<endpoint>`; absent when the hub's CA is not known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
 }
 
 pub(crate) struct Shared<S> {
     pub store: S,
     admin_sha256: Option<String>,
     pub heartbeat_interval_secs: u64,
+    pub trust: Option<Trust>,
     /// The fleet page: change feed, sessions.
     pub(crate) fleet: fleet::Fleet,
 }
@@ -72,9 +90,11 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
         store,
         admin_sha256: config.admin_token.as_deref().map(secret::sha256_hex),
         heartbeat_interval_secs: config.heartbeat_interval_secs,
+        trust: config.trust,
         fleet: fleet::Fleet::new(),
     }));
     Router::new()
+        .route("/v1/ca", get(ca::<S>))
         .route("/v1/register", post(agent::register::<S>))
         .route("/v1/hosts/{id}/heartbeat", post(agent::heartbeat::<S>))
         .route("/v1/hosts/{id}/profile", get(agent::profile::<S>))
@@ -88,6 +108,27 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(guard))
         .with_state(state)
+}
+
+/// `GET /v1/ca`: the CA certificate devices pin (PEM). Public: it is what a TLS handshake
+/// shows anyway, and a device checks it against its pin before trusting it.
+async fn ca<S: Store>(axum::extract::State(st): axum::extract::State<AppState<S>>) -> Response {
+    match &st.0.trust {
+        Some(t) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-pem-file"),
+            )],
+            t.ca_pem.clone(),
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this hub serves plain HTTP and has no CA",
+        )
+        .into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {
