@@ -148,7 +148,8 @@ fn apply_state(view: &View, applied: Option<&Applied>, running: bool) -> Value {
     }
 }
 
-/// Exit status of `status`: 1 when the last apply failed or the hub refuses this host.
+/// Exit status of `status`: 1 when the last apply failed, the hub refuses this host, or the
+/// hub's CA does not match the join string's pin.
 pub fn exit_code(report: &Value) -> u8 {
     let failed = report["apply"]["state"] == "failed";
     let refused = matches!(
