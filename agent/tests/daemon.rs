@@ -1164,3 +1164,58 @@ fn the_token_and_the_pin_never_reach_the_logs_at_debug_level() {
         }
     }
 }
+
+/// SHA-256 (hex) of a PEM certificate's DER: what a join string pins.
+fn pin_of_pem(pem: &str) -> String {
+    let der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .unwrap()
+        .1
+        .contents;
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der))
+}
+
+#[test]
+fn an_impostor_serving_the_pinned_ca_still_gets_nothing() {
+    // The real hub's CA is public (GET /v1/ca): an impostor can hand it out, pass the pin
+    // check, and still not receive the token, because its TLS certificate is not signed by
+    // that CA, which is then the only one trusted.
+    let real_ca = hub::make_pki().0;
+    let (_, chain, key) = hub::make_pki();
+    let impostor = TestHub::start_with(&["tok-impostor-canary"], real_ca.clone(), chain, key);
+    impostor.state().ca_answer = Some(real_ca.clone());
+    let join = format!(
+        "cairn1:{}:tok-impostor-canary@{}",
+        pin_of_pem(&real_ca),
+        impostor.endpoint()
+    );
+    let s = Setup::with_yaml(&join_yaml(&join, "edge-impostor"));
+    let mut agent = s.spawn();
+    wait_for(
+        LIMIT,
+        "status: unreachable with a certificate error",
+        || {
+            let st = status(&s.state).0;
+            st["hub"]["state"] == "unreachable"
+                && st["hub"]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.to_lowercase().contains("certificate"))
+        },
+    );
+    // It took the CA (it matched the pin) but the handshake that would carry the token
+    // failed: the only request the impostor saw is the one for the CA.
+    assert!(s.state.join("hub-ca.pem").exists());
+    assert!(impostor.state().tls_failures >= 1);
+    let requests: Vec<(String, String)> = impostor
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.path))
+        .collect();
+    assert!(
+        requests.iter().all(|(m, p)| m == "GET" && p == "/v1/ca"),
+        "{requests:?}"
+    );
+    assert!(impostor.hosts().is_empty());
+    assert!(!agent.log().contains("tok-impostor-canary"));
+    assert!(agent.alive());
+    assert!(agent.term(Duration::from_secs(15)).success());
+}
