@@ -41,7 +41,7 @@ impl Hub {
             ApiConfig {
                 admin_token: Some(ADMIN.into()),
                 heartbeat_interval_secs: 30,
-                ..Default::default()
+                ..ApiConfig::default()
             },
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

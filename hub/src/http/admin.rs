@@ -2,7 +2,6 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -11,8 +10,8 @@ use super::fleet::Change;
 use super::{Admin, ApiError, AppState, JsonBody, LimitedBody, Q as Query};
 use crate::profile_doc;
 use crate::store::{
-    self, Assignment, Host, NewToken, ProfileInfo, Project, ProjectRef, Published, Scope, Store,
-    StoredEvent, Target, Tenant, TokenInfo,
+    self, Assignment, CreatedToken, Host, NewToken, ProfileInfo, Project, ProjectRef, Published,
+    Scope, Store, StoredEvent, Target, Tenant, TokenInfo,
 };
 
 /// Tenant and project used when a request names none.
@@ -160,7 +159,7 @@ async fn create_token<S: Store>(
     _: Admin,
     State(st): State<AppState<S>>,
     JsonBody(body): JsonBody<TokenBody>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let q = ScopeQuery {
         tenant: body.tenant,
         project: body.project,
@@ -171,16 +170,16 @@ async fn create_token<S: Store>(
         expires_at: expiry_from_lifetime(body.expires_in_secs).map_err(ApiError::invalid)?,
         max_uses: body.max_uses,
     };
-    let created = st.0.store.create_token(&new).await?;
+    let created: CreatedToken = st.0.store.create_token(&new).await?;
     let join = st.0.trust.as_ref().map(|t| t.join(&created.token));
-    Ok((
+    let answer = Json(super::WithJoin {
+        created: &created,
+        join,
+    });
+    Ok(axum::response::IntoResponse::into_response((
         StatusCode::CREATED,
-        Json(super::WithJoin {
-            created: &created,
-            join,
-        }),
-    )
-        .into_response())
+        answer,
+    )))
 }
 
 async fn revoke_token<S: Store>(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,9 +24,8 @@ use serde::de::DeserializeOwned;
 pub use admin::{expiry_from_lifetime, parse_tag, DEFAULT_PROJECT, DEFAULT_TENANT};
 pub use error::ApiError;
 
-use crate::pki::Trust;
 use crate::secret;
-use crate::store::{CreatedToken, Host, Store};
+use crate::store::{Host, Store};
 
 /// Longest time a request may take, body upload included; then `408`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,41 +35,30 @@ pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 /// Settings of the API.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
+    /// The CA devices pin and the address they use: served by `GET /v1/ca`, and made into
+    /// a join string with each new token. `None` (plain HTTP): `GET /v1/ca` is `404`.
+    pub trust: Option<crate::pki::Trust>,
     /// The admin token; `None` disables `/v1/admin/…`.
     pub admin_token: Option<String>,
     /// Heartbeat period asked of agents (seconds).
     pub heartbeat_interval_secs: u64,
-    /// The CA devices pin and the address they use: served by `GET /v1/ca`, and made into
-    /// a join string with each new token. `None` (plain HTTP): `GET /v1/ca` is `404`.
-    pub trust: Option<Trust>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
+            trust: None,
             admin_token: None,
             heartbeat_interval_secs: cairn_proto::protocol::DEFAULT_HEARTBEAT_SECS,
-            trust: None,
         }
     }
-}
-
-/// A new token with its join string, as `token create` and `POST /v1/admin/tokens` show it
-/// (once).
-#[derive(serde::Serialize)]
-pub struct WithJoin<'a> {
-    #[serde(flatten)]
-    pub created: &'a CreatedToken,
-    /// `cairn1:<CA sha256>:<token>@<endpoint>`; absent when the hub's CA is not known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub join: Option<String>,
 }
 
 pub(crate) struct Shared<S> {
     pub store: S,
     admin_sha256: Option<String>,
     pub heartbeat_interval_secs: u64,
-    pub trust: Option<Trust>,
+    pub trust: Option<crate::pki::Trust>,
     /// The fleet page: change feed, sessions.
     pub(crate) fleet: fleet::Fleet,
 }
@@ -110,6 +98,17 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
         .with_state(state)
 }
 
+/// A new token with its join string, as `token create` and `POST /v1/admin/tokens` show it
+/// (once).
+#[derive(serde::Serialize)]
+pub struct WithJoin<'a> {
+    #[serde(flatten)]
+    pub created: &'a crate::store::CreatedToken,
+    /// `cairn1:<CA sha256>:<token>@<endpoint>`; absent when the hub's CA is not known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
+}
+
 /// `GET /v1/ca`: the CA certificate devices pin (PEM). Public: it is what a TLS handshake
 /// shows anyway, and a device checks it against its pin before trusting it.
 async fn ca<S: Store>(axum::extract::State(st): axum::extract::State<AppState<S>>) -> Response {
@@ -117,7 +116,7 @@ async fn ca<S: Store>(axum::extract::State(st): axum::extract::State<AppState<S>
         Some(t) => (
             [(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/x-pem-file"),
+                axum::http::HeaderValue::from_static("application/x-pem-file"),
             )],
             t.ca_pem.clone(),
         )
