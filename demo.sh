@@ -3,11 +3,12 @@
 #  1. the stage engine: validate and apply the example user-data (a cloud-config and a
 #     Kairos-style stages file) to a throwaway root with live progress, then apply again to
 #     show that a second run changes nothing;
-#  2. the fleet round trip: start a hub on 127.0.0.1 (TLS with a CA made here), publish a
-#     profile and assign it by tag, then run the agent daemon for that root: it registers
-#     with a token, fetches its profile, applies it and reports every step, which the hub
-#     then shows.
-# Needs root (it creates users inside the throwaway root) and openssl.
+#  2. the fleet round trip: start a hub on 127.0.0.1 (TLS with the CA it makes itself),
+#     publish a profile and assign it by tag, then run the agent daemon for that root with
+#     one join string (hub address, token, pin of the hub's CA): it checks the hub's CA
+#     against the pin, registers, fetches its profile, applies it and reports every step,
+#     which the hub then shows.
+# Needs root (it creates users inside the throwaway root).
 #
 # usage: ./demo.sh [FILE|DIR ...]   (user-data for part 1; default: examples/)
 # CAIRN_DEMO_BUILD=debug uses debug binaries (what the test of this script does: they are
@@ -19,7 +20,6 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 command -v cargo >/dev/null || { echo "cargo is needed: https://rustup.rs" >&2; exit 2; }
-command -v openssl >/dev/null || { echo "openssl is needed for the hub's certificate: apt-get install openssl" >&2; exit 2; }
 inputs=("$@")
 [ ${#inputs[@]} -gt 0 ] || inputs=(examples/)
 build=${CAIRN_DEMO_BUILD:-release}
@@ -65,19 +65,12 @@ cleanup() {
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj "/CN=Cairn demo CA" -keyout "$hubdir/ca.key" -out "$hubdir/ca.crt" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=cairn-hub" \
-  -keyout "$hubdir/hub.key" -out "$hubdir/hub.csr" 2>/dev/null
-openssl x509 -req -in "$hubdir/hub.csr" -CA "$hubdir/ca.crt" -CAkey "$hubdir/ca.key" \
-  -CAcreateserial -days 2 -extfile <(printf 'subjectAltName=IP:127.0.0.1\n') \
-  -out "$hubdir/hub.crt" 2>/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo 18443)
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$hubdir/admin-token"
-export CAIRN_HUB_DB=$hubdir/hub.db
-echo "==> cairn-hub serve --listen 127.0.0.1:$port (TLS, SQLite $CAIRN_HUB_DB)"
-"$hub" serve --listen "127.0.0.1:$port" --tls-cert "$hubdir/hub.crt" --tls-key "$hubdir/hub.key" \
-  --admin-token-file "$hubdir/admin-token" --heartbeat-interval 5 2>"$hubdir/hub.log" &
+export CAIRN_HUB_DB=$hubdir/hub.db   # its directory is the hub's data directory too
+echo "==> cairn-hub serve --listen 127.0.0.1:$port (TLS with its own CA in $hubdir/tls, SQLite $CAIRN_HUB_DB)"
+"$hub" serve --listen "127.0.0.1:$port" --admin-token-file "$hubdir/admin-token" \
+  --heartbeat-interval 5 2>"$hubdir/hub.log" &
 hub_pid=$!
 for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
@@ -89,20 +82,17 @@ echo "==> cairn-hub profile upload examples/profile-os.yaml"
 echo "==> cairn-hub assign --tag site=demo --profile edge-os"
 "$hub" assign --tag site=demo --profile edge-os
 echo "==> cairn-hub token create --name demo --expires-in 1h --max-uses 1"
-token=$("$hub" --output json token create --name demo --expires-in 1h --max-uses 1 |
-  sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')
-[ -n "$token" ] || { echo "no token from cairn-hub token create" >&2; exit 1; }
-echo "    (the secret is printed once; it goes into the device's user-data)"
+join=$("$hub" --output json token create --name demo --expires-in 1h --max-uses 1 |
+  sed -n 's/.*"join": *"\([^"]*\)".*/\1/p')
+[ -n "$join" ] || { echo "no join string from cairn-hub token create" >&2; exit 1; }
+echo "    (printed once: a join string with the hub's address, the token and the pin of the"
+echo "    hub's CA; it is all the device's user-data needs)"
 {
   echo "# The device's hub settings, as an installer would put them on the OEM partition."
   echo "cairn:"
-  echo "  endpoint: https://127.0.0.1:$port"
-  echo "  token: \"$token\""
+  echo "  join: \"$join\""
   echo "  site: shop-demo-01"
   echo "  tags: {site: demo}"
-  echo "  ca_certs:"
-  echo "    - |"
-  sed 's/^/      /' "$hubdir/ca.crt"
 } > "$root/oem/90-hub.yaml"
 echo "==> cairn-agent run --root $root   (the daemon, as cairn-agent.service runs it)"
 "$agent" run --root "$root" --state-dir "$root/var/lib/cairn" &
@@ -138,7 +128,7 @@ fi
 if [ -t 0 ]; then
   echo
   echo "The fleet page: https://127.0.0.1:$port/fleet?token=$(cat "$hubdir/admin-token")"
-  echo "(its CA is $hubdir/ca.crt). Press Enter to stop the hub and the agent."
+  echo "(its CA is $hubdir/tls/ca.crt). Press Enter to stop the hub and the agent."
   read -r _
 fi
 echo

@@ -127,7 +127,8 @@ enum Command {
     /// What the daemon applied, is applying or failed, and how the hub connection is.
     ///
     /// Reads the state directory; works whether the daemon runs or not. Exit status 1 when
-    /// the last apply failed or the hub refuses this host's token or credential.
+    /// the last apply failed, the hub refuses this host's token or credential, or the hub's
+    /// CA does not match the pin of the join string.
     Status {
         #[arg(long, default_value = cairn_agent::daemon::DEFAULT_STATE_DIR, value_name = "DIR")]
         state_dir: PathBuf,

@@ -21,7 +21,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use agent::{agent_yaml, all_files, rss_kb, status, status_text, wait_for, Agent};
+use agent::{agent_yaml, all_files, join_yaml, rss_kb, status, status_text, wait_for, Agent};
 use cairn_proto::{Event, EventKind};
 use common::TestEnv;
 use hub::TestHub;
@@ -63,9 +63,14 @@ impl Hub for RealHub {
 
 impl Setup {
     fn new(hub: &dyn Hub, token: &str, site: &str) -> Setup {
+        Setup::with_yaml(&agent_yaml(&hub.url(), token, site, hub.ca()))
+    }
+
+    /// With this user-data as the agent's config file.
+    fn with_yaml(yaml: &str) -> Setup {
         let env = TestEnv::new();
         let config = env.cfg.join("agent.yaml");
-        std::fs::write(&config, agent_yaml(&hub.url(), token, site, hub.ca())).unwrap();
+        std::fs::write(&config, yaml).unwrap();
         let state = env.cfg.parent().unwrap().join("state");
         Setup { env, config, state }
     }
@@ -976,4 +981,241 @@ fn the_systemd_unit_verifies() {
         "systemd-analyze verify: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// ----- join strings: the hub's own CA, pinned ----------------------------------------------
+
+/// The pin of a join string, in hex.
+fn pin_of(join: &str) -> String {
+    join.strip_prefix("cairn1:")
+        .and_then(|r| r.split(':').next())
+        .unwrap()
+        .to_string()
+}
+
+/// Requests of one kind in the hub's access log (`CAIRN_HUB_LOG=debug`).
+fn hub_requests(hub: &RealHub, method: &str, path: &str) -> usize {
+    hub.log
+        .lock()
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&format!("method={method} path={path} ")))
+        .count()
+}
+
+#[test]
+fn a_join_string_alone_registers_and_heartbeats() {
+    let hub = RealHub::start_own_ca(&[("CAIRN_HUB_LOG", "debug")]);
+    let (_, _token, join) = hub.join_token("join", &["--max-uses", "1"]);
+    let s = Setup::with_yaml(&join_yaml(&join, "edge-join"));
+    let mut agent = s.spawn();
+
+    let id = only_host(&hub);
+    assert_eq!(hub.host(&id)["name"], "edge-join");
+    wait_for(LIMIT, "two heartbeats answered", || {
+        hub.log
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&format!("path=/v1/hosts/{id}/heartbeat status=200")))
+            .count()
+            >= 2
+    });
+    let (st, code) = status(&s.state);
+    assert_eq!(code, 0, "{st}");
+    assert_eq!(st["hub"]["state"], "connected", "{st}");
+    assert_eq!(st["identity"]["hub"], hub.endpoint());
+    assert_eq!(hub.tokens()[0]["uses"], 1);
+    // The CA it fetched, checked and kept is the hub's.
+    let kept = std::fs::read_to_string(s.state.join("hub-ca.pem")).unwrap();
+    assert_eq!(kept.trim(), hub.ca_pem.trim());
+    assert_eq!(hub_requests(&hub, "GET", "/v1/ca"), 1);
+    assert!(agent.log().contains("matches the pin"), "{}", agent.log());
+
+    // Restarted, it trusts the CA it kept (no second fetch) and carries on.
+    assert!(agent.term(Duration::from_secs(15)).success());
+    let before = hub_requests(&hub, "POST", &format!("/v1/hosts/{id}/heartbeat"));
+    let mut agent = s.spawn();
+    wait_for(LIMIT, "a heartbeat after the restart", || {
+        hub_requests(&hub, "POST", &format!("/v1/hosts/{id}/heartbeat")) > before
+    });
+    assert_eq!(hub_requests(&hub, "GET", "/v1/ca"), 1);
+    assert_eq!(hub.hosts().len(), 1);
+    assert!(agent.term(Duration::from_secs(15)).success());
+}
+
+#[test]
+fn a_join_string_with_a_wrong_pin_sends_nothing_and_says_why() {
+    let hub = RealHub::start_own_ca(&[("CAIRN_HUB_LOG", "debug")]);
+    let (_, token, join) = hub.join_token("wrong-pin", &[]);
+    let pin = pin_of(&join);
+    // The pin of another CA (as if the hub were an impostor, or the string for another hub).
+    let other = hub::make_pki().0;
+    let other_der = x509_parser::pem::parse_x509_pem(other.as_bytes())
+        .unwrap()
+        .1
+        .contents;
+    let wrong_pin = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&other_der));
+    let wrong = join.replace(&pin, &wrong_pin);
+    let s = Setup::with_yaml(&join_yaml(&wrong, "edge-wrong-pin"));
+    let mut agent = s.spawn();
+
+    wait_for(LIMIT, "status: ca_pin_mismatch", || {
+        status(&s.state).0["hub"]["state"] == "ca_pin_mismatch"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    // Nothing reached the hub but the request for its CA: no registration, no token use.
+    assert_eq!(hub_requests(&hub, "GET", "/v1/ca"), 1);
+    assert_eq!(hub_requests(&hub, "POST", "/v1/register"), 0);
+    assert!(hub.hosts().is_empty());
+    assert_eq!(hub.tokens()[0]["uses"], 0);
+    assert!(!s.state.join("identity.json").exists());
+    assert!(!s.state.join("hub-ca.pem").exists(), "the CA was not kept");
+    // It says why: status (exit 1), its text, the log, once.
+    let (st, code) = status(&s.state);
+    assert_eq!(code, 1, "{st}");
+    let error = st["hub"]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("not the one its join string pins"),
+        "{error}"
+    );
+    assert!(error.contains("nothing was sent"), "{error}");
+    let text = status_text(&s.state);
+    assert!(text.contains("CA pin mismatch"), "{text}");
+    let log = agent.log();
+    assert_eq!(log.matches("ca_pin_mismatch").count(), 1, "{log}");
+    // No crash loop: it keeps running and waits (an hour) before asking again.
+    assert!(agent.alive());
+    for secret in [&token, &pin, &wrong_pin] {
+        for h in [&log, &st.to_string(), &text, &*hub.log.lock().unwrap()] {
+            assert!(!h.contains(secret.as_str()), "{secret} leaked: {h}");
+        }
+    }
+    assert!(agent.term(Duration::from_secs(15)).success());
+}
+
+#[test]
+fn the_token_and_the_pin_never_reach_the_logs_at_debug_level() {
+    let hub = RealHub::start_own_ca(&[("CAIRN_HUB_LOG", "debug")]);
+    let (_, token, join) = hub.join_token("canary", &[]);
+    let pin = pin_of(&join);
+    hub.publish(&profile("edge-canary", 1, &basic_user_data("v1"), false));
+    hub.assign_tag("rack=r1", "edge-canary");
+    let s = Setup::with_yaml(&join_yaml(&join, "edge-canary"));
+    let mut agent = Agent::spawn_with(
+        &s.config,
+        &s.state,
+        &s.env.root,
+        &[("CAIRN_LOG", "debug")],
+        &[],
+    );
+    let id = only_host(&hub);
+    wait_for(LIMIT, "profile v1 applied and reported", || {
+        has_applied(&hub.events(&id), 1)
+    });
+    wait_for(LIMIT, "the spool to drain", || pending(&s.state) == 0);
+    wait_for(LIMIT, "a heartbeat", || {
+        hub_requests(&hub, "POST", &format!("/v1/hosts/{id}/heartbeat")) >= 1
+    });
+    assert!(agent.term(Duration::from_secs(15)).success());
+    let agent_log = agent.log();
+    assert!(
+        agent_log.contains("DEBUG"),
+        "not at debug level: {agent_log}"
+    );
+    let hub_log = hub.log.lock().unwrap().clone();
+    assert!(hub_log.contains("DEBUG"), "not at debug level: {hub_log}");
+
+    let (st, _) = status(&s.state);
+    let validate = std::process::Command::new(agent::agent_bin())
+        .arg("validate")
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert!(validate.status.success());
+    let mut haystacks = vec![
+        ("agent log", agent_log),
+        ("hub log", hub_log),
+        ("agent events", agent.stdout.lock().unwrap().join("\n")),
+        ("status", st.to_string()),
+        ("status text", status_text(&s.state)),
+        (
+            "hub events",
+            serde_json::to_string(&hub.events_raw(&id)).unwrap(),
+        ),
+        ("hub host", hub.host(&id).to_string()),
+        ("token list", serde_json::to_string(&hub.tokens()).unwrap()),
+        (
+            "validate",
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&validate.stdout),
+                String::from_utf8_lossy(&validate.stderr)
+            ),
+        ),
+    ];
+    for f in all_files(&s.state) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        haystacks.push(("state file", text));
+    }
+    for (what, h) in &haystacks {
+        for secret in [&token, &pin, &pin.to_uppercase(), &join] {
+            assert!(!h.contains(secret.as_str()), "{what} holds {secret}:\n{h}");
+        }
+    }
+}
+
+/// SHA-256 (hex) of a PEM certificate's DER: what a join string pins.
+fn pin_of_pem(pem: &str) -> String {
+    let der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .unwrap()
+        .1
+        .contents;
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der))
+}
+
+#[test]
+fn an_impostor_serving_the_pinned_ca_still_gets_nothing() {
+    // The real hub's CA is public (GET /v1/ca): an impostor can hand it out, pass the pin
+    // check, and still not receive the token, because its TLS certificate is not signed by
+    // that CA, which is then the only one trusted.
+    let real_ca = hub::make_pki().0;
+    let (_, chain, key) = hub::make_pki();
+    let impostor = TestHub::start_with(&["tok-impostor-canary"], real_ca.clone(), chain, key);
+    impostor.state().ca_answer = Some(real_ca.clone());
+    let join = format!(
+        "cairn1:{}:tok-impostor-canary@{}",
+        pin_of_pem(&real_ca),
+        impostor.endpoint()
+    );
+    let s = Setup::with_yaml(&join_yaml(&join, "edge-impostor"));
+    let mut agent = s.spawn();
+    wait_for(
+        LIMIT,
+        "status: unreachable with a certificate error",
+        || {
+            let st = status(&s.state).0;
+            st["hub"]["state"] == "unreachable"
+                && st["hub"]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.to_lowercase().contains("certificate"))
+        },
+    );
+    // It took the CA (it matched the pin) but the handshake that would carry the token
+    // failed: the only request the impostor saw is the one for the CA.
+    assert!(s.state.join("hub-ca.pem").exists());
+    assert!(impostor.state().tls_failures >= 1);
+    let requests: Vec<(String, String)> = impostor
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.path))
+        .collect();
+    assert!(
+        requests.iter().all(|(m, p)| m == "GET" && p == "/v1/ca"),
+        "{requests:?}"
+    );
+    assert!(impostor.hosts().is_empty());
+    assert!(!agent.log().contains("tok-impostor-canary"));
+    assert!(agent.alive());
+    assert!(agent.term(Duration::from_secs(15)).success());
 }

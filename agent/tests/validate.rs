@@ -414,3 +414,61 @@ fn the_same_file_written_twice_differently_is_a_warning() {
         "{line}"
     );
 }
+
+#[test]
+fn a_join_string_validates_and_is_never_printed() {
+    let pin = "5a7c3e1f".repeat(8);
+    let token = "cairn_rt_CanaryToken0123456789abcdefghijklmnopqrst";
+    let env = TestEnv::empty();
+    let good = env.yaml(
+        "join.yaml",
+        &format!(
+            "#cloud-config\ncairn:\n  join: \"cairn1:{pin}:{token}@https://hub.example:8443\"\n  \
+             site: edge-1\n"
+        ),
+    );
+    let v = validate(&[&good], true);
+    assert_eq!(v.code, 0, "{}\n{}", v.lines.join("\n"), v.stderr);
+    // Mistakes are located and explained without quoting the string.
+    let short_pin = env.yaml(
+        "short-pin.yaml",
+        &format!(
+            "cairn:\n  join: \"cairn1:{}:{token}@https://hub.example\"\n",
+            &pin[..60]
+        ),
+    );
+    let http = env.yaml(
+        "http.yaml",
+        &format!("cairn:\n  join: \"cairn1:{pin}:{token}@http://hub.example\"\n"),
+    );
+    let both = env.yaml(
+        "both.yaml",
+        &format!(
+            "cairn:\n  endpoint: https://hub.example\n  join: \"cairn1:{pin}:{token}@https://h\"\n"
+        ),
+    );
+    let bad = [short_pin.as_path(), http.as_path(), both.as_path()];
+    let v = validate(&bad, false);
+    assert_eq!(v.code, 1);
+    for (file, at, message) in [
+        (&short_pin, "2:9", "64 hexadecimal digits"),
+        (&http, "2:9", "must be an https:// URL"),
+        (&both, "3:9", "remove `endpoint`, `token` and `ca_certs`"),
+    ] {
+        let line = v.line(&format!("{}:{at}: error: ", file.display()));
+        assert!(line.contains(message), "{line} should say {message}");
+    }
+    // JSON output too.
+    let mut args = vec!["validate".to_string(), "--output".into(), "json".into()];
+    args.extend(bad.iter().map(|f| f.display().to_string()));
+    let json = cli(&args);
+    for out in [
+        v.lines.join("\n"),
+        v.stderr.clone(),
+        stdout(&json),
+        stderr(&json),
+    ] {
+        assert!(!out.contains(token), "the token was printed:\n{out}");
+        assert!(!out.contains(&pin[..16]), "the pin was printed:\n{out}");
+    }
+}

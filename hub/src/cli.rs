@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::error::StoreError;
 use crate::http::{self, ApiConfig, MIN_ADMIN_TOKEN_LEN};
+use crate::pki::{self, Advertise, HubPki, Names, Trust};
 use crate::server;
 use crate::store::{
     self, Host, NewToken, ProfileInfo, ProjectRef, Published, Scope, SqlStore, Store, Target,
@@ -22,9 +23,9 @@ use crate::store::{
 
 const AFTER_HELP: &str = "\
 Examples:
-  cairn-hub serve --listen 0.0.0.0:8443 --tls-cert hub.crt --tls-key hub.key \\
+  cairn-hub serve --listen 0.0.0.0:8443 --advertise hub.example.org \\
       --admin-token-file /etc/cairn-hub/admin-token
-  cairn-hub token create --name lab --expires-in 7d --max-uses 10
+  cairn-hub token create --name lab --expires-in 7d --max-uses 10   # prints the join string
   cairn-hub profile upload examples/profile-k3s.yaml
   cairn-hub assign --tag site=lab --profile edge-k3s
   cairn-hub hosts --output json
@@ -46,6 +47,11 @@ pub struct Cli {
         default_value = "cairn-hub.db"
     )]
     pub db: String,
+    /// Where `serve` keeps the hub's own CA and certificates (`tls/`) and what devices need
+    /// to join (`join.json`, read by `token create`). Default: the SQLite database's
+    /// directory; required with PostgreSQL unless --tls-cert is given.
+    #[arg(long, global = true, env = "CAIRN_HUB_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Output of admin commands: human-readable tables, or JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Output::Human)]
     pub output: Output,
@@ -61,7 +67,7 @@ pub enum Output {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the /v1 API over HTTPS.
+    /// Serve the /v1 API over HTTPS (with the hub's own CA unless --tls-cert is given).
     Serve(ServeArgs),
     /// Create or list tenants (a tenant holds projects and tenant-wide profiles).
     #[command(subcommand)]
@@ -99,15 +105,25 @@ pub struct ServeArgs {
     /// Address to listen on. Use 0.0.0.0:8443 (or [::]:8443) to serve the network.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
-    /// PEM certificate chain of the hub (server certificate first).
-    #[arg(long, requires = "tls_key", required_unless_present = "insecure_http")]
+    /// A DNS name or IP address devices reach the hub at, optionally with :PORT when it is
+    /// not the --listen port. Repeatable. The hub's certificate is made for every one (and
+    /// the --listen address, and loopback); join strings name the first.
+    #[arg(long, value_name = "NAME|IP[:PORT]", value_parser = clap::value_parser!(Advertise))]
+    pub advertise: Vec<Advertise>,
+    /// Your own PEM certificate chain for the hub (server certificate first) instead of the
+    /// hub's own CA.
+    #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key of the certificate.
+    /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// With --tls-cert: the PEM CA certificate devices pin (join strings carry its SHA-256;
+    /// GET /v1/ca serves it). Default: the last certificate of --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// Serve plain HTTP instead of TLS. For local tests only: refused unless --listen is a
     /// loopback address.
-    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "ca", "advertise"])]
     pub insecure_http: bool,
     /// File holding the admin token for /v1/admin (at least 16 characters). Without it and
     /// without CAIRN_HUB_ADMIN_TOKEN, the admin API is disabled.
@@ -394,7 +410,7 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(&cli.db, args).await,
+        Command::Serve(args) => serve(&cli.db, cli.data_dir, args).await,
         Command::Completions { shell } => {
             cairn_cli::docs::print_completions(<Cli as clap::CommandFactory>::command(), shell);
             Ok(())
@@ -407,10 +423,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = SqlStore::open(&cli.db)
                 .await
                 .with_context(|| format!("opening the database {}", redact_url(&cli.db)))?;
-            let result = admin(&store, cli.output, command).await;
+            let data_dir = data_dir(&cli.db, cli.data_dir);
+            let result = admin(&store, cli.output, data_dir.as_deref(), command).await;
             store.close().await;
             result
         }
+    }
+}
+
+/// The data directory: `--data-dir`, else the directory of a SQLite database file.
+pub fn data_dir(db_url: &str, given: Option<PathBuf>) -> Option<PathBuf> {
+    if given.is_some() {
+        return given;
+    }
+    if db_url.starts_with("postgres://") || db_url.starts_with("postgresql://") {
+        return None;
+    }
+    let path = db_url
+        .strip_prefix("sqlite://")
+        .or_else(|| db_url.strip_prefix("sqlite:"))
+        .unwrap_or(db_url);
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    match Path::new(path).parent() {
+        Some(p) if !p.as_os_str().is_empty() => Some(p.to_owned()),
+        _ => Some(PathBuf::from(".")),
     }
 }
 
@@ -456,7 +495,99 @@ fn read_admin_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
     Ok(token)
 }
 
-async fn serve(db_url: &str, args: ServeArgs) -> anyhow::Result<()> {
+/// TLS for `serve`: the operator's certificate or the hub's own CA; what devices pin; the
+/// hub's CA when it is the hub's own (for renewals).
+type ServeTls = (
+    Option<std::sync::Arc<rustls::ServerConfig>>,
+    Option<Trust>,
+    Option<std::sync::Arc<HubPki>>,
+);
+
+fn serve_tls(args: &ServeArgs, data_dir: Option<&Path>) -> anyhow::Result<ServeTls> {
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .map(|h| h.to_string_lossy().into_owned());
+    let endpoint = pki::endpoint(args.listen, &args.advertise, hostname.as_deref());
+    if args.listen.ip().is_unspecified() && args.advertise.is_empty() && !args.insecure_http {
+        tracing::warn!(
+            "no --advertise: devices are told to reach this hub at {endpoint}; give \
+             --advertise NAME or IP (repeatable) for the names they use"
+        );
+    }
+    Ok(match (&args.tls_cert, &args.tls_key, args.insecure_http) {
+        (Some(cert), Some(key), false) => {
+            let config = server::tls_config(cert, key)?;
+            let ca = pki::ca_of_chain(cert, args.ca.as_deref())?;
+            (Some(config), Some(Trust::new(&ca, endpoint)), None)
+        }
+        (None, None, false) => {
+            let Some(dir) = data_dir else {
+                bail!(
+                    "the hub keeps its own CA in a data directory: give --data-dir (or \
+                     CAIRN_HUB_DATA_DIR), or your own certificate with --tls-cert and --tls-key"
+                );
+            };
+            let tls_dir = dir.join("tls");
+            let names = Names::new(args.listen, &args.advertise, hostname.as_deref());
+            let (ca, opened) = HubPki::open(&tls_dir, names.clone())?;
+            if opened.ca_created {
+                tracing::info!(
+                    "made this hub's CA in {} (ten years; back up ca.crt and ca.key: devices \
+                     pin this CA through the join string `cairn-hub token create` prints)",
+                    tls_dir.display()
+                );
+            }
+            match &opened.issued {
+                Some(why) => tracing::info!(
+                    "issued a server certificate for {names}, valid until {} ({why})",
+                    opened.not_after.date()
+                ),
+                None => tracing::info!(
+                    "server certificate for {names}, valid until {}",
+                    opened.not_after.date()
+                ),
+            }
+            let ca = std::sync::Arc::new(ca);
+            let config = ca.server_config()?;
+            let trust = ca.trust(endpoint);
+            (Some(config), Some(trust), Some(ca))
+        }
+        (None, None, true) => {
+            if !server::insecure_allowed(&args.listen) {
+                bail!(
+                    "--insecure-http serves plain HTTP and is for local tests only: listen on a \
+                     loopback address (127.0.0.1 or ::1), not {}",
+                    args.listen
+                );
+            }
+            tracing::warn!("serving PLAIN HTTP (--insecure-http): credentials cross the wire unencrypted; local tests only");
+            (None, None, None)
+        }
+        _ => bail!("give both --tls-cert and --tls-key, or neither (the hub's own CA)"),
+    })
+}
+
+/// Check the hub's own server certificate twice a day; a new one is served at once.
+async fn renew_certificates(ca: std::sync::Arc<HubPki>) {
+    loop {
+        tokio::time::sleep(pki::RENEW_CHECK).await;
+        let ca = ca.clone();
+        match tokio::task::spawn_blocking(move || ca.renew_if_due()).await {
+            Ok(Ok(Some(until))) => tracing::info!(
+                "issued a new server certificate, valid until {}",
+                until.date()
+            ),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::error!(
+                "renewing the server certificate: {:#}",
+                anyhow::Error::from(e)
+            ),
+            Err(e) => tracing::error!("renewing the server certificate: {e}"),
+        }
+    }
+}
+
+async fn serve(db_url: &str, data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
     // Before anything opens files: each connection is a file descriptor.
     let nofile = match server::raise_fd_limit() {
         Ok(l) => {
@@ -477,21 +608,17 @@ async fn serve(db_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let limits = limits(&args, nofile);
-    let tls = match (&args.tls_cert, &args.tls_key, args.insecure_http) {
-        (Some(cert), Some(key), false) => Some(server::tls_config(cert, key)?),
-        (None, None, true) => {
-            if !server::insecure_allowed(&args.listen) {
-                bail!(
-                    "--insecure-http serves plain HTTP and is for local tests only: listen on a \
-                     loopback address (127.0.0.1 or ::1), not {}",
-                    args.listen
-                );
-            }
-            tracing::warn!("serving PLAIN HTTP (--insecure-http): credentials cross the wire unencrypted; local tests only");
-            None
+    let data_dir = self::data_dir(db_url, data_dir);
+    let (tls, trust, own_ca) = serve_tls(&args, data_dir.as_deref())?;
+    if let (Some(t), Some(dir)) = (&trust, &data_dir) {
+        // For `cairn-hub token create`; the hub serves without it.
+        if let Err(e) = t.save(dir) {
+            tracing::warn!(
+                "{:#}; `cairn-hub token create` will print no join string",
+                anyhow::Error::from(e)
+            );
         }
-        _ => bail!("give --tls-cert and --tls-key, or --insecure-http for a local test"),
-    };
+    }
     let admin_token = read_admin_token(args.admin_token_file.as_deref())?;
     if admin_token.is_none() {
         tracing::info!(
@@ -507,6 +634,7 @@ async fn serve(db_url: &str, args: ServeArgs) -> anyhow::Result<()> {
             admin_token,
             heartbeat_interval_secs: args.heartbeat_interval,
             request_timeout: Duration::from_secs(args.request_timeout),
+            trust,
         },
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -535,7 +663,12 @@ async fn serve(db_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         args.h2_keepalive_interval,
         args.h2_keepalive_timeout,
     );
-    server::serve(listener, tls, app, &limits, server::shutdown_signal()).await?;
+    let renewer = own_ca.map(|ca| tokio::spawn(renew_certificates(ca)));
+    let served = server::serve(listener, tls, app, &limits, server::shutdown_signal()).await;
+    if let Some(r) = renewer {
+        r.abort();
+    }
+    served?;
     store.close().await;
     Ok(())
 }
@@ -728,7 +861,12 @@ fn target_of(host: Option<String>, tag: Option<String>) -> anyhow::Result<Target
     }
 }
 
-async fn admin(store: &SqlStore, output: Output, command: Command) -> anyhow::Result<()> {
+async fn admin(
+    store: &SqlStore,
+    output: Output,
+    data_dir: Option<&Path>,
+    command: Command,
+) -> anyhow::Result<()> {
     let json = output == Output::Json;
     match command {
         Command::Serve(_) | Command::Completions { .. } | Command::Manpages { .. } => {
@@ -789,8 +927,29 @@ async fn admin(store: &SqlStore, output: Output, command: Command) -> anyhow::Re
                     max_uses,
                 })
                 .await?;
+            let join = match data_dir.map(Trust::load).transpose() {
+                Ok(Some(Some(t))) => Some(t.join(&created.token)),
+                Ok(_) => {
+                    eprintln!(
+                        "note: no join string: {}; run `cairn-hub serve` once with the same \
+                         --data-dir (it records the hub's CA and address there)",
+                        match data_dir {
+                            Some(d) => format!("{} does not exist", Trust::file(d).display()),
+                            None => "no --data-dir".into(),
+                        }
+                    );
+                    None
+                }
+                Err(e) => {
+                    eprintln!("note: no join string: {:#}", anyhow::Error::from(e));
+                    None
+                }
+            };
             if json {
-                print_json(&created)?;
+                print_json(&http::WithJoin {
+                    created: &created,
+                    join,
+                })?;
             } else {
                 let i = &created.info;
                 println!(
@@ -809,6 +968,13 @@ async fn admin(store: &SqlStore, output: Output, command: Command) -> anyhow::Re
                     "The secret is shown only now; put it in the hosts' user-data (cairn.token):"
                 );
                 println!("{}", created.token);
+                if let Some(j) = join {
+                    println!(
+                        "Or give the hosts this join string, which also names the hub and pins \
+                         its CA (cairn.join, instead of endpoint, token and ca_certs):"
+                    );
+                    println!("{j}");
+                }
             }
         }
         Command::Token(TokenCmd::List { filter }) => {
@@ -1098,9 +1264,32 @@ mod tests {
     }
 
     #[test]
-    fn serve_requires_tls_or_an_explicit_insecure_flag() {
-        assert!(Cli::try_parse_from(["cairn-hub", "serve"]).is_err());
+    fn serve_takes_its_own_ca_your_certificate_or_an_explicit_insecure_flag() {
+        assert!(Cli::try_parse_from(["cairn-hub", "serve"]).is_ok());
         assert!(Cli::try_parse_from(["cairn-hub", "serve", "--tls-cert", "c"]).is_err());
+        assert!(Cli::try_parse_from(["cairn-hub", "serve", "--ca", "c"]).is_err());
+        assert!(Cli::try_parse_from([
+            "cairn-hub",
+            "serve",
+            "--insecure-http",
+            "--advertise",
+            "hub"
+        ])
+        .is_err());
+        let cli = Cli::try_parse_from([
+            "cairn-hub",
+            "serve",
+            "--advertise",
+            "hub.example:443",
+            "--advertise",
+            "10.0.0.5",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.advertise.len(), 2);
+        assert!(Cli::try_parse_from(["cairn-hub", "serve", "--advertise", "https://x"]).is_err());
         assert!(Cli::try_parse_from([
             "cairn-hub",
             "serve",
@@ -1137,6 +1326,26 @@ mod tests {
         .is_err());
         assert!(
             Cli::try_parse_from(["cairn-hub", "assign", "--profile", "p", "--tag", "a=b"]).is_ok()
+        );
+    }
+
+    #[test]
+    fn the_data_dir_defaults_to_the_sqlite_database_directory() {
+        let d = |db: &str| data_dir(db, None).map(|p| p.display().to_string());
+        assert_eq!(d("cairn-hub.db").as_deref(), Some("."));
+        assert_eq!(
+            d("/var/lib/cairn-hub/hub.db").as_deref(),
+            Some("/var/lib/cairn-hub")
+        );
+        assert_eq!(
+            d("sqlite:///srv/h/hub.db?mode=rwc").as_deref(),
+            Some("/srv/h")
+        );
+        assert_eq!(d("sqlite::memory:"), None);
+        assert_eq!(d("postgres://u@db/x"), None);
+        assert_eq!(
+            data_dir("postgres://u@db/x", Some("/srv".into())),
+            Some(PathBuf::from("/srv"))
         );
     }
 

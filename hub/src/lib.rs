@@ -4,6 +4,8 @@
 //!   implements it for SQLite (default, one file, WAL) and PostgreSQL.
 //! * [`http`] — the `/v1` API of docs/protocol.md (axum), for agents and for operators.
 //! * [`server`] — serving that API over TLS (rustls) or, for local tests only, plain HTTP.
+//! * [`pki`] — the hub's own CA and server certificate, made on first start, and what
+//!   devices pin (the join string).
 //! * [`cli`] — `cairn-hub serve` and the admin commands, which act directly on the database.
 //!
 //! Profile documents are read and checked by `cairn_userdata::profile`, the same reader the
@@ -12,6 +14,7 @@
 pub mod cli;
 pub mod error;
 pub mod http;
+pub mod pki;
 pub mod secret;
 pub mod server;
 pub mod store;

@@ -20,6 +20,7 @@ fn hub(db: &Path, args: &[&str]) -> Output {
         .args(args)
         .env_remove("CAIRN_HUB_DB")
         .env_remove("CAIRN_HUB_ADMIN_TOKEN")
+        .env_remove("CAIRN_HUB_DATA_DIR")
         .output()
         .unwrap()
 }
@@ -243,12 +244,17 @@ fn serve_refuses_plain_http_beyond_loopback_and_weak_admin_tokens() {
     let out = hub(&db, &["serve", "--insecure-http", "--listen", "0.0.0.0:0"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
-    let out = hub(&db, &["serve", "--listen", "127.0.0.1:0"]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "TLS or --insecure-http is required"
-    );
+    // The hub's own CA needs a data directory, which a PostgreSQL URL does not give.
+    let out = Command::new(BIN)
+        .args(["--db", "postgres://nobody@127.0.0.1:1/cairn", "serve"])
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("CAIRN_HUB_DATA_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--data-dir"));
+    let out = hub(&db, &["serve", "--tls-cert", "c.pem"]);
+    assert_eq!(out.status.code(), Some(2), "--tls-cert needs --tls-key");
     let weak = dir.path().join("weak");
     std::fs::write(&weak, "short").unwrap();
     let out = hub(
@@ -341,6 +347,306 @@ fn completions_and_man_pages_need_no_database() {
         assert!(text.contains(".SH SYNOPSIS"), "{page}");
     }
     assert!(!db.exists());
+}
+
+/// `cairn-hub serve` in the background with `args` after `serve`; returns once it listens.
+async fn serve_with(db: &Path, port: u16, args: &[&str]) -> Server {
+    let mut server = Server(
+        Command::new(BIN)
+            .arg("--db")
+            .arg(db)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env_remove("CAIRN_HUB_DB")
+            .env_remove("CAIRN_HUB_ADMIN_TOKEN")
+            .env_remove("CAIRN_HUB_DATA_DIR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until_listening(port, &mut server).await;
+    server
+}
+
+/// SIGTERM, and wait for the exit.
+async fn stop(mut server: Server) {
+    let pid = server.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn der_of(pem: &[u8]) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject as _;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem)
+        .unwrap()
+        .to_vec()
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(b).into()
+}
+
+/// The DNS names and IP addresses of a PEM certificate, sorted.
+fn sans(pem: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let der = der_of(pem);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let mut out: Vec<String> = cert
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|g| match g {
+            GeneralName::DNSName(d) => d.to_string(),
+            GeneralName::IPAddress(b) if b.len() == 4 => {
+                std::net::IpAddr::from(<[u8; 4]>::try_from(*b).unwrap()).to_string()
+            }
+            GeneralName::IPAddress(b) => {
+                std::net::IpAddr::from(<[u8; 16]>::try_from(*b).unwrap()).to_string()
+            }
+            other => format!("{other:?}"),
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The certificate the server at 127.0.0.1:`port` presents in its TLS handshake, when the
+/// client trusts only `ca_pem` and asks for `name`.
+async fn presented(port: u16, ca_pem: &str, name: &str) -> Result<Vec<u8>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(der_of(
+            ca_pem.as_bytes(),
+        )))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let server_name = rustls_pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, conn) = tls.get_ref();
+    Ok(conn.peer_certificates().unwrap()[0].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_certificates_makes_its_own_ca_and_keeps_it_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    // No --data-dir: the SQLite database's directory is the data directory.
+    let db = dir.path().join("hub.db");
+    let tls = dir.path().join("tls");
+    let admin_file = dir.path().join("admin-token");
+    std::fs::write(&admin_file, "own-ca-test-admin-token\n").unwrap();
+    let port = free_port();
+    let first = [
+        "--advertise",
+        "hub.test",
+        "--advertise",
+        "10.1.2.3",
+        "--admin-token-file",
+        admin_file.to_str().unwrap(),
+    ];
+    let server = serve_with(&db, port, &first).await;
+
+    // The CA and the server certificate, keys 0600, in DATA_DIR/tls.
+    use std::os::unix::fs::PermissionsExt as _;
+    for (f, mode) in [("ca.key", 0o600), ("hub.key", 0o600), ("ca.crt", 0o644)] {
+        let m = std::fs::metadata(tls.join(f)).unwrap().permissions().mode();
+        assert_eq!(m & 0o777, mode, "{f}");
+    }
+    let ca_pem = std::fs::read_to_string(tls.join("ca.crt")).unwrap();
+    let ca_der = der_of(ca_pem.as_bytes());
+    let hub_crt = std::fs::read(tls.join("hub.crt")).unwrap();
+    assert_eq!(
+        sans(&hub_crt),
+        ["10.1.2.3", "127.0.0.1", "::1", "hub.test", "localhost"],
+        "the advertised names, the listen address and loopback"
+    );
+
+    // A client trusting only that CA connects, by address and by advertised name, and is
+    // shown that certificate; names the certificate is not for are refused.
+    for name in ["127.0.0.1", "hub.test", "10.1.2.3", "localhost"] {
+        let got = presented(port, &ca_pem, name).await.unwrap();
+        assert_eq!(got, der_of(&hub_crt), "{name}");
+    }
+    let e = presented(port, &ca_pem, "other.test").await.unwrap_err();
+    assert!(e.contains("not valid for name"), "{e}");
+    let other_ca = common::tls::make(dir.path()).ca_pem;
+    let e = presented(port, &other_ca, "127.0.0.1").await.unwrap_err();
+    assert!(
+        e.contains("UnknownIssuer") || e.contains("unknown issuer"),
+        "{e}"
+    );
+
+    // GET /v1/ca serves it, to anyone, over HTTPS.
+    let client = common::tls::client(&ca_pem);
+    let r = client
+        .get(format!("https://127.0.0.1:{port}/v1/ca"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(der_of(&r.bytes().await.unwrap()), ca_der);
+
+    // Each new token comes with a join string: the first advertised name, the CA's pin.
+    let created = ok_json(&db, &["token", "create", "--name", "own-ca"]);
+    let join = cairn_proto::join::Join::parse(created["join"].as_str().unwrap()).unwrap();
+    assert_eq!(join.ca_sha256, sha256(&ca_der));
+    assert_eq!(join.token, created["token"].as_str().unwrap());
+    assert_eq!(join.endpoint, format!("https://hub.test:{port}"));
+    let human = hub(&db, &["token", "create"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("cairn1:") && text.contains("cairn.join"),
+        "{text}"
+    );
+    // The admin API's answer has it too.
+    let r = client
+        .post(format!("https://127.0.0.1:{port}/v1/admin/tokens"))
+        .bearer_auth("own-ca-test-admin-token")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let api_join = cairn_proto::join::Join::parse(body["join"].as_str().unwrap()).unwrap();
+    assert_eq!(api_join.ca_sha256, join.ca_sha256);
+    assert_eq!(api_join.token, body["token"].as_str().unwrap());
+    stop(server).await;
+
+    // Restarted as it was: the same CA, the same server certificate.
+    let server = serve_with(&db, port, &first).await;
+    assert_eq!(std::fs::read_to_string(tls.join("ca.crt")).unwrap(), ca_pem);
+    assert_eq!(std::fs::read(tls.join("hub.crt")).unwrap(), hub_crt);
+    presented(port, &ca_pem, "hub.test").await.unwrap();
+    let again = ok_json(&db, &["token", "create"]);
+    let pin = cairn_proto::join::Join::parse(again["join"].as_str().unwrap())
+        .unwrap()
+        .ca_sha256;
+    assert_eq!(pin, join.ca_sha256, "same CA, same pin");
+    stop(server).await;
+
+    // Restarted with another name: a new server certificate from the same CA.
+    let server = serve_with(&db, port, &["--advertise", "edge-hub.test:9443"]).await;
+    assert_eq!(std::fs::read_to_string(tls.join("ca.crt")).unwrap(), ca_pem);
+    let renamed = std::fs::read(tls.join("hub.crt")).unwrap();
+    assert_ne!(renamed, hub_crt);
+    assert_eq!(
+        sans(&renamed),
+        ["127.0.0.1", "::1", "edge-hub.test", "localhost"]
+    );
+    presented(port, &ca_pem, "edge-hub.test").await.unwrap();
+    let moved = ok_json(&db, &["token", "create"]);
+    let moved = cairn_proto::join::Join::parse(moved["join"].as_str().unwrap()).unwrap();
+    assert_eq!(moved.ca_sha256, join.ca_sha256);
+    assert_eq!(moved.endpoint, "https://edge-hub.test:9443");
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bring_your_own_certificates_keep_working_and_the_pin_is_of_their_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let db = dir.path().join("hub.db");
+    let pki = common::tls::make(dir.path());
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let ca_der = der_of(pki.ca_pem.as_bytes());
+    let cert = pki.cert.to_str().unwrap();
+    let key = pki.key.to_str().unwrap();
+
+    // --ca names the CA devices pin.
+    let port = free_port();
+    let server = serve_with(
+        &db,
+        port,
+        &[
+            "--data-dir",
+            data_arg,
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--ca",
+            ca_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let client = common::tls::client(&pki.ca_pem);
+    let r = client
+        .get(format!("https://127.0.0.1:{port}/v1/ca"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(der_of(&r.bytes().await.unwrap()), ca_der);
+    let created = ok_json(&db, &["--data-dir", data_arg, "token", "create"]);
+    let join = cairn_proto::join::Join::parse(created["join"].as_str().unwrap()).unwrap();
+    assert_eq!(join.ca_sha256, sha256(&ca_der));
+    assert_eq!(join.endpoint, format!("https://127.0.0.1:{port}"));
+    assert!(!data.join("tls").exists(), "no CA of its own is made");
+    stop(server).await;
+
+    // Without --ca, the last certificate of the chain: the root of a full chain.
+    let chain = dir.path().join("fullchain.pem");
+    let leaf = std::fs::read_to_string(&pki.cert).unwrap();
+    std::fs::write(&chain, format!("{leaf}{}", pki.ca_pem)).unwrap();
+    let server = serve_with(
+        &db,
+        port,
+        &[
+            "--data-dir",
+            data_arg,
+            "--tls-cert",
+            chain.to_str().unwrap(),
+            "--tls-key",
+            key,
+        ],
+    )
+    .await;
+    let created = ok_json(&db, &["--data-dir", data_arg, "token", "create"]);
+    let join = cairn_proto::join::Join::parse(created["join"].as_str().unwrap()).unwrap();
+    assert_eq!(join.ca_sha256, sha256(&ca_der));
+    stop(server).await;
+
+    // A data directory the hub never served from: the token, no join string, a note why.
+    let elsewhere = dir.path().join("elsewhere");
+    let out = hub(
+        &db,
+        &[
+            "--data-dir",
+            elsewhere.to_str().unwrap(),
+            "token",
+            "create",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["token"].is_string() && v.get("join").is_none(), "{v}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no join string"));
 }
 
 /// The hub's peak resident memory so far (`VmHWM`), in KiB.

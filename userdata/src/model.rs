@@ -512,6 +512,9 @@ pub struct HubSettings {
     pub site: Option<String>,
     pub tags: Vec<(String, String)>,
     pub ca_certs: Vec<String>,
+    /// SHA-256 of the hub CA certificate (DER), from `join`: that CA, fetched from the hub
+    /// and checked against this, is the only one trusted for the hub.
+    pub ca_pin: Option<[u8; 32]>,
     pub proxy: Option<String>,
     pub location: Option<Location>,
 }
@@ -524,6 +527,7 @@ impl fmt::Debug for HubSettings {
             .field("site", &self.site)
             .field("tags", &self.tags)
             .field("ca_certs", &self.ca_certs.len())
+            .field("ca_pin", &self.ca_pin.as_ref().map(|_| "<redacted>"))
             .field("proxy", &self.proxy)
             .finish()
     }

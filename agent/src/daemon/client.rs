@@ -2,11 +2,16 @@
 //! `cairn_proto::protocol`), over reqwest's async client with rustls.
 //!
 //! TLS trusts the CA certificates of the `cairn:` block and nothing else (the system roots
-//! only when the block names none), and there is no way to turn verification off. Every request has connect and total
+//! only when the block names none). With a join string (`cairn.join`), it trusts exactly the
+//! CA the string pins: [`HubClient::trust_pinned`] fetches it from `GET /v1/ca` (the one
+//! request made without verifying the hub, and it carries nothing), checks its SHA-256
+//! against the pin, keeps it in the state directory, and only then is any other request
+//! possible. There is no way to turn verification off. Every request has connect and total
 //! timeouts and every response body a size cap, so a slow or endless hub cannot hang the
 //! agent; errors are classified so callers know whether to back off, wait for
 //! `Retry-After`, or stop (401/403).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use cairn_proto::protocol::{
@@ -20,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::identity::{valid_host_id, Identity};
 use super::settings::{redact_url, Settings};
+use super::store::{self, StateDir};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,6 +35,8 @@ pub const MAX_PROFILE_BYTES: usize = 8 * 1024 * 1024;
 const MAX_SMALL_BODY: usize = 256 * 1024;
 /// Longest `Retry-After` honoured (a hub asking for more gets this).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// Largest answer to `GET /v1/ca`.
+const MAX_CA_BYTES: usize = 64 * 1024;
 
 /// Why a request did not succeed.
 #[derive(Debug, Clone)]
@@ -96,22 +104,75 @@ pub enum ProfileFetch {
     New { etag: String, body: Vec<u8> },
 }
 
+/// Why the pinned CA is not trusted (yet).
+#[derive(Debug, Clone)]
+pub enum TrustError {
+    /// `GET /v1/ca` did not succeed; try again later.
+    Hub(HubError),
+    /// The hub's CA is not the one pinned (or not a certificate at all): nothing was sent.
+    Mismatch(String),
+}
+
+impl std::fmt::Display for TrustError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrustError::Hub(e) => write!(f, "fetching the hub's CA: {e}"),
+            TrustError::Mismatch(m) => f.write_str(m),
+        }
+    }
+}
+
 pub struct HubClient {
-    http: reqwest::Client,
+    /// Set at construction, or once the pinned CA is established.
+    http: OnceLock<reqwest::Client>,
     base: String,
+    /// SHA-256 of the hub CA (DER), from the join string.
+    pin: Option<[u8; 32]>,
+    proxy: Option<String>,
 }
 
 impl HubClient {
-    /// Build the client for `settings`; refuses bad CA certificates or proxy URLs.
+    /// Build the client for `settings`; refuses bad CA certificates or proxy URLs. With a
+    /// pinned CA, no request can be made before [`HubClient::trust_pinned`] succeeded.
     pub fn new(settings: &Settings) -> Result<HubClient, String> {
+        let client = HubClient {
+            http: OnceLock::new(),
+            base: settings.endpoint.trim_end_matches('/').to_string(),
+            pin: settings.ca_pin,
+            proxy: settings.proxy.clone(),
+        };
+        if client.pin.is_some() {
+            let _ = client.builder()?; // the proxy URL is checked now
+        } else {
+            let mut b = client
+                .builder()?
+                // The CAs given in the hub settings are the only ones trusted for the hub:
+                // a public CA (or one an attacker planted in the OS store) cannot vouch for
+                // an impostor. Without them, the system's roots (a hub with a public
+                // certificate); never a bundled copy.
+                .tls_built_in_native_certs(settings.ca_certs.is_empty());
+            for (i, pem) in settings.ca_certs.iter().enumerate() {
+                let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                    .map_err(|e| format!("CA certificate {} of the hub settings: {e}", i + 1))?;
+                for c in certs {
+                    b = b.add_root_certificate(c);
+                }
+            }
+            let http = b
+                .build()
+                .map_err(|e| format!("setting up the HTTPS client: {}", chain(&e)))?;
+            let _ = client.http.set(http);
+        }
+        Ok(client)
+    }
+
+    /// What every client to the hub has: TLS 1.2+, https only, no bundled roots, timeouts,
+    /// no redirects, the proxy.
+    fn builder(&self) -> Result<reqwest::ClientBuilder, String> {
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
-            // The CAs given in the hub settings are the only ones trusted for the hub: a
-            // public CA (or one an attacker planted in the OS store) cannot vouch for an
-            // impostor. Without them, the system's roots (a hub with a public certificate);
-            // never a bundled copy.
             .tls_built_in_webpki_certs(false)
-            .tls_built_in_native_certs(settings.ca_certs.is_empty())
+            .tls_built_in_native_certs(false)
             .https_only(true)
             .min_tls_version(reqwest::tls::Version::TLS_1_2)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -120,24 +181,102 @@ impl HubClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("cairn-agent/", env!("CARGO_PKG_VERSION")));
-        for (i, pem) in settings.ca_certs.iter().enumerate() {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|e| format!("CA certificate {} of the hub settings: {e}", i + 1))?;
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
-        if let Some(p) = &settings.proxy {
+        if let Some(p) = &self.proxy {
             let proxy =
                 reqwest::Proxy::all(p).map_err(|e| format!("proxy `{}`: {e}", redact_url(p)))?;
             b = b.proxy(proxy);
         }
-        let http = b
+        Ok(b)
+    }
+
+    /// Trust the CA the join string pins, and nothing else: the copy kept in the state
+    /// directory when it still matches the pin, else the one `GET /v1/ca` answers, checked
+    /// against the pin before it is kept or used. Nothing secret is sent until this
+    /// succeeds. Does nothing without a pin, or once done.
+    pub async fn trust_pinned(&self, state: &StateDir) -> Result<(), TrustError> {
+        let Some(pin) = self.pin else {
+            return Ok(());
+        };
+        if self.http.get().is_some() {
+            return Ok(());
+        }
+        let kept = std::fs::read(state.hub_ca()).ok();
+        let der = match kept.as_deref().and_then(first_certificate) {
+            Some(der) if pin_matches(&der, &pin) => der,
+            _ => {
+                let der = self.fetch_ca().await?;
+                if !pin_matches(&der, &pin) {
+                    return Err(TrustError::Mismatch(format!(
+                        "the hub at {} presented a CA certificate ({}) that is not the one its \
+                         join string pins; nothing was sent to it. Check that `cairn.join` is \
+                         for this hub (`cairn-hub token create` prints it) and that nothing \
+                         between this device and the hub intercepts TLS",
+                        self.base,
+                        subject(&der)
+                    )));
+                }
+                if let Err(e) = store::write_atomic(&state.hub_ca(), pem(&der).as_bytes()) {
+                    tracing::warn!("keeping the hub's CA in {}: {e}", state.hub_ca().display());
+                }
+                tracing::info!(
+                    "the hub's CA ({}) matches the pin of the join string; trusting it, and \
+                     only it, for the hub",
+                    subject(&der)
+                );
+                der
+            }
+        };
+        let ca = reqwest::Certificate::from_der(&der)
+            .map_err(|e| TrustError::Mismatch(format!("the hub's CA is unusable: {e}")))?;
+        let http = self
+            .builder()
+            .map_err(|e| TrustError::Hub(HubError::Transport(e)))?
+            .add_root_certificate(ca)
             .build()
-            .map_err(|e| format!("setting up the HTTPS client: {}", chain(&e)))?;
-        Ok(HubClient {
-            http,
-            base: settings.endpoint.trim_end_matches('/').to_string(),
+            .map_err(|e| {
+                TrustError::Hub(HubError::Transport(format!(
+                    "setting up the HTTPS client: {}",
+                    chain(&e)
+                )))
+            })?;
+        let _ = self.http.set(http);
+        Ok(())
+    }
+
+    /// `GET /v1/ca` without verifying the hub (there is nothing to verify it with yet):
+    /// no credential, no token, no body goes with it, and the answer is only a candidate
+    /// until it matches the pin.
+    async fn fetch_ca(&self) -> Result<Vec<u8>, TrustError> {
+        let http = self
+            .builder()
+            .map_err(|e| TrustError::Hub(HubError::Transport(e)))?
+            .danger_accept_invalid_certs(true)
+            .build()
+            .map_err(|e| TrustError::Hub(HubError::Transport(chain(&e))))?;
+        let (_, _, body) = self
+            .send_with(
+                &http,
+                Method::GET,
+                &self.url("/ca"),
+                None,
+                None,
+                &[],
+                MAX_CA_BYTES,
+            )
+            .await
+            .map_err(TrustError::Hub)?;
+        first_certificate(&body).ok_or_else(|| {
+            TrustError::Mismatch(format!(
+                "the hub at {} answered GET {API_PREFIX}/ca with no PEM certificate, so nothing \
+                 matches the pin of the join string; nothing was sent to it",
+                self.base
+            ))
+        })
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, HubError> {
+        self.http.get().ok_or_else(|| {
+            HubError::Transport("the hub's CA is not established yet (join string)".into())
         })
     }
 
@@ -232,7 +371,22 @@ impl HubClient {
         } else {
             MAX_SMALL_BODY
         };
-        let mut req = self.http.request(method, url);
+        self.send_with(self.http()?, method, url, auth, body, extra, max)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_with(
+        &self,
+        http: &reqwest::Client,
+        method: Method,
+        url: &str,
+        auth: Option<&Identity>,
+        body: Option<Vec<u8>>,
+        extra: &[(reqwest::header::HeaderName, HeaderValue)],
+        max: usize,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), HubError> {
+        let mut req = http.request(method, url);
         if let Some(id) = auth {
             let mut v = HeaderValue::from_str(&format!("Bearer {}", id.credential.expose()))
                 .map_err(|_| {
@@ -305,6 +459,55 @@ impl HubClient {
             },
         })
     }
+}
+
+/// The DER of the first `CERTIFICATE` block of a PEM text.
+fn first_certificate(pem: &[u8]) -> Option<Vec<u8>> {
+    x509_parser::pem::Pem::iter_from_buffer(pem)
+        .map_while(Result::ok)
+        .find(|b| b.label == "CERTIFICATE")
+        .map(|b| b.contents)
+}
+
+/// Does SHA-256(`der`) equal `pin`? (Compared in constant time.)
+fn pin_matches(der: &[u8], pin: &[u8; 32]) -> bool {
+    let digest = Sha256::digest(der);
+    digest
+        .iter()
+        .zip(pin)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+/// A certificate's subject for messages: at most 120 printable characters (it comes from
+/// whoever answered).
+fn subject(der: &[u8]) -> String {
+    let s = match x509_parser::parse_x509_certificate(der) {
+        Ok((_, c)) => c.subject().to_string(),
+        Err(_) => return "not a certificate".into(),
+    };
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(120)
+        .collect();
+    if clean.is_empty() {
+        "no subject".into()
+    } else {
+        clean
+    }
+}
+
+fn pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HubError> {

@@ -32,7 +32,7 @@ use sd_notify::NotifyState;
 use serde_json::json;
 
 use backoff::{full_jitter, spread, Backoff};
-use client::{HubClient, HubError, ProfileFetch};
+use client::{HubClient, HubError, ProfileFetch, TrustError};
 use identity::Identity;
 use settings::Settings;
 use spool::Spool;
@@ -151,7 +151,7 @@ pub fn run(opts: RunOptions) -> u8 {
     } else if settings.token.is_none() {
         eprintln!(
             "error: this host is not registered and the hub settings in {} have no registration \
-             token (`cairn.token` or `stylus.site.edgeHostToken`)",
+             token (`cairn.join`, `cairn.token` or `stylus.site.edgeHostToken`)",
             settings
                 .files
                 .iter()
@@ -332,14 +332,38 @@ impl Daemon {
         }
     }
 
-    /// Register if needed, start the worker, then heartbeat and deliver forever.
+    /// Register if needed, start the worker, then heartbeat and deliver forever. With a
+    /// join string, nothing goes to the hub before its CA matched the pin.
     async fn serve(&self, identity: Option<Identity>) {
         let id = match identity {
             Some(id) => id,
-            None => self.register().await,
+            None => {
+                self.establish_trust().await;
+                self.register().await
+            }
         };
         self.start_worker(&id);
+        // A registered host applies what it holds whether or not the hub is trusted yet.
+        self.establish_trust().await;
         tokio::join!(self.heartbeat_loop(&id), self.delivery_loop(&id));
+    }
+
+    /// Trust the CA the join string pins (no-op without one, or once done). A hub whose CA
+    /// does not match gets nothing, and is asked again only after [`REJECTED_PROBE`]: it is
+    /// an impostor or the wrong join string, both for an operator to fix.
+    async fn establish_trust(&self) {
+        let mut backoff = Backoff::hub();
+        loop {
+            let wait = match self.client.trust_pinned(&self.state).await {
+                Ok(()) => return,
+                Err(TrustError::Mismatch(m)) => {
+                    self.set_hub("ca_pin_mismatch", &m);
+                    spread(REJECTED_PROBE, 0.1)
+                }
+                Err(TrustError::Hub(e)) => self.failed("fetching the hub's CA", &e, &mut backoff),
+            };
+            tokio::time::sleep(wait).await;
+        }
     }
 
     fn start_worker(&self, id: &Identity) {
@@ -410,7 +434,10 @@ impl Daemon {
         if changed {
             match state {
                 "connected" => tracing::info!("hub {}: connected", self.settings.endpoint),
-                "token_rejected" | "credential_rejected" | "registration_refused" => {
+                "token_rejected"
+                | "credential_rejected"
+                | "registration_refused"
+                | "ca_pin_mismatch" => {
                     tracing::error!("hub: {state}: {error}")
                 }
                 _ => tracing::warn!("hub: {state}: {error}"),

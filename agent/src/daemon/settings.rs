@@ -23,8 +23,10 @@ pub struct Settings {
     /// host name).
     pub name: String,
     pub tags: BTreeMap<String, String>,
-    /// PEM CA certificates trusted for the hub, besides the system roots.
+    /// PEM CA certificates trusted for the hub, instead of the system roots.
     pub ca_certs: Vec<String>,
+    /// SHA-256 of the hub CA's DER, from `cairn.join`: that CA alone is trusted.
+    pub ca_pin: Option<[u8; 32]>,
     pub proxy: Option<String>,
     /// The user-data files the settings came from (for messages).
     pub files: Vec<PathBuf>,
@@ -38,6 +40,7 @@ impl std::fmt::Debug for Settings {
             .field("name", &self.name)
             .field("tags", &self.tags)
             .field("ca_certs", &self.ca_certs.len())
+            .field("ca_pin", &self.ca_pin.as_ref().map(|_| "<redacted>"))
             .field("proxy", &self.proxy.as_ref().map(|p| redact_url(p)))
             .field("files", &self.files)
             .finish()
@@ -110,9 +113,11 @@ pub fn load(root: &Path, config: Option<&Path>) -> Result<Settings, String> {
             list(&loaded.files)
         )
     })?;
-    let endpoint = hub
-        .endpoint
-        .ok_or_else(|| "the `cairn:` block has no `endpoint` (the hub's URL)".to_string())?;
+    let endpoint = hub.endpoint.ok_or_else(|| {
+        "the `cairn:` block has no `join` (from `cairn-hub token create`) and no `endpoint` \
+             (the hub's URL)"
+            .to_string()
+    })?;
     if !endpoint.starts_with("https://") {
         return Err(format!(
             "hub endpoint `{endpoint}` is not https://; Cairn talks to its hub over TLS only"
@@ -130,6 +135,7 @@ pub fn load(root: &Path, config: Option<&Path>) -> Result<Settings, String> {
         name,
         tags: hub.tags.into_iter().collect(),
         ca_certs: hub.ca_certs,
+        ca_pin: hub.ca_pin,
         proxy: hub.proxy,
         files: loaded.files,
     })
@@ -184,6 +190,32 @@ mod tests {
         let s = load(d.path(), None).unwrap();
         assert_eq!(s.endpoint, "https://palette.example");
         assert_eq!(s.name, "site-a");
+    }
+
+    #[test]
+    fn a_join_string_gives_endpoint_token_and_pin() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = d.path().join("agent.yaml");
+        let pin = "ab".repeat(32);
+        std::fs::write(
+            &cfg,
+            format!(
+                "cairn:\n  join: cairn1:{pin}:cairn_rt_sekrit@https://hub.example:8443/\n  \
+                 site: edge-8\n"
+            ),
+        )
+        .unwrap();
+        let s = load(d.path(), Some(&cfg)).unwrap();
+        assert_eq!(s.endpoint, "https://hub.example:8443");
+        assert_eq!(
+            s.token.as_ref().map(|t| t.expose()),
+            Some("cairn_rt_sekrit")
+        );
+        assert_eq!(s.ca_pin, Some([0xab; 32]));
+        assert!(s.ca_certs.is_empty());
+        assert_eq!(s.name, "edge-8");
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("sekrit") && !dbg.contains(&pin[..8]), "{dbg}");
     }
 
     #[test]

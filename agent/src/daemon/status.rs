@@ -19,7 +19,7 @@ use super::worker::{Applied, StoredProfile};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HubStatus {
     /// `registering`, `connecting`, `connected`, `unreachable`, `busy`, `token_rejected`,
-    /// `registration_refused`, `credential_rejected`.
+    /// `registration_refused`, `credential_rejected`, `ca_pin_mismatch`.
     pub state: String,
     /// When `state` last changed.
     pub since: String,
@@ -148,12 +148,13 @@ fn apply_state(view: &View, applied: Option<&Applied>, running: bool) -> Value {
     }
 }
 
-/// Exit status of `status`: 1 when the last apply failed or the hub refuses this host.
+/// Exit status of `status`: 1 when the last apply failed, the hub refuses this host, or the
+/// hub's CA does not match the join string's pin.
 pub fn exit_code(report: &Value) -> u8 {
     let failed = report["apply"]["state"] == "failed";
     let refused = matches!(
         report["hub"]["state"].as_str(),
-        Some("token_rejected" | "credential_rejected" | "registration_refused")
+        Some("token_rejected" | "credential_rejected" | "registration_refused" | "ca_pin_mismatch")
     );
     u8::from(failed || refused)
 }
@@ -199,6 +200,9 @@ pub fn render(r: &Value) -> String {
                 "registration_refused" => {
                     "registration refused (e.g. the host name is taken); see the error".into()
                 }
+                "ca_pin_mismatch" => "CA pin mismatch: the hub's CA is not the one the join \
+                                        string pins; nothing was sent to it"
+                    .into(),
                 "credential_rejected" => {
                     "credential rejected: the hub no longer accepts this host; \
                      hub profiles are not applied"

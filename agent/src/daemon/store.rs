@@ -11,6 +11,7 @@
 //! seq             high-water mark of event sequence numbers handed out
 //! spool/          events not yet acknowledged by the hub (see `spool.rs`)
 //! daemon.lock     held by the running daemon
+//! hub-ca.pem      the hub CA a join string pins, once fetched and checked against the pin
 //! ```
 //! Whole-file updates go through [`write_atomic`]: temp file created 0600 with
 //! `O_EXCL|O_NOFOLLOW` under a random name, fsynced, renamed over the target, directory fsynced — a crash leaves the old or the new
@@ -61,6 +62,9 @@ impl StateDir {
     }
     pub fn lock(&self) -> PathBuf {
         self.dir.join("daemon.lock")
+    }
+    pub fn hub_ca(&self) -> PathBuf {
+        self.dir.join("hub-ca.pem")
     }
 
     /// Create the directory (and `spool/`) with mode 0700.

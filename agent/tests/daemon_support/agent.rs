@@ -30,6 +30,11 @@ pub fn agent_yaml(endpoint: &str, token: &str, site: &str, ca_pem: &str) -> Stri
     )
 }
 
+/// `cairn:` user-data with a join string instead of endpoint, token and CA.
+pub fn join_yaml(join: &str, site: &str) -> String {
+    format!("#cloud-config\ncairn:\n  join: \"{join}\"\n  site: {site}\n  tags:\n    rack: r1\n")
+}
+
 /// The binary under test: `CAIRN_AGENT_BIN` (e.g. a release build, to measure it) or the
 /// one Cargo built for this test.
 pub fn agent_bin() -> PathBuf {
@@ -58,7 +63,9 @@ impl Agent {
         args: &[&str],
     ) -> Agent {
         let mut cmd = Command::new(agent_bin());
-        cmd.env_remove("NOTIFY_SOCKET").env_remove("WATCHDOG_USEC");
+        cmd.env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env("CAIRN_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -72,7 +79,6 @@ impl Agent {
             .arg(root)
             .args(["--output", "json"])
             .args(args)
-            .env("CAIRN_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -65,7 +65,11 @@ pub struct State {
     pub flaky: bool,
     flaky_toggle: bool,
     flaky_events_toggle: bool,
+    /// The CA of the certificate served (PEM).
+    ca_pem: String,
     pub tls_failures: usize,
+    /// What `GET /v1/ca` answers (PEM); `None`: the CA of the certificate served.
+    pub ca_answer: Option<String>,
 }
 
 pub struct TestHub {
@@ -184,7 +188,10 @@ impl TestHub {
             .enable_all()
             .build()
             .unwrap();
-        let mut state = State::default();
+        let mut state = State {
+            ca_pem: ca_pem.clone(),
+            ..State::default()
+        };
         for t in tokens {
             state.tokens.insert(t.to_string(), Token::default());
         }
@@ -363,6 +370,10 @@ fn serve(
 ) -> Response<Full<Bytes>> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method, parts.as_slice()) {
+        ("GET", ["v1", "ca"]) => {
+            let pem = st.ca_answer.clone().unwrap_or_else(|| st.ca_pem.clone());
+            Response::new(Full::new(Bytes::from(pem)))
+        }
         ("POST", ["v1", "register"]) => {
             let Ok(req) = serde_json::from_slice::<RegisterRequest>(body) else {
                 return error(

@@ -1,6 +1,7 @@
 //! The real `cairn-hub` binary for the daemon's tests: `serve` over TLS on 127.0.0.1 with a
-//! test CA (SQLite in a temp dir), driven by its admin commands, stopped with SIGKILL and
-//! restarted on the same port and database.
+//! test CA, or with the CA the hub makes itself ([`RealHub::start_own_ca`]); SQLite in a
+//! temp dir; driven by its admin commands, stopped with SIGKILL and restarted on the same
+//! port and database.
 //!
 //! The binary is `CAIRN_HUB_BIN`, else the one next to `cairn-agent` in the target
 //! directory (`cargo test --workspace` builds it), built with `cargo build -p cairn-hub`
@@ -81,8 +82,10 @@ pub fn hub_bin() -> PathBuf {
 pub struct RealHub {
     _dir: tempfile::TempDir,
     db: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+    /// The test PKI's certificate and key; `None`: the hub's own CA.
+    cert: Option<(PathBuf, PathBuf)>,
+    /// Extra environment of `serve` (e.g. `CAIRN_HUB_LOG`).
+    env: Vec<(String, String)>,
     dir: PathBuf,
     pub ca_pem: String,
     pub port: u16,
@@ -113,14 +116,40 @@ impl RealHub {
             db: dir.path().join("hub.db"),
             dir: dir.path().to_path_buf(),
             _dir: dir,
-            cert,
-            key,
+            cert: Some((cert, key)),
+            env: Vec::new(),
             ca_pem: pki.ca_pem,
             port: free_port(),
             child: None,
             log: Arc::new(Mutex::new(String::new())),
         };
         hub.restart();
+        hub
+    }
+
+    /// `serve` with no certificate options: the hub makes its own CA in its data directory
+    /// (the database's), and `token create` prints join strings. `env` goes to `serve`.
+    pub fn start_own_ca(env: &[(&str, &str)]) -> RealHub {
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-hub-it-")
+            .tempdir()
+            .unwrap();
+        let mut hub = RealHub {
+            db: dir.path().join("hub.db"),
+            dir: dir.path().to_path_buf(),
+            _dir: dir,
+            cert: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ca_pem: String::new(),
+            port: free_port(),
+            child: None,
+            log: Arc::new(Mutex::new(String::new())),
+        };
+        hub.restart();
+        hub.ca_pem = std::fs::read_to_string(hub.dir.join("tls/ca.crt")).unwrap();
         hub
     }
 
@@ -131,17 +160,21 @@ impl RealHub {
     /// Start `serve` (again) on the same port and database; returns once it listens.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the hub is running");
-        let mut child = Command::new(hub_bin())
-            .arg("--db")
-            .arg(&self.db)
-            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
-            .arg("--tls-cert")
-            .arg(&self.cert)
-            .arg("--tls-key")
-            .arg(&self.key)
+        let mut cmd = Command::new(hub_bin());
+        cmd.arg("--db").arg(&self.db).args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", self.port),
+        ]);
+        if let Some((cert, key)) = &self.cert {
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
+        let mut child = cmd
             .args(["--heartbeat-interval", "5"])
             .env_remove("CAIRN_HUB_DB")
             .env_remove("CAIRN_HUB_ADMIN_TOKEN")
+            .env_remove("CAIRN_HUB_DATA_DIR")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -193,6 +226,7 @@ impl RealHub {
             .args(args)
             .args(["--output", "json"])
             .env_remove("CAIRN_HUB_DB")
+            .env_remove("CAIRN_HUB_DATA_DIR")
             .output()
             .unwrap();
         assert!(
@@ -212,6 +246,26 @@ impl RealHub {
             t["id"].as_str().unwrap().to_string(),
             t["token"].as_str().unwrap().to_string(),
         )
+    }
+
+    /// A registration token with its join string (hub with its own CA): (id, secret, join).
+    pub fn join_token(&self, name: &str, extra: &[&str]) -> (String, String, String) {
+        let mut args = vec!["token", "create", "--name", name];
+        args.extend(extra);
+        let t = self.cli(&args);
+        (
+            t["id"].as_str().unwrap().to_string(),
+            t["token"].as_str().unwrap().to_string(),
+            t["join"].as_str().expect("no join string").to_string(),
+        )
+    }
+
+    /// The registration tokens as `token list` shows them.
+    pub fn tokens(&self) -> Vec<Value> {
+        self.cli(&["token", "list"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Publish a profile (JSON) and assign it to the host named `host` (by name or id).

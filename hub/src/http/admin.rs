@@ -159,7 +159,7 @@ async fn create_token<S: Store>(
     _: Admin,
     State(st): State<AppState<S>>,
     JsonBody(body): JsonBody<TokenBody>,
-) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let q = ScopeQuery {
         tenant: body.tenant,
         project: body.project,
@@ -170,10 +170,16 @@ async fn create_token<S: Store>(
         expires_at: expiry_from_lifetime(body.expires_in_secs).map_err(ApiError::invalid)?,
         max_uses: body.max_uses,
     };
-    Ok((
+    let created: CreatedToken = st.0.store.create_token(&new).await?;
+    let join = st.0.trust.as_ref().map(|t| t.join(&created.token));
+    let answer = Json(super::WithJoin {
+        created: &created,
+        join,
+    });
+    Ok(axum::response::IntoResponse::into_response((
         StatusCode::CREATED,
-        Json(st.0.store.create_token(&new).await?),
-    ))
+        answer,
+    )))
 }
 
 async fn revoke_token<S: Store>(

@@ -1,5 +1,6 @@
 //! The `/v1` HTTP API (docs/protocol.md): host endpoints authenticated by the host
-//! credential, admin endpoints by the admin token.
+//! credential, admin endpoints by the admin token, and `GET /v1/ca` (the hub's CA, which
+//! devices check against the pin of their join string) open to all.
 
 mod admin;
 mod agent;
@@ -34,6 +35,9 @@ pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 /// Settings of the API.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
+    /// The CA devices pin and the address they use: served by `GET /v1/ca`, and made into
+    /// a join string with each new token. `None` (plain HTTP): `GET /v1/ca` is `404`.
+    pub trust: Option<crate::pki::Trust>,
     /// The admin token; `None` disables `/v1/admin/…`.
     pub admin_token: Option<String>,
     /// Heartbeat period asked of agents (seconds).
@@ -45,6 +49,7 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
+            trust: None,
             admin_token: None,
             heartbeat_interval_secs: cairn_proto::protocol::DEFAULT_HEARTBEAT_SECS,
             request_timeout: REQUEST_TIMEOUT,
@@ -56,6 +61,7 @@ pub(crate) struct Shared<S> {
     pub store: S,
     admin_sha256: Option<String>,
     pub heartbeat_interval_secs: u64,
+    pub trust: Option<crate::pki::Trust>,
     /// The fleet page: change feed, sessions.
     pub(crate) fleet: fleet::Fleet,
 }
@@ -75,10 +81,12 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
         store,
         admin_sha256: config.admin_token.as_deref().map(secret::sha256_hex),
         heartbeat_interval_secs: config.heartbeat_interval_secs,
+        trust: config.trust,
         fleet: fleet::Fleet::new(),
     }));
     let request_timeout = config.request_timeout;
     Router::new()
+        .route("/v1/ca", get(ca::<S>))
         .route("/v1/register", post(agent::register::<S>))
         .route("/v1/hosts/{id}/heartbeat", post(agent::heartbeat::<S>))
         .route("/v1/hosts/{id}/profile", get(agent::profile::<S>))
@@ -95,6 +103,38 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
             guard(request_timeout, req, next)
         }))
         .with_state(state)
+}
+
+/// A new token with its join string, as `token create` and `POST /v1/admin/tokens` show it
+/// (once).
+#[derive(serde::Serialize)]
+pub struct WithJoin<'a> {
+    #[serde(flatten)]
+    pub created: &'a crate::store::CreatedToken,
+    /// `cairn1:<CA sha256>:<token>@<endpoint>`; absent when the hub's CA is not known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
+}
+
+/// `GET /v1/ca`: the CA certificate devices pin (PEM). Public: it is what a TLS handshake
+/// shows anyway, and a device checks it against its pin before trusting it.
+async fn ca<S: Store>(axum::extract::State(st): axum::extract::State<AppState<S>>) -> Response {
+    match &st.0.trust {
+        Some(t) => (
+            [(
+                header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/x-pem-file"),
+            )],
+            t.ca_pem.clone(),
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this hub serves plain HTTP and has no CA",
+        )
+        .into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {

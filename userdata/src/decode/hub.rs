@@ -5,16 +5,20 @@ use super::values;
 use crate::model::{HubSettings, InstallSettings};
 use crate::yaml::Node;
 
-const CAIRN_KEYS: &[&str] = &["endpoint", "token", "site", "tags", "ca_certs", "proxy"];
+const CAIRN_KEYS: &[&str] = &[
+    "endpoint", "token", "site", "tags", "ca_certs", "proxy", "join",
+];
 
 pub fn decode_cairn(ctx: &mut Ctx, node: &Node) -> Option<HubSettings> {
     let mut hub = HubSettings {
         location: Some(ctx.loc(node)),
         ..Default::default()
     };
+    let mut join_node = None;
     for (key, value) in ctx.entries(node, "cairn") {
         let k = key.scalar().unwrap_or_default();
         match k {
+            "join" => join_node = Some(value),
             "endpoint" => hub.endpoint = endpoint(ctx, value),
             "token" => hub.token = ctx.string(value, "token"),
             "site" => hub.site = ctx.string(value, "site"),
@@ -24,7 +28,34 @@ pub fn decode_cairn(ctx: &mut Ctx, node: &Node) -> Option<HubSettings> {
             _ => ctx.unknown_key(key, "cairn", CAIRN_KEYS),
         }
     }
+    if let Some(value) = join_node {
+        join(ctx, value, &mut hub);
+    }
     Some(hub)
+}
+
+/// `cairn.join`: endpoint, token and the pin of the hub CA in one string (the format is
+/// `cairn_proto::join`). Messages never quote it: it holds the token.
+fn join(ctx: &mut Ctx, node: &Node, hub: &mut HubSettings) {
+    if hub.endpoint.is_some() || hub.token.is_some() || !hub.ca_certs.is_empty() {
+        ctx.error(
+            node,
+            "`join` already holds the endpoint, the token and the hub's CA: remove `endpoint`, \
+             `token` and `ca_certs` from this block, or `join`",
+        );
+        return;
+    }
+    let Some(text) = ctx.string(node, "join") else {
+        return;
+    };
+    match cairn_proto::join::Join::parse(&text) {
+        Ok(j) => {
+            hub.endpoint = Some(j.endpoint);
+            hub.token = Some(j.token);
+            hub.ca_pin = Some(j.ca_sha256);
+        }
+        Err(e) => ctx.error(node, e.to_string()),
+    }
 }
 
 fn endpoint(ctx: &mut Ctx, node: &Node) -> Option<String> {
