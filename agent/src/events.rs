@@ -1,6 +1,6 @@
 //! Event emission: the engine reports through an [`Emitter`] to any number of sinks.
 //!
-//! Sinks: [`HumanSink`] (one line per step, live), [`JsonSink`] (DESIGN.md's JSON lines),
+//! Sinks: [`HumanSink`] (one line per step, live), [`JsonSink`] (the JSON lines of docs/architecture.md, "Events"),
 //! [`MemorySink`] (tests, and later the hub reporter's spool).
 
 use std::io::Write;

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use cairn_proto::EventKind;
-use common::{host_has, TestEnv};
+use common::{require, TestEnv};
 
 const HASH: &str = "$6$cairnsalt$B2aVdKxIxeN1jXbqAqOVNV3pZtcX5l4v0cKPpqd6s2tUvjMR3lcRlH3fYq0F8Ws6ZMcqO4JXhXrDdg4bfFnw0/";
 const KEY1: &str =
@@ -15,19 +15,16 @@ const KEY1: &str =
 const KEY2: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb two@test";
 
-fn need_shadow_utils() -> bool {
-    let ok = host_has("useradd") && host_has("groupadd") && host_has("usermod");
-    if !ok {
-        eprintln!("skipping: shadow-utils (useradd, groupadd, usermod) are not on the host");
+/// shadow-utils on the host (the account tests run them with `--root`).
+fn need_shadow_utils() {
+    for tool in ["useradd", "groupadd", "usermod"] {
+        require(tool);
     }
-    ok
 }
 
 #[test]
 fn cloud_init_users_full_entry() {
-    if !need_shadow_utils() {
-        return;
-    }
+    need_shadow_utils();
     let env = TestEnv::new();
     env.write("/etc/skel/.cairn-skel-marker", "from skel\n");
     let yaml = format!(
@@ -98,9 +95,7 @@ users:
 
 #[test]
 fn yip_users_hash_plain_passwords_and_stay_unlocked() {
-    if !need_shadow_utils() {
-        return;
-    }
+    need_shadow_utils();
     let env = TestEnv::new();
     let yaml = r#"stages:
   boot:
@@ -120,8 +115,9 @@ fn yip_users_hash_plain_passwords_and_stay_unlocked() {
         "plain text becomes a SHA-512 hash: {pw}"
     );
     assert!(!pw.contains("s3cret"));
-    // Verify the hash with an independent implementation when the host has one.
-    if host_has("openssl") {
+    // Verify the hash with an independent implementation (openssl).
+    require("openssl");
+    {
         let parts: Vec<&str> = pw.split('$').collect();
         let (salt, rounds) = if parts[2].starts_with("rounds=") {
             (parts[3], Some(parts[2]))
@@ -153,9 +149,7 @@ fn yip_users_hash_plain_passwords_and_stay_unlocked() {
 
 #[test]
 fn existing_users_are_converged() {
-    if !need_shadow_utils() {
-        return;
-    }
+    need_shadow_utils();
     let env = TestEnv::new();
     let first = format!("#cloud-config\nusers:\n  - name: dave\n    shell: /bin/sh\n    gecos: Old\n    lock_passwd: false\n    passwd: \"{HASH}\"\n");
     env.apply_yaml("u.yaml", &first).ok();
@@ -180,9 +174,7 @@ fn existing_users_are_converged() {
 
 #[test]
 fn groups_with_gid_and_members() {
-    if !need_shadow_utils() {
-        return;
-    }
+    need_shadow_utils();
     let env = TestEnv::new();
     let yaml = r#"stages:
   boot.before:
@@ -218,9 +210,7 @@ fn groups_with_gid_and_members() {
 
 #[test]
 fn sudo_rules_go_to_a_0440_drop_in() {
-    if !need_shadow_utils() {
-        return;
-    }
+    need_shadow_utils();
     let env = TestEnv::new();
     let yaml = r#"#cloud-config
 users:
@@ -265,9 +255,7 @@ users:
 
 #[test]
 fn ssh_authorized_keys_modes_and_owners() {
-    if !need_shadow_utils() {
-        return;
-    }
+    need_shadow_utils();
     let env = TestEnv::new();
     let yaml = format!(
         r#"#cloud-config
@@ -313,9 +301,7 @@ ssh_authorized_keys:
 
 #[test]
 fn passwords_never_appear_in_events_or_errors() {
-    if !need_shadow_utils() {
-        return;
-    }
+    need_shadow_utils();
     let env = TestEnv::new();
     let yaml = "stages:\n  boot:\n    - name: pw user\n      users:\n        pwuser:\n          passwd: \"Plain-Secret-42\"\n          shell: /bin/sh\n";
     let run = env.apply_yaml("pw.yaml", yaml).ok();
@@ -343,9 +329,7 @@ fn passwords_never_appear_in_events_or_errors() {
 
 #[test]
 fn locked_password_hashes_are_stable() {
-    if !need_shadow_utils() {
-        return;
-    }
+    need_shadow_utils();
     let env = TestEnv::new();
     let yaml = format!(
         r#"#cloud-config
@@ -504,9 +488,7 @@ users:
 
 #[test]
 fn native_and_shadow_utils_write_the_same_accounts() {
-    if !need_shadow_utils() {
-        return;
-    }
+    need_shadow_utils();
     let native = TestEnv::new();
     let tools = TestEnv::new();
     for (name, yaml) in [
@@ -541,9 +523,7 @@ fn native_and_shadow_utils_write_the_same_accounts() {
 
 #[test]
 fn dry_run_with_the_native_writer_touches_nothing() {
-    if !need_shadow_utils() {
-        return;
-    }
+    need_shadow_utils();
     let env = TestEnv::new();
     let before = common::snapshot(&env.root);
     let f = env.yaml("dry.yaml", PARITY_CREATE);
@@ -567,9 +547,7 @@ fn dry_run_with_the_native_writer_touches_nothing() {
 
 #[test]
 fn the_native_writer_hands_what_it_cannot_match_to_shadow_utils() {
-    if !need_shadow_utils() {
-        return;
-    }
+    need_shadow_utils();
     type Setup = fn(&TestEnv);
     let cases: [(&str, Setup); 6] = [
         ("SELinux target", |e| {
@@ -613,9 +591,7 @@ fn the_native_writer_hands_what_it_cannot_match_to_shadow_utils() {
 
 #[test]
 fn native_writes_share_the_lock_of_shadow_utils() {
-    if !need_shadow_utils() {
-        return;
-    }
+    need_shadow_utils();
     use cairn_agent::host::shadow::lock::PwdLock;
     use cairn_agent::host::Host;
     use std::time::{Duration, Instant};
@@ -637,10 +613,7 @@ fn native_writes_share_the_lock_of_shadow_utils() {
     assert!(child.wait().unwrap().success());
     assert!(env.passwd("waiter").is_some());
     // ... and a held lckpwdf-style lock (fcntl, another process) holds off our writes.
-    if !host_has("python3") {
-        eprintln!("skipping the second half: no python3");
-        return;
-    }
+    require("python3");
     let lock = env.p("/etc/.pwd.lock");
     let mut holder = Command::new("python3")
         .arg("-c")

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use cairn_agent::engine::ApplyOptions;
 use cairn_proto::EventKind;
-use common::{apply, host_has, indent, serve, sha256_hex, temp_leftovers, TestEnv};
+use common::{apply, indent, require, serve, sha256_hex, temp_leftovers, TestEnv};
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -1154,10 +1154,7 @@ fn timezone_links_localtime_and_writes_etc_timezone() {
 
 #[test]
 fn systemctl_overrides_and_enable_by_symlink() {
-    if !host_has("systemctl") {
-        eprintln!("skipping systemctl_overrides_and_enable_by_symlink: no systemctl on the host");
-        return;
-    }
+    require("systemctl");
     let env = TestEnv::empty();
     env.write(
         "/etc/systemd/system/cairn-it.service",
@@ -1194,10 +1191,7 @@ fn systemctl_overrides_and_enable_by_symlink() {
 
 #[test]
 fn systemctl_disable_and_mask_including_units_without_a_file() {
-    if !host_has("systemctl") {
-        eprintln!("skipping: no systemctl on the host");
-        return;
-    }
+    require("systemctl");
     let env = TestEnv::empty();
     let unit = "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n";
     env.write("/usr/lib/systemd/system/was-on.service", unit);
@@ -1360,9 +1354,7 @@ fn packages_wait_for_a_held_package_manager_lock() {
 // certificates
 
 fn make_ca(dir: &Path) -> Option<String> {
-    if !host_has("openssl") {
-        return None;
-    }
+    require("openssl");
     let key = dir.join("ca.key");
     let crt = dir.join("ca.crt");
     let out = Command::new("openssl")
@@ -1389,8 +1381,7 @@ fn make_ca(dir: &Path) -> Option<String> {
 fn certificates_land_in_the_trust_store_and_the_tool_runs_once() {
     let env = TestEnv::new();
     let Some(pem) = make_ca(&env.cfg) else {
-        eprintln!("skipping certificates test: openssl is not installed on the host");
-        return;
+        panic!("openssl could not make a test CA");
     };
     env.script(
         "/usr/sbin/update-ca-certificates",
@@ -1454,8 +1445,7 @@ fn downloads_that_fail_report_why_and_leave_nothing() {
 fn certificates_no_longer_listed_are_removed_and_defaults_disabled() {
     let env = TestEnv::new();
     let Some(pem) = make_ca(&env.cfg) else {
-        eprintln!("skipping: openssl is not installed on the host");
-        return;
+        panic!("openssl could not make a test CA");
     };
     env.script(
         "/usr/sbin/update-ca-certificates",
@@ -1495,8 +1485,7 @@ fn certificates_no_longer_listed_are_removed_and_defaults_disabled() {
 fn certificates_without_the_distro_tool_fail_clearly() {
     let env = TestEnv::new();
     let Some(pem) = make_ca(&env.cfg) else {
-        eprintln!("skipping: openssl is not installed on the host");
-        return;
+        panic!("openssl could not make a test CA");
     };
     let yaml = format!(
         "stages:\n  boot:\n    - name: ca\n      certificates:\n        - |\n{}\n",

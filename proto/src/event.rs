@@ -1,6 +1,6 @@
 //! Progress events: one JSON object per line, the same object sent to the hub.
 //!
-//! The contract (DESIGN.md, "Events"): `seq` increases per host and is how the hub drops
+//! The contract (docs/architecture.md, "Events"): `seq` increases per host and is how the hub drops
 //! duplicates; `source` is `file:line` of the step that produced the event; nothing
 //! secret may ever be placed in `message` or `data`.
 

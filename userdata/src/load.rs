@@ -11,7 +11,7 @@ use crate::profile;
 use crate::validate;
 use crate::yaml;
 
-/// Where a device looks for user-data when no file is named (DESIGN.md, Inputs).
+/// Where a device looks for user-data when no file is named (docs/architecture.md, "Files on a device").
 pub const DEVICE_SOURCES: &[&str] = &["/oem", "/usr/local/cloud-config"];
 
 #[derive(Debug, thiserror::Error)]

@@ -278,7 +278,7 @@ impl fmt::Display for Owner {
     }
 }
 
-/// Whose rules a user entry follows (they differ on defaults, see DESIGN.md).
+/// Whose rules a user entry follows (they differ on defaults, see docs/user-data.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserSemantics {
     /// cloud-init `users:`: `passwd` is a hash, `lock_passwd` defaults to true.

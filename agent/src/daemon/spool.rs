@@ -10,7 +10,7 @@
 //!
 //! `STATE/seq` is the high-water mark of sequence numbers: before an event with a number
 //! above it is written anywhere, the mark moves [`SEQ_BLOCK`] ahead and is made durable, so
-//! a number is never handed out twice, whatever crash happens (DESIGN.md: the hub drops
+//! a number is never handed out twice, whatever crash happens (docs/architecture.md, "Events": the hub drops
 //! duplicates by `seq`, so reuse would lose events). A restart continues after the mark.
 
 use std::fs::{self, File};

@@ -104,7 +104,7 @@ impl Timeouts {
 #[derive(Debug, Clone)]
 pub struct InstallOptions {
     /// Start services and wait for readiness. Off when installing into an image or a root
-    /// other than `/` from the CLI (DESIGN.md: "nothing is started").
+    /// other than `/` from the CLI (docs/architecture.md: "nothing is started").
     pub start: bool,
     /// The artifact cache; `None` = [`CACHE_DIR`] inside the target.
     pub cache_dir: Option<PathBuf>,

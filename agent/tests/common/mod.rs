@@ -279,6 +279,16 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// Is `program` on the host's PATH?
+/// Fail (never skip) when a program a test needs is missing on the host:
+/// scripts/install-test-deps.sh installs every one of them.
+pub fn require(program: &str) {
+    assert!(
+        host_has(program),
+        "`{program}` is not installed on this host; run scripts/install-test-deps.sh \
+         (tests fail rather than skip when a tool is missing)"
+    );
+}
+
 pub fn host_has(program: &str) -> bool {
     Command::new("sh")
         .arg("-c")

@@ -1,6 +1,6 @@
 //! The Kairos/yip `stages:` format: stage name → list of steps.
 //!
-//! Step keys follow yip's schema (DESIGN.md lists them); Cairn adds `groups`,
+//! Step keys follow yip's schema (docs/user-data.md lists them); Cairn adds `groups`,
 //! `certificates`, `timezone` and `frequency`. yip keys Cairn does not implement are
 //! warned about by name, never silently dropped.
 
