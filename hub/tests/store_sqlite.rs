@@ -7,13 +7,13 @@ mod common;
 use cairn_hub::store::Backend;
 use cairn_hub::{SqlStore, Store};
 
-async fn fresh() -> Option<(SqlStore, tempfile::TempDir)> {
+async fn fresh() -> (SqlStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqlStore::open(dir.path().join("hub.db").to_str().unwrap())
         .await
         .unwrap();
     assert_eq!(store.backend(), Backend::Sqlite);
-    Some((store, dir))
+    (store, dir)
 }
 
 storage_suite!(fresh);

@@ -42,18 +42,13 @@ fn is_root() -> bool {
 }
 
 impl PgServer {
-    /// Start a server, or `None` when PostgreSQL is not installed and `CAIRN_SKIP_POSTGRES=1`
-    /// says that is acceptable. Without that variable a missing PostgreSQL fails the test:
-    /// install it with `apt-get install postgresql`.
-    pub fn start() -> Option<PgServer> {
+    /// Start a server; a missing PostgreSQL fails the test (scripts/install-test-deps.sh
+    /// installs it).
+    pub fn start() -> PgServer {
         let Some(bin) = find_bin() else {
-            if std::env::var("CAIRN_SKIP_POSTGRES").as_deref() == Ok("1") {
-                eprintln!("SKIPPED: PostgreSQL is not installed (CAIRN_SKIP_POSTGRES=1)");
-                return None;
-            }
             panic!(
                 "PostgreSQL server binaries not found (initdb, pg_ctl): install them with \
-                 `apt-get install postgresql`, or set CAIRN_SKIP_POSTGRES=1 to skip"
+                 `apt-get install postgresql` (scripts/install-test-deps.sh does)"
             );
         };
         let dir = tempfile::Builder::new()
@@ -108,7 +103,7 @@ impl PgServer {
             ],
         );
         server.watchdog();
-        Some(server)
+        server
     }
 
     /// Stop the server and remove its directory once this test process is gone.
@@ -205,7 +200,7 @@ fn socket_dir(p: &Path) -> String {
 }
 
 /// The server shared by this test binary (started on first use).
-pub fn shared() -> Option<&'static PgServer> {
-    static SERVER: OnceLock<Option<PgServer>> = OnceLock::new();
-    SERVER.get_or_init(PgServer::start).as_ref()
+pub fn shared() -> &'static PgServer {
+    static SERVER: OnceLock<PgServer> = OnceLock::new();
+    SERVER.get_or_init(PgServer::start)
 }
