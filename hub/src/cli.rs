@@ -20,6 +20,7 @@ use crate::store::{
     self, Host, NewToken, ProfileInfo, ProjectRef, Published, Scope, SqlStore, Store, Target,
     TokenInfo,
 };
+use cairn_cli::report::{error_chain, redact_url};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -453,17 +454,6 @@ pub fn data_dir(db_url: &str, given: Option<PathBuf>) -> Option<PathBuf> {
     }
 }
 
-/// A database URL without its password, for messages.
-pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((creds, host)) = rest.split_once('@') {
-            let user = creds.split(':').next().unwrap_or("");
-            return format!("{scheme}://{user}:***@{host}");
-        }
-    }
-    url.to_owned()
-}
-
 fn read_admin_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
     let token = match file {
         Some(path) => {
@@ -600,10 +590,7 @@ async fn serve(db_url: &str, data_dir: Option<PathBuf>, args: ServeArgs) -> anyh
             l.soft
         }
         Err(e) => {
-            tracing::warn!(
-                "{}; the connection cap assumes 1024",
-                http::error::error_chain(&e)
-            );
+            tracing::warn!("{}; the connection cap assumes 1024", error_chain(&e));
             1024
         }
     };
@@ -1351,11 +1338,6 @@ mod tests {
 
     #[test]
     fn urls_are_redacted_and_tables_aligned() {
-        assert_eq!(
-            redact_url("postgres://u:secret@db/x"),
-            "postgres://u:***@db/x"
-        );
-        assert_eq!(redact_url("hub.db"), "hub.db");
         let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
         assert_eq!(t, "A    BB\nxxx  y\n");
     }

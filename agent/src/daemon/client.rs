@@ -24,8 +24,9 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::identity::{valid_host_id, Identity};
-use super::settings::{redact_url, Settings};
+use super::settings::Settings;
 use super::store::{self, StateDir};
+use cairn_cli::report::redact_url;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -41,7 +41,13 @@ impl std::fmt::Debug for Settings {
             .field("tags", &self.tags)
             .field("ca_certs", &self.ca_certs.len())
             .field("ca_pin", &self.ca_pin.as_ref().map(|_| "<redacted>"))
-            .field("proxy", &self.proxy.as_ref().map(|p| redact_url(p)))
+            .field(
+                "proxy",
+                &self
+                    .proxy
+                    .as_ref()
+                    .map(|p| cairn_cli::report::redact_url(p)),
+            )
             .field("files", &self.files)
             .finish()
     }
@@ -54,17 +60,6 @@ impl Settings {
         self.token
             .as_ref()
             .map(|t| hex::encode(Sha256::digest(t.expose().as_bytes())))
-    }
-}
-
-/// Proxy URLs may carry `user:password@`; show only the scheme and host.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://<redacted>@{host}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
     }
 }
 
@@ -225,9 +220,5 @@ mod tests {
         std::fs::write(&cfg, "cairn:\n  endpoint: http://hub.example\n").unwrap();
         let e = load(d.path(), Some(&cfg)).unwrap_err();
         assert!(e.contains("TLS only"), "{e}");
-        assert_eq!(
-            redact_url("http://u:p@proxy:3128"),
-            "http://<redacted>@proxy:3128"
-        );
     }
 }

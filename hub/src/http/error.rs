@@ -64,7 +64,7 @@ impl From<StoreError> for ApiError {
             | StoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %error_chain(&e), "request failed");
+            tracing::error!(error = %cairn_cli::report::error_chain(&e), "request failed");
             "internal error; the hub's log has the details".to_owned()
         } else {
             e.to_string()
@@ -111,18 +111,6 @@ from_rejection! {
     JsonRejection => "the JSON body",
     FormRejection => "the form",
     BytesRejection => "the body",
-}
-
-/// `a: b: c` from an error and its sources.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 impl IntoResponse for ApiError {

@@ -424,7 +424,7 @@ impl SqlStore {
                     return;
                 };
                 if let Err(e) = beats.flush(&pool).await {
-                    tracing::warn!(error = %crate::http::error::error_chain(&e), "writing heartbeats");
+                    tracing::warn!(error = %cairn_cli::report::error_chain(&e), "writing heartbeats");
                 }
             }
         });
@@ -451,7 +451,7 @@ impl SqlStore {
     /// Write buffered heartbeats, then close every connection (checkpoints SQLite's WAL).
     pub async fn close(&self) {
         if let Err(e) = self.flush_heartbeats().await {
-            tracing::warn!(error = %crate::http::error::error_chain(&e), "writing heartbeats at close");
+            tracing::warn!(error = %cairn_cli::report::error_chain(&e), "writing heartbeats at close");
         }
         self.pool.close().await;
     }

@@ -180,7 +180,7 @@ pub fn open(spec: &str) -> Result<Image, SourceError> {
         let resp = client
             .get(spec)
             .send()
-            .map_err(|e| SourceError::Http(spec.into(), error_chain(&e)))?;
+            .map_err(|e| SourceError::Http(spec.into(), cairn_cli::report::error_chain(&e)))?;
         if !resp.status().is_success() {
             return Err(SourceError::Status(spec.into(), resp.status()));
         }
@@ -293,18 +293,6 @@ impl Image {
         };
         Ok((reader, kind))
     }
-}
-
-/// The error and its causes on one line (reqwest hides the useful part in `source()`).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Hash a local file from its start, reporting bytes hashed; leaves the offset at the end.
