@@ -103,6 +103,7 @@ pub struct HubClient {
 
 impl HubClient {
     /// Build the client for `settings`; refuses bad CA certificates or proxy URLs.
+    // String error: the daemon prints it and exits 1 (`run`); nobody branches on it.
     pub fn new(settings: &Settings) -> Result<HubClient, String> {
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
