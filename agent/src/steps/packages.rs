@@ -35,7 +35,10 @@ pub trait PackageBackend: Send + Sync {
     fn upgrade(&self) -> Cmd;
     fn install(&self, pkgs: &[PackageRef]) -> Cmd;
     fn remove(&self, pkgs: &[String]) -> Cmd;
-    /// Does this failure mean "another process holds the lock"?
+    /// Does this failure mean "another process holds the lock"? Read from the package
+    /// manager's stderr: its exit status does not tell a held lock from any other failure
+    /// (apt and dnf exit 1 or 100 for both), and this only decides whether to wait and try
+    /// again — a wrong answer costs a retry or a clear error, never a wrong change.
     fn is_lock_error(&self, stderr: &str) -> bool;
 }
 
