@@ -83,10 +83,43 @@ impl Owner {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
+    pub kind: FailureKind,
     pub stage: String,
     pub step: String,
     pub source: String,
     pub message: String,
+}
+
+/// What failed, for callers that act on it (the daemon retries a [`FailureKind::Locked`]
+/// apply later instead of recording it as failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A step failed: `stage`, `step` and `source` name it.
+    Step,
+    /// Removing the stale drop-ins of `stage` failed.
+    Sweep,
+    /// Another apply holds the root's lock; nothing ran.
+    Locked,
+    /// The lock file could not be opened; nothing ran.
+    Lock,
+}
+
+/// A step's action failed: the action's kind (`files`, `users`…) and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {source}")]
+struct ActionError {
+    action: &'static str,
+    #[source]
+    source: steps::StepError,
+}
+
+/// Removing a stage's stale drop-ins, or recording what it owns, failed.
+#[derive(Debug, thiserror::Error)]
+enum SweepError {
+    #[error(transparent)]
+    Remove(#[from] steps::StepError),
+    #[error("saving Cairn state: {0}")]
+    Save(#[from] crate::host::fs::FsError),
 }
 
 /// What the engine does with a step, asked of a [`StepJournal`] before the step runs.
@@ -175,32 +208,62 @@ pub fn apply_with(
     events: &mut Emitter,
     journal: &mut dyn StepJournal,
 ) -> Outcome {
-    let mut outcome = Outcome::default();
-    // Two applies on one root must never interleave; a dry run writes nothing, not even a lock.
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        match state::ApplyLock::acquire(host) {
-            Ok(l) => Some(l),
-            Err(message) => {
-                events.emit(
-                    EventKind::Error,
-                    "",
-                    "",
-                    "",
-                    &message,
-                    serde_json::Value::Null,
-                );
-                outcome.failed = Some(Failure {
+    // A dry run writes nothing, not even a lock.
+    if opts.dry_run {
+        return run(config, host, opts, events, journal);
+    }
+    // Two applies on one root must never interleave.
+    match state::ApplyLock::acquire(host) {
+        Ok(lock) => apply_locked(config, host, opts, events, journal, &lock),
+        Err(e) => {
+            let kind = match e {
+                state::LockError::Held { .. } => FailureKind::Locked,
+                state::LockError::Open(_) => FailureKind::Lock,
+            };
+            let message = e.to_string();
+            events.emit(
+                EventKind::Error,
+                "",
+                "",
+                "",
+                &message,
+                serde_json::Value::Null,
+            );
+            Outcome {
+                failed: Some(Failure {
+                    kind,
                     stage: String::new(),
                     step: String::new(),
                     source: host.root().display().to_string(),
                     message,
-                });
-                return outcome;
+                }),
+                ..Outcome::default()
             }
         }
-    };
+    }
+}
+
+/// [`apply_with`] under the apply lock the caller already holds: a profile apply takes it
+/// once, before its first write, for the os layer and every Kubernetes phase.
+pub fn apply_locked(
+    config: &Config,
+    host: &Host,
+    opts: &ApplyOptions,
+    events: &mut Emitter,
+    journal: &mut dyn StepJournal,
+    _held: &state::ApplyLock,
+) -> Outcome {
+    run(config, host, opts, events, journal)
+}
+
+fn run(
+    config: &Config,
+    host: &Host,
+    opts: &ApplyOptions,
+    events: &mut Emitter,
+    journal: &mut dyn StepJournal,
+) -> Outcome {
+    let mut outcome = Outcome::default();
     let mut order: Vec<&cairn_userdata::model::Stage> = config.stages.iter().collect();
     order.sort_by_key(|s| stages::order_key(&s.name));
     let mut state = State::load(host);
@@ -302,21 +365,23 @@ pub fn apply_with(
                     );
                     outcome.changes.extend(changes.iter().cloned());
                 }
-                Err(message) => {
+                Err(e) => {
                     failed += 1;
+                    let message = e.to_string();
                     events.emit(
                         EventKind::StepFailed,
                         &stage.name,
                         &step.name,
                         &source,
-                        message,
+                        &message,
                         json!({"ms": ms}),
                     );
                     outcome.failed = Some(Failure {
+                        kind: FailureKind::Step,
                         stage: stage.name.clone(),
                         step: step.name.clone(),
                         source: step.location.to_string(),
-                        message: message.clone(),
+                        message,
                     });
                 }
             }
@@ -325,10 +390,11 @@ pub fn apply_with(
                     tracing::warn!("saving Cairn state: {e}");
                 }
             }
-            let told = match &result {
-                Ok(changes) if changes.is_empty() => StepResult::Unchanged,
-                Ok(_) => StepResult::Changed,
-                Err(message) => StepResult::Failed(message),
+            let message = result.as_ref().err().map(ToString::to_string);
+            let told = match (&result, &message) {
+                (Ok(changes), _) if changes.is_empty() => StepResult::Unchanged,
+                (Ok(_), _) => StepResult::Changed,
+                (Err(_), m) => StepResult::Failed(m.as_deref().unwrap_or_default()),
             };
             journal.after_step(&stage.name, index, step, told);
             if outcome.failed.is_some() {
@@ -396,7 +462,7 @@ pub fn apply_with(
 /// nothing to remove.
 fn report_sweep(
     stage: &str,
-    swept: Result<Vec<String>, String>,
+    swept: Result<Vec<String>, SweepError>,
     opts: &ApplyOptions,
     events: &mut Emitter,
     outcome: &mut Outcome,
@@ -416,7 +482,8 @@ fn report_sweep(
             outcome.changes.extend(changes);
             Some(true)
         }
-        Err(message) => {
+        Err(e) => {
+            let message = e.to_string();
             events.emit(
                 EventKind::StepFailed,
                 stage,
@@ -426,6 +493,7 @@ fn report_sweep(
                 json!({}),
             );
             outcome.failed = Some(Failure {
+                kind: FailureKind::Sweep,
                 stage: stage.into(),
                 step: SWEEP_STEP.into(),
                 source: String::new(),
@@ -437,11 +505,13 @@ fn report_sweep(
 }
 
 /// Run every action of a step; the first error stops the step.
-fn run_step(step: &Step, cx: &mut StepCx) -> Result<Vec<String>, String> {
+fn run_step(step: &Step, cx: &mut StepCx) -> Result<Vec<String>, ActionError> {
     let mut all = Vec::new();
     for action in &step.actions {
-        let changes =
-            steps::apply_action(action, cx).map_err(|e| format!("{}: {e}", action.kind()))?;
+        let changes = steps::apply_action(action, cx).map_err(|source| ActionError {
+            action: action.kind(),
+            source,
+        })?;
         all.extend(changes);
     }
     Ok(all)
@@ -530,7 +600,7 @@ fn sweep_stage_drop_ins(
     stage: &cairn_userdata::model::Stage,
     opts: &ApplyOptions,
     state: &mut State,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, SweepError> {
     let now: std::collections::BTreeSet<String> = stage
         .steps
         .iter()
@@ -552,23 +622,20 @@ fn record_drop_ins(
     state: &mut State,
     stage: &str,
     now: std::collections::BTreeSet<String>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, SweepError> {
     let key = opts.owner.state_key(stage);
     let before = state.drop_ins.get(&key).cloned().unwrap_or_default();
     if before == now {
         return Ok(Vec::new());
     }
-    let changes = crate::steps::sweep_drop_ins(host, opts.dry_run, &before, &now)
-        .map_err(|e| e.to_string())?;
+    let changes = crate::steps::sweep_drop_ins(host, opts.dry_run, &before, &now)?;
     if !opts.dry_run {
         if now.is_empty() {
             state.drop_ins.remove(&key);
         } else {
             state.drop_ins.insert(key, now);
         }
-        state
-            .save(host)
-            .map_err(|e| format!("saving Cairn state: {e}"))?;
+        state.save(host)?;
     }
     Ok(changes)
 }

@@ -1,7 +1,7 @@
 //! `cairn-agent`: parse the command line and dispatch. Logic lives in the library.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -10,6 +10,8 @@ use cairn_agent::engine::{self, ApplyOptions};
 use cairn_agent::events::{Emitter, HumanSink, JsonSink};
 use cairn_agent::host::Host;
 use cairn_agent::kubernetes;
+use cairn_agent::profile;
+use cairn_proto::profile::Arch;
 use cairn_userdata::diag::Severity;
 use cairn_userdata::load::{self, DEVICE_SOURCES};
 use cairn_userdata::stages;
@@ -38,16 +40,27 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Check user-data files; print every problem as FILE:LINE:COL: message.
+    /// Check user-data files and cluster profiles; print every problem as
+    /// FILE:LINE:COL: message.
     ///
-    /// Exit status 0 when valid (warnings allowed), 1 when any error was found.
+    /// A file that is a cluster profile (a YAML/JSON document with `layers:`) is checked on
+    /// its own, fully: every layer, every cross-layer rule, and the artifacts its flavor,
+    /// CNI and add-ons need for each architecture. The other files are user-data, merged in
+    /// order. Exit status 0 when valid (warnings allowed), 1 when any error was found.
     Validate {
         /// Treat unknown keys as errors instead of warnings.
         #[arg(long)]
         strict: bool,
+        /// Check profiles for this architecture (repeatable); a missing artifact is an
+        /// error. [default: amd64 and arm64, where an architecture the profile lists no
+        /// artifact for at all is a warning: the profile is not meant for it, or is a
+        /// template]
+        #[arg(long = "arch", value_enum, value_name = "ARCH")]
+        arches: Vec<ArchArg>,
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
-        /// User-data files or directories (their *.yaml files, in lexical order).
+        /// User-data files, cluster profiles, or directories (their *.yaml files, in
+        /// lexical order).
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
@@ -76,10 +89,19 @@ enum Command {
         /// cluster profile is applied; repeatable.
         #[arg(long = "bundle", value_name = "PATH")]
         bundles: Vec<PathBuf>,
+        /// The artifact cache a cluster profile's artifacts are fetched into and verified
+        /// in before anything is written. [default: /var/lib/cairn/artifacts on `/`; on
+        /// another root, its own /var/lib/cairn/artifacts if it has one, else
+        /// /var/cache/cairn/artifacts on this machine]
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
         /// User-data files or directories, or one cluster profile (a YAML/JSON document
-        /// with `layers:`): its os layer is applied as user-data, then its kubernetes,
-        /// cni and addons layers are installed phase by phase. On `/` services are started
-        /// and readiness awaited; on another root files are installed and nothing started.
+        /// with `layers:`): it is validated whole for the target (every layer, every
+        /// cross-layer rule, artifacts for the target's arch) and its artifacts fetched and
+        /// verified before anything is written; then its os layer is applied as user-data
+        /// and its kubernetes, cni and addons layers installed phase by phase. On `/`
+        /// services are started and readiness awaited; on another root files are installed
+        /// and nothing started.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
@@ -157,7 +179,7 @@ enum BundleCommand {
     Create {
         /// Only these architectures (repeatable) [default: every architecture listed].
         #[arg(long = "arch", value_enum, value_name = "ARCH")]
-        arches: Vec<BundleArch>,
+        arches: Vec<ArchArg>,
         /// Where to write the bundle: a directory, or a file ending in .tar.
         #[arg(long, value_name = "PATH")]
         out: PathBuf,
@@ -181,9 +203,18 @@ enum BundleCommand {
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-enum BundleArch {
+enum ArchArg {
     Amd64,
     Arm64,
+}
+
+impl ArchArg {
+    fn arch(self) -> Arch {
+        match self {
+            ArchArg::Amd64 => Arch::Amd64,
+            ArchArg::Arm64 => Arch::Arm64,
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -204,9 +235,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate {
             strict,
+            arches,
             output,
             files,
-        } => validate(&files, strict, output),
+        } => validate(&files, strict, &arches, output),
         Command::Apply {
             root,
             stages,
@@ -214,15 +246,15 @@ fn main() -> ExitCode {
             strict,
             output,
             bundles,
+            cache,
             files,
         } => {
             let profile = match files.as_slice() {
-                [one] if one.is_file() => std::fs::read_to_string(one)
-                    .is_ok_and(|t| cairn_userdata::profile::looks_like_profile(&t)),
+                [one] => is_profile(one),
                 _ => false,
             };
             if profile {
-                apply_profile(&root, &files[0], &bundles, dry_run, output)
+                apply_profile(&root, &files[0], &bundles, cache, dry_run, output)
             } else {
                 apply(&root, &files, stages, dry_run, strict, output)
             }
@@ -298,50 +330,170 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-fn validate(files: &[PathBuf], strict: bool, output: Output) -> ExitCode {
-    let loaded = match load::load(files, strict) {
-        Ok(l) => l,
+/// Is `path` a file holding a cluster profile (rather than user-data)?
+fn is_profile(path: &Path) -> bool {
+    path.is_file()
+        && load::read_text(path).is_ok_and(|t| cairn_userdata::profile::looks_like_profile(&t))
+}
+
+/// One line of `validate`'s output.
+struct Reported {
+    location: String,
+    file: String,
+    line: usize,
+    col: usize,
+    severity: Severity,
+    message: String,
+}
+
+impl Reported {
+    fn of(location: &cairn_userdata::diag::Location, severity: Severity, message: &str) -> Self {
+        Reported {
+            location: location.to_string(),
+            file: location.file.to_string(),
+            line: location.pos.line,
+            col: location.pos.col,
+            severity,
+            message: message.to_string(),
+        }
+    }
+}
+
+fn validate(files: &[PathBuf], strict: bool, arches: &[ArchArg], output: Output) -> ExitCode {
+    let expanded = match load::expand(files) {
+        Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(1);
         }
     };
-    let diags = loaded.diags.sorted();
+    let (profiles, user_data): (Vec<PathBuf>, Vec<PathBuf>) =
+        expanded.into_iter().partition(|f| is_profile(f));
+    let mut reported = Vec::new();
+    for p in &profiles {
+        match check_profile(p, arches) {
+            Ok(findings) => reported.extend(
+                findings
+                    .iter()
+                    .map(|f| Reported::of(&f.location, f.severity, &f.message)),
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let (steps, stages) = if user_data.is_empty() {
+        (0, 0)
+    } else {
+        let loaded = match load::load(&user_data, strict) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        reported.extend(
+            loaded
+                .diags
+                .sorted()
+                .iter()
+                .map(|d| Reported::of(&d.location, d.severity, &d.message)),
+        );
+        (loaded.config.step_count(), loaded.config.stages.len())
+    };
+    let errors = reported
+        .iter()
+        .filter(|r| r.severity == Severity::Error)
+        .count();
     if output == Output::Json {
-        let items: Vec<serde_json::Value> = diags
+        let items: Vec<serde_json::Value> = reported
             .iter()
-            .map(|d| {
+            .map(|r| {
                 serde_json::json!({
-                    "file": d.location.file.as_ref(),
-                    "line": d.location.pos.line,
-                    "col": d.location.pos.col,
-                    "severity": if d.severity == Severity::Error { "error" } else { "warning" },
-                    "message": d.message,
+                    "file": r.file,
+                    "line": r.line,
+                    "col": r.col,
+                    "severity": if r.severity == Severity::Error { "error" } else { "warning" },
+                    "message": r.message,
                 })
             })
             .collect();
         println!("{}", serde_json::Value::Array(items));
     } else {
-        for d in &diags {
-            println!("{d}");
+        for r in &reported {
+            let sev = if r.severity == Severity::Error {
+                "error"
+            } else {
+                "warning"
+            };
+            println!("{}: {sev}: {}", r.location, r.message);
         }
-        let errors = loaded.diags.errors().count();
-        let warnings = loaded.diags.warnings().count();
+        let mut what = format!(
+            "{} file(s); {steps} step(s) in {stages} stage(s)",
+            user_data.len() + profiles.len()
+        );
+        if !profiles.is_empty() {
+            what.push_str(&format!("; {} cluster profile(s)", profiles.len()));
+        }
         eprintln!(
-            "{}: {} error(s), {} warning(s) in {} file(s); {} step(s) in {} stage(s)",
+            "{}: {errors} error(s), {} warning(s) in {what}",
             if errors == 0 { "valid" } else { "invalid" },
-            errors,
-            warnings,
-            loaded.files.len(),
-            loaded.config.step_count(),
-            loaded.config.stages.len(),
+            reported.len() - errors,
         );
     }
-    if loaded.diags.has_errors() {
+    if errors > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Every problem of one profile file: how it reads, then the rules of `apply` for each
+/// architecture. Without `--arch`, an architecture the profile lists no artifact for at
+/// all gets its missing artifacts as warnings (the profile is not meant for it, or is a
+/// template); with `--arch`, or when the profile lists some artifacts for it, they are
+/// errors.
+fn check_profile(
+    path: &Path,
+    arches: &[ArchArg],
+) -> Result<Vec<cairn_userdata::profile::Finding>, load::LoadError> {
+    let checked = match load::read_profile(path) {
+        Ok(c) => c,
+        Err(load::ProfileFileError::Refused(r)) => return Ok(r.findings),
+        Err(load::ProfileFileError::Read(e)) => return Err(e),
+    };
+    let explicit = !arches.is_empty();
+    let arches: Vec<Arch> = if explicit {
+        arches.iter().map(|a| a.arch()).collect()
+    } else {
+        vec![Arch::Amd64, Arch::Arm64]
+    };
+    let mut out = checked.warnings.clone();
+    for arch in arches {
+        let Err(invalid) = profile::validate(&checked, &profile::Machine::of_arch(arch)) else {
+            continue;
+        };
+        let listed = !kubernetes::bundle::profile_artifacts(&checked.profile, &[arch]).is_empty();
+        for mut problem in invalid.problems {
+            let missing = matches!(
+                problem.kind,
+                kubernetes::PlanErrorKind::MissingArtifact { .. }
+            );
+            if missing && !explicit && !listed {
+                problem.finding.severity = Severity::Warning;
+                problem.finding.message = format!(
+                    "{} (the profile lists no artifacts for {}: it cannot be applied to such a machine as it is)",
+                    problem.finding.message,
+                    kubernetes::arch_name(arch)
+                );
+            }
+            if !out.contains(&problem.finding) {
+                out.push(problem.finding);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn apply(
@@ -444,11 +596,14 @@ fn emitter_for(output: Output) -> Emitter {
     }
 }
 
-/// `apply PROFILE`: the os layer through the stage engine, then the Kubernetes layers.
+/// `apply PROFILE`: validated whole for the target, artifacts fetched and verified, then
+/// the os layer and the Kubernetes phases ([`profile`]). A profile refused at any point
+/// before the os layer leaves the root as it was.
 fn apply_profile(
-    root: &std::path::Path,
-    file: &std::path::Path,
+    root: &Path,
+    file: &Path,
     bundles: &[PathBuf],
+    cache: Option<PathBuf>,
     dry_run: bool,
     output: Output,
 ) -> ExitCode {
@@ -460,80 +615,58 @@ fn apply_profile(
         eprintln!("error: target root {} is not a directory", root.display());
         return ExitCode::from(2);
     }
-    let profile = match cairn_userdata::load::read_profile(file) {
-        Ok(p) => p.profile,
+    let checked = match load::read_profile(file) {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("{e}");
+            eprintln!(
+                "error: {}: invalid profile; nothing was applied",
+                file.display()
+            );
             return ExitCode::from(1);
         }
     };
+    for w in &checked.warnings {
+        eprintln!("{w}");
+    }
     let host = Host::system(root);
+    let plan = match profile::validate(&checked, &profile::Machine::of(&host)) {
+        Ok(p) => p,
+        Err(invalid) => {
+            eprintln!("{invalid}");
+            eprintln!(
+                "error: {}: the profile cannot be applied to {}; nothing was applied",
+                file.display(),
+                root.display()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let mut opts = profile::ApplyOptions::for_host(&host, profile::HOST_CACHE_DIR);
+    opts.install.bundles = bundles.to_vec();
+    opts.install.proxy = kubernetes::proxy::Proxy::from_env();
+    opts.install.cache_dir = cache;
     let mut emitter = emitter_for(output);
     let started = Instant::now();
-    for layer in &profile.layers {
-        if let cairn_proto::profile::Layer::Os(os) = layer {
-            let dir = match tempfile::tempdir() {
-                Ok(d) => d,
-                Err(e) => {
-                    eprintln!("error: creating a temp dir for the os layer: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            let ud = dir.path().join(format!("{}-os.yaml", profile.name));
-            if let Err(e) = std::fs::write(&ud, &os.user_data) {
-                eprintln!("error: writing {}: {e}", ud.display());
-                return ExitCode::from(1);
-            }
-            let loaded = match load::load(&[ud], false) {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("error: {}: os layer: {e}", file.display());
-                    return ExitCode::from(1);
-                }
-            };
-            if loaded.diags.has_errors() {
-                for d in loaded.diags.sorted() {
-                    eprintln!("{d}");
-                }
-                eprintln!("error: the os layer is invalid user-data; nothing was applied");
-                return ExitCode::from(1);
-            }
-            let outcome = engine::apply(
-                &loaded.config,
-                &host,
-                &ApplyOptions {
-                    owner: engine::Owner::Profile,
-                    ..Default::default()
-                },
-                &mut emitter,
-            );
-            if let Some(f) = outcome.failed {
-                eprintln!(
-                    "error: os layer: stage {}, step `{}` failed: {}",
-                    f.stage, f.step, f.message
-                );
-                return ExitCode::from(1);
-            }
-        }
-    }
-    let opts = kubernetes::install::InstallOptions {
-        start: host.is_live(),
-        bundles: bundles.to_vec(),
-        proxy: kubernetes::proxy::Proxy::from_env(),
-        ..Default::default()
-    };
-    match kubernetes::install::install_profile(&profile, &host, &opts, &mut emitter) {
-        Ok(report) => {
+    match profile::apply(&plan, &host, &opts, &mut emitter, &mut engine::NoJournal) {
+        Ok(profile::Outcome::Applied(a)) => {
             if output == Output::Human {
-                let changes = report.as_ref().map_or(0, |r| r.changes.len());
+                let changes = a.kubernetes.as_ref().map_or(0, |r| r.changes.len());
                 println!(
-                    "profile {} applied to {}: {changes} Kubernetes change(s) in {} ms",
-                    profile.name,
+                    "profile {} applied to {}: {} step(s) changed, {} unchanged; {changes} Kubernetes change(s) in {} ms",
+                    checked.profile.name,
                     root.display(),
+                    a.changed - changes,
+                    a.unchanged,
                     started.elapsed().as_millis()
                 );
             }
             ExitCode::SUCCESS
+        }
+        // Only a journal stops an apply early; this one has none.
+        Ok(profile::Outcome::Interrupted) => {
+            eprintln!("error: the apply was interrupted");
+            ExitCode::from(1)
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -558,13 +691,7 @@ fn bundle(command: BundleCommand) -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            let arches: Vec<cairn_proto::profile::Arch> = arches
-                .iter()
-                .map(|a| match a {
-                    BundleArch::Amd64 => cairn_proto::profile::Arch::Amd64,
-                    BundleArch::Arm64 => cairn_proto::profile::Arch::Arm64,
-                })
-                .collect();
+            let arches: Vec<Arch> = arches.iter().map(|a| a.arch()).collect();
             let tmp = match tempfile::tempdir() {
                 Ok(t) => t,
                 Err(e) => {

@@ -64,22 +64,33 @@ pub fn boot_id() -> String {
 /// Where the apply lock lives inside the target.
 pub const LOCK_PATH: &str = "/var/lib/cairn/apply.lock";
 
-/// Held while an apply runs, so two applies (daemon and CLI) never interleave.
+/// Held while an apply runs, so two applies (daemon and CLI) never interleave. A profile
+/// apply takes it once, after validation and the artifact downloads, and hands it to every
+/// engine run of the apply ([`crate::engine::apply_locked`]).
 pub struct ApplyLock {
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
+/// Why the apply lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another apply (the daemon, or a `cairn-agent apply`) runs on this root: try later.
+    #[error("another cairn-agent apply is running on this root (it holds {})", path.display())]
+    Held { path: std::path::PathBuf },
+    #[error("taking the apply lock: {0}")]
+    Open(#[from] fs::FsError),
+}
+
 impl ApplyLock {
-    /// Take the lock without waiting; the error names the process that holds it.
-    pub fn acquire(host: &Host) -> Result<ApplyLock, String> {
-        let file = host.open_rw(LOCK_PATH, 0o600).map_err(|e| e.to_string())?;
+    /// Take the lock without waiting; the error names the file another apply holds.
+    pub fn acquire(host: &Host) -> Result<ApplyLock, LockError> {
+        let file = host.open_rw(LOCK_PATH, 0o600)?;
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             // The file is never written, so taking the lock changes nothing in the root.
             Ok(lock) => Ok(ApplyLock { _lock: lock }),
-            Err(_) => Err(format!(
-                "another cairn-agent apply is running on this root (it holds {})",
-                host.shown(LOCK_PATH).display()
-            )),
+            Err(_) => Err(LockError::Held {
+                path: host.shown(LOCK_PATH),
+            }),
         }
     }
 }

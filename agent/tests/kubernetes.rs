@@ -1379,3 +1379,47 @@ fn yaml_renderer_and_cidr_overlap() {
         .unwrap()
         .overlaps(&Cidr::parse("fd00:42:0:1::/64").unwrap()));
 }
+
+/// Each flavor joins on its own port: RKE2 on its supervisor (9345), k3s and kubeadm through
+/// the API server. A `server:` URL on the other flavor's port is refused before any
+/// artifact is looked at (a node that would never join); another port (a load balancer's
+/// 443) is the operator's choice. A missing artifact is typed as such.
+#[test]
+fn a_server_url_on_the_other_flavors_join_port_is_refused() {
+    let t = target("amd64");
+    for flavor in [Flavor::K3s, Flavor::Kubeadm] {
+        let mut k = agent(flavor, "https://cp.example.com:9345");
+        k.artifacts.clear();
+        let e = refuse(&k, &cni(flavor, CniType::Flannel, None), &t);
+        assert_eq!(e.field, "kubernetes.server", "{flavor:?}: {e}");
+        assert!(
+            e.message.contains("not on 9345, RKE2's supervisor port")
+                && e.message.contains("https://cp.example.com:6443"),
+            "{e}"
+        );
+        assert_eq!(e.kind, kubernetes::PlanErrorKind::Invalid);
+        plan_ok(
+            &agent(flavor, "https://cp.example.com:443"),
+            &cni(flavor, CniType::Flannel, None),
+            "amd64",
+        );
+    }
+    let mut k = agent(Flavor::Rke2, "https://10.0.0.1:6443");
+    k.artifacts.clear();
+    let e = refuse(&k, &cni(Flavor::Rke2, CniType::Flannel, None), &t);
+    assert_eq!(e.field, "kubernetes.server");
+    let mut k = server(Flavor::K3s);
+    k.artifacts.retain(|a| a.arch != Arch::Arm64);
+    let e = refuse(
+        &k,
+        &cni(Flavor::K3s, CniType::Flannel, None),
+        &target("arm64"),
+    );
+    assert_eq!(
+        e.kind,
+        kubernetes::PlanErrorKind::MissingArtifact {
+            name: "k3s".into(),
+            arch: Arch::Arm64
+        }
+    );
+}

@@ -13,16 +13,18 @@ mod k8s;
 use std::time::{Duration, Instant};
 
 use cairn_agent::artifacts::FetchOptions;
+use cairn_agent::engine::NoJournal;
 use cairn_agent::events::{Emitter, MemorySink};
 use cairn_agent::host::Host;
 use cairn_agent::kubernetes::install::{
     self, InstallError, InstallOptions, Report, Timeouts, PHASES,
 };
 use cairn_agent::kubernetes::{self, Target};
+use cairn_agent::profile;
 use cairn_proto::profile::{
     AddonsLayer, Arch, Chart, CniLayer, CniType, Flavor, KubernetesLayer, Layer, Manifest, Profile,
 };
-use cairn_proto::{Event, EventKind};
+use cairn_proto::{Event, EventKind, Phase, PhaseStatus};
 use k8s::{K8sRoot, Mirror};
 
 fn opts() -> InstallOptions {
@@ -57,6 +59,28 @@ fn apply(root: &K8sRoot, k: &KubernetesLayer, c: &CniLayer, o: &InstallOptions) 
     Applied {
         result,
         events: sink.events(),
+    }
+}
+
+/// A profile through the agent's one apply path: validated for the root's machine, its
+/// artifacts fetched into the root's own cache, then applied.
+fn apply_profile(
+    p: &Profile,
+    host: &Host,
+    o: &InstallOptions,
+    em: &mut Emitter,
+) -> Result<Report, profile::ApplyError> {
+    let checked = cairn_userdata::profile::check("p.json", p.clone()).unwrap();
+    let plan =
+        profile::validate(&checked, &profile::Machine::of(host)).unwrap_or_else(|e| panic!("{e}"));
+    let opts = profile::ApplyOptions {
+        install: o.clone(),
+        off_root_cache: host.root().join("var/lib/cairn/artifacts"),
+        os_stages: profile::os_stages(),
+    };
+    match profile::apply(&plan, host, &opts, em, &mut NoJournal)? {
+        profile::Outcome::Applied(a) => Ok(a.kubernetes.unwrap()),
+        profile::Outcome::Interrupted => panic!("interrupted without a journal"),
     }
 }
 
@@ -114,7 +138,9 @@ fn full_install(flavor: Flavor, cni: CniType) {
     }
     for e in a.events.iter().filter(|e| e.kind == EventKind::Phase) {
         assert!(e.data["ms"].is_u64(), "{combo}: {e:?} has its duration");
-        assert_eq!(e.stage, install::event_stage(&e.step), "{combo}: {e:?}");
+        let phase: Phase = serde_json::from_value(e.data["phase"].clone()).unwrap();
+        assert_eq!(phase.as_str(), e.step, "{combo}: {e:?}");
+        assert_eq!(e.stage, phase.stage(), "{combo}: {e:?}");
     }
     let cni_ready = a
         .events
@@ -276,8 +302,8 @@ fn rollback(flavor: Flavor, svc: &str, bin: &str) {
         .err()
         .cloned()
         .unwrap_or_else(|| panic!("{}", describe(&root, &b, svc)));
-    assert_eq!(err.phase, "start");
-    assert!(err.rolled_back, "{err}");
+    assert_eq!(err.phase, Phase::Start);
+    assert!(err.rolled_back(), "{err}");
     assert!(
         err.message.contains("built to fail at start"),
         "the failure's log is named: {err}"
@@ -379,8 +405,8 @@ fn arm64_target_gets_arm64_artifacts_and_amd64_gets_amd64() {
             let skipped: Vec<_> = report
                 .phases
                 .iter()
-                .filter(|p| p.status == "skipped")
-                .map(|p| p.phase)
+                .filter(|p| p.status == PhaseStatus::Skipped)
+                .map(|p| p.phase.as_str())
                 .collect();
             assert_eq!(
                 skipped,
@@ -469,7 +495,8 @@ fn a_timeout_names_the_phase_and_the_last_thing_seen() {
         .err()
         .cloned()
         .unwrap_or_else(|| panic!("{}", describe(&root, &a, "kubelet.service")));
-    assert_eq!(err.phase, "node-ready");
+    assert_eq!(err.phase, Phase::NodeReady);
+    assert_eq!(err.kind, install::InstallErrorKind::Timeout);
     assert!(err.message.starts_with("timed out"), "{err}");
     assert!(
         err.message.contains("no matches for kind \"Installation\""),
@@ -556,17 +583,16 @@ fn bundle_create_then_install_from_it_with_zero_network_requests() {
     o.bundles = vec![bundle.clone()];
     let sink = MemorySink::default();
     let mut em = Emitter::new("node-1").with_sink(Box::new(sink.clone()));
-    let report = install::install_profile(&p, &host, &o, &mut em)
-        .unwrap_or_else(|e| panic!("{e}\n{}", root.unit_log("kubelet.service")))
-        .unwrap();
+    let report = apply_profile(&p, &host, &o, &mut em)
+        .unwrap_or_else(|e| panic!("{e}\n{}", root.unit_log("kubelet.service")));
     assert_eq!(
         report
             .phases
             .iter()
-            .find(|p| p.phase == "cni-ready")
+            .find(|p| p.phase == Phase::CniReady)
             .unwrap()
             .status,
-        "done"
+        PhaseStatus::Done
     );
     assert_eq!(
         m.requests().len(),
@@ -603,12 +629,15 @@ fn cli_apply_yaml_profile_into_a_root_installs_without_starting() {
     let root = K8sRoot::new();
     let file = root.path().join("tmp/profile.yaml");
     std::fs::write(&file, yaml).unwrap();
+    let cache = tempfile::tempdir().unwrap();
     let out = common::cli([
         "apply",
         "--output",
         "json",
         "--root",
         root.path().to_str().unwrap(),
+        "--cache",
+        cache.path().to_str().unwrap(),
         file.to_str().unwrap(),
     ]);
     assert!(
@@ -703,13 +732,11 @@ fn addons_are_installed_after_the_cni_the_way_each_flavor_expects() {
     let host = Host::system(root.path());
     let sink = MemorySink::default();
     let mut em = Emitter::new("node-1").with_sink(Box::new(sink.clone()));
-    let report = install::install_profile(&p, &host, &opts(), &mut em)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap();
+    let report = apply_profile(&p, &host, &opts(), &mut em).unwrap_or_else(|e| panic!("{e}"));
     let last = report.phases.last().unwrap();
     assert_eq!(
         (last.phase, last.status),
-        ("addons", "done"),
+        (Phase::Addons, PhaseStatus::Done),
         "{:?}",
         report.phases
     );
@@ -747,10 +774,8 @@ fn addons_are_installed_after_the_cni_the_way_each_flavor_expects() {
         .profile;
     let host = Host::system(root.path());
     let mut em = Emitter::new("node-1");
-    let report = install::install_profile(&p, &host, &opts(), &mut em)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap();
-    assert_eq!(report.phases.last().unwrap().status, "done");
+    let report = apply_profile(&p, &host, &opts(), &mut em).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.phases.last().unwrap().status, PhaseStatus::Done);
     let dir = "/var/lib/rancher/k3s/server/manifests";
     assert!(root
         .read(&format!("{dir}/cairn-addon-shop-namespace.yaml"))
@@ -801,7 +826,7 @@ fn proxy_and_registry_mirrors_reach_the_services() {
     let mut o = opts();
     o.proxy = Some(proxy);
     let mut em = Emitter::new("node-1");
-    install::install_profile(&p, &host, &o, &mut em).unwrap_or_else(|e| panic!("{e}"));
+    apply_profile(&p, &host, &o, &mut em).unwrap_or_else(|e| panic!("{e}"));
     let envfile = root.read("/etc/systemd/system/k3s.service.env");
     assert!(
         envfile.contains("HTTPS_PROXY=http://proxy.lab:3128\n"),
@@ -859,10 +884,11 @@ fn k3s_agent_joins_with_its_token_file_and_leaves_readiness_to_the_servers() {
         .result
         .as_ref()
         .unwrap_or_else(|e| panic!("{e}\n{}", root.unit_log("k3s-agent.service")));
-    let status: Vec<(&str, &str)> = report.phases.iter().map(|p| (p.phase, p.status)).collect();
-    assert_eq!(&status[3], &("start", "done"), "{status:?}");
+    let status: Vec<(Phase, PhaseStatus)> =
+        report.phases.iter().map(|p| (p.phase, p.status)).collect();
+    assert_eq!(&status[3], &(Phase::Start, PhaseStatus::Done), "{status:?}");
     for p in &report.phases[4..] {
-        assert_eq!(p.status, "skipped", "{status:?}");
+        assert_eq!(p.status, PhaseStatus::Skipped, "{status:?}");
     }
     assert!(root
         .unit_log("k3s-agent.service")
@@ -896,7 +922,7 @@ fn kubeadm_without_containerd_names_the_missing_package() {
     let root = K8sRoot::new();
     let a = apply(&root, &k, &c, &opts());
     let err = a.result.err().unwrap();
-    assert_eq!(err.phase, "host-prep");
+    assert_eq!(err.phase, Phase::HostPrep);
     assert!(
         err.message
             .contains("`containerd` is not installed on the target"),

@@ -466,3 +466,103 @@ fn a_join_string_validates_and_is_never_printed() {
         assert!(!out.contains(&pin[..16]), "the pin was printed:\n{out}");
     }
 }
+
+/// `cairn-agent validate examples/` — the first command of the demo — tells the cluster
+/// profiles in the directory from user-data and checks them as profiles: no "unknown key
+/// `layers`", every rule of `apply`. The example profiles list no artifacts (they are
+/// templates): for an architecture a profile lists none for, that is a warning.
+#[test]
+fn the_examples_validate_with_their_profiles_checked_as_profiles() {
+    let dir = common::repo_dir().join("examples");
+    let v = validate(&[&dir], false);
+    let all = format!("{}\n{}", v.lines.join("\n"), v.stderr);
+    assert_eq!(v.code, 0, "{all}");
+    assert!(!all.contains("unknown key `layers`"), "{all}");
+    assert!(all.contains("2 cluster profile(s)"), "{all}");
+    let k3s = dir.join("profile-k3s.yaml").display().to_string();
+    assert!(
+        v.warnings()
+            .iter()
+            .any(|w| w.starts_with(&k3s) && w.contains("lists no artifacts for arm64")),
+        "{all}"
+    );
+    assert!(v.errors().is_empty(), "{all}");
+}
+
+const BAD_PROFILE: &str = "\
+name: edge
+layers:
+  - kubernetes:
+      flavor: k3s
+      version: v1.31.4+k3s1
+      values:
+        service-cidr: 10.42.0.0/24
+      artifacts:
+        - name: k3s
+          arch: amd64
+          url: https://example.org/k3s
+          sha256: 0000000000000000000000000000000000000000000000000000000000000000
+  - cni:
+      type: calico
+      version: v3.29.1
+      pod_cidr: 10.42.0.0/16
+";
+
+/// A profile that reads fine but breaks a rule between its layers is refused at the line
+/// and column of the field at fault, the way `apply` would refuse it.
+#[test]
+fn a_profile_breaking_a_cross_layer_rule_is_refused_at_its_line_and_column() {
+    let env = TestEnv::empty();
+    let f = env.yaml("bad-profile.yaml", BAD_PROFILE);
+    let v = validate(&[&f], false);
+    assert_eq!(v.code, 1, "{:?}\n{}", v.lines, v.stderr);
+    let line = v.line(&format!("{}:16:17: error: ", f.display()));
+    assert!(
+        line.contains("overlaps the service network 10.42.0.0/24"),
+        "{line}"
+    );
+    // Reported once, not once per architecture checked.
+    assert_eq!(v.errors().len(), 1, "{:?}", v.lines);
+
+    // A shape error keeps its own position.
+    let g = env.yaml(
+        "typo.yaml",
+        "name: edge\nlayers:\n  - kubernetes:\n      flavour: k3s\n",
+    );
+    let v = validate(&[&g], false);
+    assert_eq!(v.code, 1);
+    assert!(v
+        .line(&format!("{}:4:7: error: ", g.display()))
+        .contains("flavour"));
+}
+
+/// With `--arch`, a missing artifact for that architecture is an error (the profile is
+/// checked as `apply` would check it on such a machine); without, an architecture the
+/// profile lists artifacts for must have all of them.
+#[test]
+fn validate_arch_makes_a_missing_artifact_an_error() {
+    let env = TestEnv::empty();
+    let good = BAD_PROFILE.replace("10.42.0.0/24", "10.43.0.0/16");
+    let f = env.yaml("p.yaml", &good);
+    let v = validate(&[&f], false);
+    assert_eq!(v.code, 0, "{:?}\n{}", v.lines, v.stderr);
+    assert_eq!(
+        v.warnings().len(),
+        1,
+        "arm64 has no artifacts: {:?}",
+        v.lines
+    );
+    let out = cli(["validate", "--arch", "arm64", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    let prefix = format!("{}:", f.display());
+    assert!(
+        text.lines().any(|l| l.starts_with(&prefix)
+            && l.ends_with(
+                ": error: artifact `k3s` is listed for amd64 but not for the target's arch arm64"
+            )),
+        "{text}"
+    );
+    let out = cli(["validate", "--arch", "amd64", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}

@@ -365,6 +365,7 @@ pub enum HostsCmd {
 }
 
 /// `90s`, `15m`, `12h`, `7d`, `2w`, or plain seconds.
+// String error: a clap value parser; clap shows the text under the option's name.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {

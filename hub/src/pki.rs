@@ -139,6 +139,7 @@ pub struct Advertise {
 impl FromStr for Advertise {
     type Err = String;
 
+    // String error: clap prints it as the message for a bad `--advertise` value.
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if s.contains("://") || s.contains('/') {

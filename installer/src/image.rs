@@ -702,6 +702,7 @@ pub fn build(opts: &Options) -> Result<Summary, ImageError> {
 }
 
 /// Parse a size like `4G`, `512M`, `2GiB`, `1000000000` (bytes; K/M/G/T are powers of 1024).
+// String error: a clap value parser; clap shows the text under the option's name.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());

@@ -263,6 +263,7 @@ pub fn run(opts: &Options) -> Result<Report, InstallError> {
 }
 
 /// Write the validated user-data files into the disk's `CAIRN_OEM` partition.
+// String error: carried by `InstallError::Oem`, which names the partition.
 fn inject_user_data(disk: &std::path::Path, files: &[PathBuf]) -> Result<(), String> {
     crate::oem::write_user_data(disk, files)
         .map(|_| ())

@@ -278,40 +278,64 @@ impl Checker {
     }
 }
 
+/// Why a profile name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("a profile name has 1 to {MAX_NAME_LEN} characters, `{name}` has {len}")]
+    Length { name: String, len: usize },
+    #[error(
+        "`{0}` is not a valid profile name: use lower-case letters, digits and `-`, \
+         starting and ending with a letter or digit"
+    )]
+    Characters(String),
+}
+
 /// Is `name` an acceptable profile name (a DNS label)?
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), NameError> {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "a profile name has 1 to {MAX_NAME_LEN} characters, `{name}` has {}",
-            name.chars().count()
-        ));
+        return Err(NameError::Length {
+            name: name.to_owned(),
+            len: name.chars().count(),
+        });
     }
     let ok = bytes
         .iter()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
     if !ok || bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' {
-        return Err(format!(
-            "`{name}` is not a valid profile name: use lower-case letters, digits and `-`, \
-             starting and ending with a letter or digit"
-        ));
+        return Err(NameError::Characters(name.to_owned()));
     }
     Ok(())
 }
 
-fn check_cidr(value: &str) -> Result<(), String> {
+/// Why a pod network is not a CIDR.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum CidrError {
+    #[error("`{0}` is not a CIDR such as 10.42.0.0/16")]
+    Shape(String),
+    #[error("`{addr}` in `{value}` is not an IP address")]
+    Address { addr: String, value: String },
+    #[error("`{len}` in `{value}` is not a prefix length")]
+    Length { len: String, value: String },
+    #[error("prefix length {len} is longer than {max}")]
+    TooLong { len: u8, max: u8 },
+}
+
+fn check_cidr(value: &str) -> Result<(), CidrError> {
     let (addr, len) = value
         .split_once('/')
-        .ok_or_else(|| format!("`{value}` is not a CIDR such as 10.42.0.0/16"))?;
-    let addr: IpAddr = addr
-        .parse()
-        .map_err(|_| format!("`{addr}` in `{value}` is not an IP address"))?;
-    let len: u8 = len
-        .parse()
-        .map_err(|_| format!("`{len}` in `{value}` is not a prefix length"))?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
+        .ok_or_else(|| CidrError::Shape(value.to_owned()))?;
+    let ip: IpAddr = addr.parse().map_err(|_| CidrError::Address {
+        addr: addr.to_owned(),
+        value: value.to_owned(),
+    })?;
+    let len: u8 = len.parse().map_err(|_| CidrError::Length {
+        len: len.to_owned(),
+        value: value.to_owned(),
+    })?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
     if len > max {
-        return Err(format!("prefix length {len} is longer than {max}"));
+        return Err(CidrError::TooLong { len, max });
     }
     Ok(())
 }
@@ -323,7 +347,7 @@ impl Profile {
             problems: Vec::new(),
         };
         if let Err(e) = check_name(&self.name) {
-            c.err("name", e);
+            c.err("name", e.to_string());
         }
         if self.version > i64::MAX as u64 {
             c.err("version", "version is too large");
@@ -387,7 +411,7 @@ impl Profile {
                     c.non_empty_token(&format!("{base}.version"), "the CNI version", &n.version);
                     if let Some(cidr) = &n.pod_cidr {
                         if let Err(e) = check_cidr(cidr) {
-                            c.err(format!("{base}.pod_cidr"), e);
+                            c.err(format!("{base}.pod_cidr"), e.to_string());
                         }
                     }
                     c.mapping(&format!("{base}.values"), &n.values);

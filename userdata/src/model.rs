@@ -209,6 +209,7 @@ pub struct Located<T> {
 pub struct AbsPath(String);
 
 impl AbsPath {
+    // String error: the text of the diagnostic (or step error) it becomes, nothing more.
     pub fn parse(s: &str) -> Result<AbsPath, String> {
         if s.is_empty() {
             return Err("path is empty".into());

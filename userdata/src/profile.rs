@@ -63,6 +63,44 @@ pub struct Checked {
     /// The os layer's user-data, decoded and validated (empty without an os layer).
     pub os: Config,
     pub warnings: Vec<Finding>,
+    /// Where the profile came from, for locating later findings ([`Checked::finding`]).
+    file: Arc<str>,
+    /// Every node's position by document path; empty for a profile checked without its
+    /// text ([`check`]).
+    positions: HashMap<String, Pos>,
+}
+
+impl Checked {
+    /// Whether the profile has an `os` layer.
+    pub fn has_os_layer(&self) -> bool {
+        self.profile
+            .layers
+            .iter()
+            .any(|l| matches!(l, Layer::Os(_)))
+    }
+
+    /// A finding about the document path `path` (e.g. `layers[1].kubernetes.server`) —
+    /// a rule checked after reading, such as the agent's cross-layer rules — located at the
+    /// node (or its nearest ancestor) when the profile was read from text, else at the
+    /// document with the path in front of the message.
+    pub fn finding(&self, severity: Severity, path: &str, message: String) -> Finding {
+        let (pos, message) = if self.positions.is_empty() {
+            let message = if path.is_empty() {
+                message
+            } else {
+                format!("{path}: {message}")
+            };
+            (Pos { line: 1, col: 1 }, message)
+        } else {
+            (locate(&self.positions, path), message)
+        };
+        Finding {
+            severity,
+            location: Location::new(&self.file, pos),
+            path: path.to_owned(),
+            message,
+        }
+    }
 }
 
 /// The errors (and the warnings found beside them) of a refused profile.
@@ -147,27 +185,59 @@ pub fn read(file: &str, text: &str) -> Result<Checked, Refused> {
             return Err(one(at(pos, &path, inner.message)));
         }
     };
-    let mut findings: Vec<Finding> = profile
+    finish(file, profile, Some((text, root)), paths)
+}
+
+/// Check a profile that is already typed (the daemon's copy from the hub, a profile made in
+/// code): the checks of [`read`], without positions — a semantic problem is placed at
+/// `FILE:1:1` with its document path in front of the message, a problem in the os layer's
+/// user-data at its line in the user-data (`FILE#layers[0].os.user_data:LINE:COL`).
+pub fn check(file: &str, profile: Profile) -> Result<Checked, Refused> {
+    finish(Arc::from(file), profile, None, HashMap::new())
+}
+
+/// The semantic checks and the os layer's decoding, shared by [`read`] and [`check`].
+fn finish(
+    file: Arc<str>,
+    profile: Profile,
+    source: Option<(&str, &Node)>,
+    positions: HashMap<String, Pos>,
+) -> Result<Checked, Refused> {
+    let mut checked = Checked {
+        profile,
+        os: Config::default(),
+        warnings: Vec::new(),
+        file,
+        positions,
+    };
+    let mut findings: Vec<Finding> = checked
+        .profile
         .validate()
         .into_iter()
-        .map(|p| at(locate(&paths, &p.path), &p.path, p.message))
+        .map(|p| checked.finding(Severity::Error, &p.path, p.message))
         .collect();
-    let mut os = Config::default();
-    for (i, layer) in profile.layers.iter().enumerate() {
+    for (i, layer) in checked.profile.layers.iter().enumerate() {
         if let Layer::Os(layer) = layer {
             let path = format!("layers[{i}].os.user_data");
-            let node = lookup(root, &path);
-            os = check_user_data(&file, text, node, &path, &layer.user_data, &mut findings);
+            let (outer, node) = match source {
+                Some((text, root)) => (text, lookup(root, &path)),
+                None => ("", None),
+            };
+            checked.os = check_user_data(
+                &checked.file,
+                outer,
+                node,
+                &path,
+                &layer.user_data,
+                &mut findings,
+            );
         }
     }
     if findings.iter().any(|f| f.severity == Severity::Error) {
         return Err(Refused { findings });
     }
-    Ok(Checked {
-        profile,
-        os,
-        warnings: findings,
-    })
+    checked.warnings = findings;
+    Ok(checked)
 }
 
 /// Decode and validate the os layer's user-data with the agent's own decoder, so that a
@@ -946,6 +1016,46 @@ layers:
         assert!(errs[0].message.contains("empty"), "{errs:?}");
         let errs = errors("name: x\n---\nname: y\n");
         assert!(errs[0].message.contains("one YAML document"), "{errs:?}");
+    }
+
+    #[test]
+    fn later_findings_are_located_by_document_path() {
+        let c = read("p.yaml", GOOD).unwrap();
+        assert!(c.has_os_layer());
+        let f = c.finding(Severity::Error, "layers[2].cni.pod_cidr", "overlaps".into());
+        assert_eq!(loc(&f), "p.yaml:22:17");
+        assert_eq!(f.message, "overlaps");
+        // A path the document does not have: its nearest ancestor.
+        let f = c.finding(Severity::Error, "layers[1].kubernetes.server", "x".into());
+        assert_eq!(loc(&f), "p.yaml:14:7");
+    }
+
+    #[test]
+    fn a_typed_profile_is_checked_like_a_read_one() {
+        let p = read("p.yaml", GOOD).unwrap().profile;
+        let c = check("edge@v1", p.clone()).unwrap();
+        assert_eq!(c.os.step_count(), 1);
+        let f = c.finding(Severity::Error, "layers[2].cni.pod_cidr", "bad".into());
+        assert_eq!(loc(&f), "edge@v1:1:1");
+        assert_eq!(f.message, "layers[2].cni.pod_cidr: bad");
+
+        let mut bad = p;
+        bad.name = "Bad_Name".into();
+        if let Layer::Os(os) = &mut bad.layers[0] {
+            os.user_data = "stages:\n  bot:\n    - commands: [\"true\"]\n".into();
+        }
+        let r = check("edge@v1", bad).unwrap_err();
+        let errs: Vec<String> = r.errors().map(ToString::to_string).collect();
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("edge@v1:1:1: error: name: ")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("edge@v1#layers[0].os.user_data:2:")),
+            "{errs:?}"
+        );
     }
 
     #[test]

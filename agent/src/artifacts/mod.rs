@@ -465,11 +465,15 @@ fn content_range_start(v: &str) -> Option<u64> {
     rest.split('-').next()?.trim().parse().ok()
 }
 
+/// A text that is not a sha256 digest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a sha256 (64 hexadecimal characters)")]
+pub struct BadSha256(pub String);
+
 /// Parse a 64-character hex digest.
-pub fn parse_sha256(s: &str) -> Result<[u8; 32], String> {
+pub fn parse_sha256(s: &str) -> Result<[u8; 32], BadSha256> {
     let mut out = [0u8; 32];
-    hex::decode_to_slice(s.trim(), &mut out)
-        .map_err(|_| format!("`{s}` is not a sha256 (64 hexadecimal characters)"))?;
+    hex::decode_to_slice(s.trim(), &mut out).map_err(|_| BadSha256(s.to_string()))?;
     Ok(out)
 }
 

@@ -135,6 +135,7 @@ pub struct HubClient {
 impl HubClient {
     /// Build the client for `settings`; refuses bad CA certificates or proxy URLs. With a
     /// pinned CA, no request can be made before [`HubClient::trust_pinned`] succeeded.
+    // String error: the daemon prints it and exits 1 (`run`); nobody branches on it.
     pub fn new(settings: &Settings) -> Result<HubClient, String> {
         let client = HubClient {
             http: OnceLock::new(),

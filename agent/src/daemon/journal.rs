@@ -36,12 +36,11 @@ pub enum Record {
         step: String,
         time: String,
     },
-    /// `result`: `changed`, `unchanged` or `skipped`.
     StepDone {
         stage: String,
         index: usize,
         step: String,
-        result: String,
+        result: StepOutcome,
         time: String,
     },
     StepFailed {
@@ -51,19 +50,54 @@ pub enum Record {
         message: String,
         time: String,
     },
-    /// A layer that was not applied (e.g. `kubernetes`: not supported yet).
+    /// A layer applied as a whole (the Kubernetes layers), or one that was not.
     Layer {
         layer: String,
-        result: String,
+        result: LayerResult,
         message: String,
         time: String,
     },
-    /// The apply ended: `applied` or `failed`. An interrupted apply has no end record.
+    /// The apply ended. An interrupted apply has no end record.
     End {
-        result: String,
+        result: EndResult,
         message: String,
         time: String,
     },
+}
+
+/// How a completed step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    Changed,
+    Unchanged,
+    Skipped,
+}
+
+/// What became of a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerResult {
+    Applied,
+    /// Not supported by this agent: not applied.
+    Unsupported,
+}
+
+/// How an apply ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndResult {
+    Applied,
+    Failed,
+}
+
+impl EndResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndResult::Applied => "applied",
+            EndResult::Failed => "failed",
+        }
+    }
 }
 
 /// The profile an apply is for.
@@ -117,13 +151,13 @@ impl View {
 
     /// The end record's result and message, if the apply ended (a failed apply that was
     /// resumed afterwards has not ended).
-    pub fn end(&self) -> Option<(&str, &str)> {
+    pub fn end(&self) -> Option<(EndResult, &str)> {
         let mut end = None;
         for r in &self.records {
             match r {
                 Record::End {
                     result, message, ..
-                } => end = Some((result.as_str(), message.as_str())),
+                } => end = Some((*result, message.as_str())),
                 Record::StepStarted { .. } => end = None,
                 _ => {}
             }
@@ -272,11 +306,10 @@ impl StepJournal for Journal {
                 index,
                 step: step.name.clone(),
                 result: match other {
-                    StepResult::Changed => "changed",
-                    StepResult::Skipped => "skipped",
-                    _ => "unchanged",
-                }
-                .into(),
+                    StepResult::Changed => StepOutcome::Changed,
+                    StepResult::Skipped => StepOutcome::Skipped,
+                    _ => StepOutcome::Unchanged,
+                },
                 time,
             },
         };
@@ -316,7 +349,7 @@ mod tests {
             stage: "boot".into(),
             index: 0,
             step: "a".into(),
-            result: "changed".into(),
+            result: StepOutcome::Changed,
             time: store::now(),
         });
         j.record(&Record::StepStarted {
@@ -337,12 +370,16 @@ mod tests {
         let mut j = Journal::resume(&path, &view, stop).unwrap();
         assert_eq!(j.completed_steps(), 1);
         j.record(&Record::End {
-            result: "applied".into(),
+            result: EndResult::Applied,
             message: String::new(),
             time: store::now(),
         });
         let view = View::read(&path);
-        assert_eq!(view.end().map(|e| e.0), Some("applied"));
+        assert_eq!(view.end().map(|e| e.0), Some(EndResult::Applied));
+        // The records' spelling on disk is unchanged by their typing.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(r#""result":"changed""#), "{text}");
+        assert!(text.contains(r#""result":"applied""#), "{text}");
         assert_eq!(view.records.len(), 5, "{:?}", view.records);
     }
 }

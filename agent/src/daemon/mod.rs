@@ -222,6 +222,7 @@ pub fn run(opts: RunOptions) -> u8 {
     runtime.block_on(daemon.main(identity))
 }
 
+// String error: printed by `run` before it exits 1; nobody branches on it.
 fn lock_state(state: &StateDir) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
     let path = state.lock();
     let file = store::open_append(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
@@ -391,9 +392,16 @@ impl Daemon {
         // Whatever was verified and kept on disk is (re)applied or resumed from its journal,
         // hub or no hub.
         match store::read_json::<StoredProfile>(&self.state.profile()) {
-            Ok(Some(p)) => {
-                let _ = tx.send(Job::Apply(Box::new(p)));
-            }
+            Ok(Some(p)) => match worker::verify(p) {
+                Ok(v) => {
+                    let _ = tx.send(Job::Apply(Box::new(v)));
+                }
+                Err(problems) => tracing::error!(
+                    "not applying {}: {}",
+                    self.state.profile().display(),
+                    problems.join("; ")
+                ),
+            },
             Ok(None) => {}
             Err(e) => tracing::warn!("ignoring {}: {e}", self.state.profile().display()),
         }
@@ -645,8 +653,9 @@ impl Daemon {
             return;
         }
         match worker::verify_profile(&body, &etag) {
-            Ok(sp) => {
-                if let Err(e) = store::write_json(&self.state.profile(), &sp) {
+            Ok(v) => {
+                let sp = &v.stored;
+                if let Err(e) = store::write_json(&self.state.profile(), sp) {
                     tracing::error!(
                         "keeping profile {} v{} at {}: {e}; not applying it",
                         sp.profile.name,
@@ -661,7 +670,7 @@ impl Daemon {
                     sp.profile.version
                 );
                 *held = Some(etag);
-                self.send_job(Job::Apply(Box::new(sp)));
+                self.send_job(Job::Apply(Box::new(v)));
             }
             Err(problems) => {
                 tracing::error!(

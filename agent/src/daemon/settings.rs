@@ -67,6 +67,7 @@ impl Settings {
 ///
 /// A missing default config file is fine (settings may come from `/oem`); a config file
 /// named on the command line must exist.
+// String error: passed on by `load`, which the daemon prints before exiting 1.
 pub fn sources(root: &Path, config: Option<&Path>) -> Result<Vec<PathBuf>, String> {
     let mut files: Vec<PathBuf> = DEVICE_SOURCES
         .iter()
@@ -88,6 +89,7 @@ pub fn sources(root: &Path, config: Option<&Path>) -> Result<Vec<PathBuf>, Strin
 
 /// Read the settings. Problems elsewhere in the user-data are printed as warnings: a typo
 /// in a boot stage must not cut the device off from the hub where an operator can see it.
+// String error: the daemon prints it (naming the file) and exits 1; nobody branches on it.
 pub fn load(root: &Path, config: Option<&Path>) -> Result<Settings, String> {
     let files = sources(root, config)?;
     if files.is_empty() {

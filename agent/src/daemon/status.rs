@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::identity::Identity;
-use super::journal::{Record, View};
+use super::journal::{EndResult, Record, View};
 use super::spool::Spool;
 use super::store::{self, StateDir};
 use super::worker::{Applied, StoredProfile};
@@ -117,7 +117,7 @@ fn apply_state(view: &View, applied: Option<&Applied>, running: bool) -> Value {
     };
     let profile = json!({"name": p.name, "version": p.version, "etag": p.etag});
     if let Some((result, message)) = view.end() {
-        if result == "failed" {
+        if result == EndResult::Failed {
             let (stage, step, msg) = match view.failed() {
                 Some(Record::StepFailed {
                     stage,
@@ -131,7 +131,7 @@ fn apply_state(view: &View, applied: Option<&Applied>, running: bool) -> Value {
                           "message": msg, "started": view.begun_at()});
         }
         let done_here = applied.is_some_and(|a| a.etag == p.etag);
-        return json!({"state": if done_here { "applied" } else { result }, "profile": profile,
+        return json!({"state": if done_here { "applied" } else { result.as_str() }, "profile": profile,
                       "message": message, "started": view.begun_at()});
     }
     let state = if running {

@@ -67,6 +67,12 @@ impl StateDir {
         self.dir.join("hub-ca.pem")
     }
 
+    /// The artifact cache when the root is not `/` and has no cache of its own (on `/`,
+    /// the default state directory holds the device's cache at this very path).
+    pub fn artifacts(&self) -> PathBuf {
+        self.dir.join("artifacts")
+    }
+
     /// Create the directory (and `spool/`) with mode 0700.
     pub fn create(&self) -> io::Result<()> {
         for d in [self.dir.clone(), self.spool()] {

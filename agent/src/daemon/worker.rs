@@ -13,21 +13,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_proto::profile::{Layer, Profile};
-use cairn_proto::EventKind;
+use cairn_proto::{EventKind, ProfileApplied};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::journal::{Journal, ProfileRef, Record, View};
+use super::journal::{EndResult, Journal, LayerResult, ProfileRef, Record, View};
 use super::spool::{Spool, SpoolSink};
 use super::store::{self, StateDir};
 use crate::engine::{self, ApplyOptions, NoJournal};
 use crate::events::{Emitter, HumanSink, JsonSink};
 use crate::host::Host;
-use cairn_userdata::decode;
-use cairn_userdata::diag::Diagnostics;
+use crate::profile::{self, ApplyError, Machine, Outcome};
+use crate::state::LockError;
 use cairn_userdata::model::Config;
-use cairn_userdata::stages;
-use cairn_userdata::validate;
+use cairn_userdata::profile::Checked;
 
 /// A verified profile as received from the hub: `STATE/profile.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,46 +62,45 @@ pub struct Applied {
     pub host: String,
 }
 
-/// Check a profile body from the hub before it is stored or applied: it parses, passes
-/// [`Profile::validate`], has a version, and its OS layer is valid user-data.
-pub fn verify_profile(body: &[u8], etag: &str) -> Result<StoredProfile, Vec<String>> {
-    let profile: Profile = serde_json::from_slice(body).map_err(|e| vec![e.to_string()])?;
-    let mut problems: Vec<String> = profile
-        .validate()
-        .into_iter()
-        .map(|p| format!("{}: {}", p.path, p.message))
-        .collect();
-    if profile.version == 0 {
-        problems.push("version: a profile from the hub has a version ≥ 1".into());
-    }
-    for layer in &profile.layers {
-        if let Layer::Os(os) = layer {
-            let (_, diags) = decode_os(&profile, &os.user_data);
-            problems.extend(diags.errors().map(|d| d.to_string()));
-        }
-    }
-    if problems.is_empty() {
-        Ok(StoredProfile {
-            etag: etag.to_string(),
-            received: store::now(),
-            profile,
-        })
-    } else {
-        Err(problems)
-    }
+/// A stored profile that passed every check, with its os layer decoded (once).
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub stored: StoredProfile,
+    pub checked: Checked,
 }
 
-/// Decode an OS layer's user-data; its locations read `NAME@vN/os:LINE`.
-fn decode_os(profile: &Profile, text: &str) -> (Config, Diagnostics) {
-    let mut diags = Diagnostics::new(false);
-    let label = format!("{}@v{}/os", profile.name, profile.version);
-    let config = decode::decode_text(&label, text, &mut diags);
-    validate::check(&config, &mut diags);
-    (config, diags)
+/// Check a profile body from the hub before it is stored or applied: it parses, has a
+/// version, passes [`Profile::validate`], and its os layer is valid user-data.
+pub fn verify_profile(body: &[u8], etag: &str) -> Result<Verified, Vec<String>> {
+    let profile: Profile = serde_json::from_slice(body).map_err(|e| vec![e.to_string()])?;
+    verify(StoredProfile {
+        etag: etag.to_string(),
+        received: store::now(),
+        profile,
+    })
+}
+
+/// [`verify_profile`] for a profile already stored (`STATE/profile.json`, read at start:
+/// checked again, as this agent's rules may be newer than the ones it was stored under).
+/// Problems are located as `NAME@vVERSION…`.
+pub fn verify(stored: StoredProfile) -> Result<Verified, Vec<String>> {
+    let mut problems = Vec::new();
+    if stored.profile.version == 0 {
+        problems.push("version: a profile from the hub has a version ≥ 1".to_string());
+    }
+    let label = format!("{}@v{}", stored.profile.name, stored.profile.version);
+    match cairn_userdata::profile::check(&label, stored.profile.clone()) {
+        Ok(checked) if problems.is_empty() => Ok(Verified { stored, checked }),
+        Ok(_) => Err(problems),
+        Err(refused) => {
+            problems.extend(refused.errors().map(ToString::to_string));
+            Err(problems)
+        }
+    }
 }
 
 pub enum Job {
-    Apply(Box<StoredProfile>),
+    Apply(Box<Verified>),
     /// An event from the async side (e.g. a profile the hub sent that failed verification).
     Report {
         kind: EventKind,
@@ -179,7 +177,7 @@ impl Worker {
             Output::Human => emitter.with_sink(Box::new(HumanSink::new(std::io::stdout(), false))),
         };
         let host = Host::system(&self.root);
-        let mut pending: Option<Box<StoredProfile>> = None;
+        let mut pending: Option<Box<Verified>> = None;
         let mut retry_at: Option<Instant> = None;
         let mut reconcile: Option<(Config, Instant, ProfileRef)> = None;
         loop {
@@ -233,9 +231,13 @@ impl Worker {
                     retry_at = None;
                     match self.apply(&p, &host, &mut emitter) {
                         (Done::Applied, config) => {
-                            reconcile = config
-                                .filter(has_reconcile)
-                                .map(|c| (c, Instant::now() + self.reconcile_every, p.reference()));
+                            reconcile = config.filter(has_reconcile).map(|c| {
+                                (
+                                    c,
+                                    Instant::now() + self.reconcile_every,
+                                    p.stored.reference(),
+                                )
+                            });
                         }
                         (Done::Failed, _) => reconcile = None,
                         (Done::Interrupted, _) => pending = Some(p),
@@ -268,9 +270,15 @@ impl Worker {
                                     "profile {} v{} reconciled: {} step(s) changed",
                                     profile.name, profile.version, outcome.changed
                                 ),
-                                json!({"profile": profile.name, "version": profile.version,
-                                       "etag": profile.etag, "reconcile": true,
-                                       "changed": outcome.changed}),
+                                ProfileApplied {
+                                    profile: profile.name.clone(),
+                                    version: profile.version,
+                                    etag: profile.etag.clone(),
+                                    changed: outcome.changed,
+                                    reconcile: true,
+                                    ..ProfileApplied::default()
+                                }
+                                .to_data(),
                             );
                         }
                         *due = Instant::now() + self.reconcile_every;
@@ -280,24 +288,22 @@ impl Worker {
         }
     }
 
-    /// Apply `sp` unless it is already applied; resume its journal when it was interrupted.
-    fn apply(
-        &self,
-        sp: &StoredProfile,
-        host: &Host,
-        emitter: &mut Emitter,
-    ) -> (Done, Option<Config>) {
+    /// Apply `v` unless it is already applied; resume its journal when it was interrupted.
+    /// Validated for this machine first: a profile that cannot be applied writes nothing
+    /// into the root.
+    fn apply(&self, v: &Verified, host: &Host, emitter: &mut Emitter) -> (Done, Option<Config>) {
+        let sp = &v.stored;
         let profile = &sp.profile;
         let this = sp.reference();
         let view = View::read(&self.state.journal());
         let applied: Option<Applied> = store::read_json(&self.state.applied()).ok().flatten();
         let same = view.profile().as_ref() == Some(&this);
-        let ended = view.end().map(|(r, _)| r.to_string());
+        let ended = view.end().map(|(r, _)| r);
         let already = applied
             .as_ref()
             .is_some_and(|a| a.etag == sp.etag && a.version == profile.version);
         // Applied, and nothing else was applied (or half-applied) since.
-        if already && (view.profile().is_none() || (same && ended.as_deref() == Some("applied"))) {
+        if already && (view.profile().is_none() || (same && ended == Some(EndResult::Applied))) {
             tracing::info!(
                 "profile {} v{} is already applied",
                 profile.name,
@@ -317,15 +323,47 @@ impl Worker {
                         "profile {} v{} was already applied on this host",
                         profile.name, profile.version
                     ),
-                    json!({"profile": profile.name, "version": profile.version,
-                           "etag": sp.etag, "already_applied": true,
-                           "unsupported_layers": a.unsupported_layers}),
+                    ProfileApplied {
+                        profile: profile.name.clone(),
+                        version: profile.version,
+                        etag: sp.etag.clone(),
+                        already_applied: true,
+                        unsupported_layers: a.unsupported_layers,
+                        ..ProfileApplied::default()
+                    }
+                    .to_data(),
                 );
             }
-            let config = os_config(profile);
-            return (Done::Applied, config);
+            return (Done::Applied, os_config(&v.checked));
         }
-        let resuming = same && ended.as_deref() != Some("applied");
+        let meta = json!({"profile": profile.name, "version": profile.version, "etag": sp.etag});
+        let plan = match profile::validate(&v.checked, &Machine::of(host)) {
+            Ok(plan) => plan,
+            Err(invalid) => {
+                let problems: Vec<String> = invalid.findings().map(ToString::to_string).collect();
+                let message = format!(
+                    "profile {} v{} cannot be applied to this host; nothing was applied: {}",
+                    profile.name,
+                    profile.version,
+                    problems.join("; ")
+                );
+                emitter.emit(
+                    EventKind::Error,
+                    "",
+                    "",
+                    "",
+                    &message,
+                    with(&meta, json!({"problems": problems})),
+                );
+                // Recorded, so that `status` shows the failure.
+                match Journal::begin(&self.state.journal(), &this, self.control.halt.clone()) {
+                    Ok(mut j) => j.record(&end(EndResult::Failed, &message)),
+                    Err(e) => tracing::error!("writing the apply journal: {e}"),
+                }
+                return (Done::Failed, None);
+            }
+        };
+        let resuming = same && ended != Some(EndResult::Applied);
         let journal = if resuming {
             Journal::resume(&self.state.journal(), &view, self.control.halt.clone())
         } else {
@@ -345,7 +383,6 @@ impl Worker {
                 return (Done::Failed, None);
             }
         };
-        let meta = json!({"profile": profile.name, "version": profile.version, "etag": sp.etag});
         emitter.emit(
             EventKind::Phase,
             "",
@@ -363,134 +400,67 @@ impl Worker {
             },
             with(&meta, json!({"phase": "profile", "resumed": resuming})),
         );
-        let mut unsupported = Vec::new();
-        let mut totals = (0usize, 0usize, 0usize);
-        let mut applied_config = None;
-        for layer in &profile.layers {
-            match layer {
-                Layer::Os(os) => {
-                    let (config, diags) = decode_os(profile, &os.user_data);
-                    if diags.has_errors() {
-                        let problems: Vec<String> = diags.errors().map(|d| d.to_string()).collect();
-                        let message = format!(
-                            "the os layer of profile {} v{} is invalid: {}",
-                            profile.name,
-                            profile.version,
-                            problems.join("; ")
-                        );
-                        emitter.emit(
-                            EventKind::Error,
-                            "",
-                            "",
-                            "",
-                            &message,
-                            with(&meta, json!({"problems": problems})),
-                        );
-                        journal.record(&end("failed", &message));
-                        return (Done::Failed, None);
-                    }
-                    let mut stage_names: Vec<String> = stages::DEFAULT_BASES
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect();
-                    stage_names.push("profile.applied".into());
-                    let opts = ApplyOptions {
-                        stages: stage_names,
-                        dry_run: false,
-                        owner: engine::Owner::Profile,
-                    };
-                    let outcome = engine::apply_with(&config, host, &opts, emitter, &mut journal);
-                    if outcome.interrupted {
-                        tracing::info!(
-                            "apply of {} v{} stopped before its next step",
-                            profile.name,
-                            profile.version
-                        );
-                        return (Done::Interrupted, None);
-                    }
-                    if let Some(f) = &outcome.failed {
-                        if f.step.is_empty() && f.message.contains("another cairn-agent apply") {
-                            return (Done::Locked, None);
-                        }
-                        let message = format!(
-                            "{}: stage {}, step `{}` failed: {}",
-                            f.source, f.stage, f.step, f.message
-                        );
-                        journal.record(&end("failed", &message));
-                        return (Done::Failed, None);
-                    }
-                    totals.0 += outcome.changed;
-                    totals.1 += outcome.unchanged;
-                    totals.2 += outcome.resumed;
-                    applied_config = Some(config);
-                }
-                Layer::Kubernetes(_) => {
-                    // The kubernetes, cni and addons layers go through the install
-                    // pipeline together, each phase reported as an event. On `/` the
-                    // services are started and readiness awaited; on another root the
-                    // files are installed and nothing is started (as `apply --root`).
-                    let opts = crate::kubernetes::install::InstallOptions {
-                        start: host.is_live(),
-                        proxy: crate::kubernetes::proxy::Proxy::from_env(),
-                        ..Default::default()
-                    };
-                    match crate::kubernetes::install::install_profile(profile, host, &opts, emitter)
-                    {
-                        Ok(report) => {
-                            let n = report.as_ref().map_or(0, |r| r.changes.len());
-                            totals.0 += n;
-                            journal.record(&Record::Layer {
-                                layer: "kubernetes".into(),
-                                result: "applied".into(),
-                                message: format!("{} ({n} change(s))", describe(layer)),
-                                time: store::now(),
-                            });
-                        }
-                        Err(e) => {
-                            let message = format!("{}: {e}", describe(layer));
-                            emitter.emit(
-                                EventKind::Error,
-                                "kubernetes",
-                                e.phase,
-                                "",
-                                &message,
-                                with(
-                                    &meta,
-                                    json!({"phase": e.phase, "rolled_back": e.rolled_back}),
-                                ),
-                            );
-                            journal.record(&end("failed", &message));
-                            return (Done::Failed, None);
-                        }
-                    }
-                }
-                // Installed with the kubernetes layer, by the same pipeline.
-                Layer::Cni(_) | Layer::Addons(_) => {}
-                #[allow(unreachable_patterns)]
-                other => {
-                    let what = describe(other);
-                    let message = format!("{what}: not supported by this agent yet; not applied");
-                    emitter.emit(
-                        EventKind::Phase,
-                        "",
-                        "",
-                        "",
-                        &message,
-                        with(
-                            &meta,
-                            json!({"phase": "layer", "layer": other.kind(), "supported": false}),
-                        ),
-                    );
-                    journal.record(&Record::Layer {
-                        layer: other.kind().into(),
-                        result: "unsupported".into(),
-                        message,
-                        time: store::now(),
-                    });
-                    unsupported.push(other.kind().to_string());
-                }
+        // On `/` the services are started and readiness awaited; on another root the
+        // files are installed and nothing is started (as `apply --root`).
+        let mut opts = profile::ApplyOptions::for_host(host, self.state.artifacts());
+        opts.install.proxy = crate::kubernetes::proxy::Proxy::from_env();
+        let applied = match profile::apply(&plan, host, &opts, emitter, &mut journal) {
+            Ok(Outcome::Applied(a)) => a,
+            Ok(Outcome::Interrupted) => {
+                tracing::info!(
+                    "apply of {} v{} stopped before its next step",
+                    profile.name,
+                    profile.version
+                );
+                return (Done::Interrupted, None);
             }
+            Err(ApplyError::Locked(e @ LockError::Held { .. })) => {
+                // The CLI is applying: wait and try again, nothing failed.
+                emitter.emit(EventKind::Error, "", "", "", e.to_string(), meta);
+                return (Done::Locked, None);
+            }
+            Err(ApplyError::Os(f)) => {
+                // The engine reported the failing step itself.
+                let message = format!(
+                    "{}: stage {}, step `{}` failed: {}",
+                    f.source, f.stage, f.step, f.message
+                );
+                journal.record(&end(EndResult::Failed, &message));
+                return (Done::Failed, None);
+            }
+            Err(ApplyError::Artifacts(e) | ApplyError::Kubernetes(e)) => {
+                let message = format!("{}: {e}", describe(profile));
+                emitter.emit(
+                    EventKind::Error,
+                    e.phase.stage(),
+                    e.phase.as_str(),
+                    "",
+                    &message,
+                    with(
+                        &meta,
+                        json!({"phase": e.phase, "status": e.status(),
+                               "rolled_back": e.rolled_back()}),
+                    ),
+                );
+                journal.record(&end(EndResult::Failed, &message));
+                return (Done::Failed, None);
+            }
+            Err(e) => {
+                let message = e.to_string();
+                emitter.emit(EventKind::Error, "", "", "", &message, meta);
+                journal.record(&end(EndResult::Failed, &message));
+                return (Done::Failed, None);
+            }
+        };
+        if let Some(report) = &applied.kubernetes {
+            journal.record(&Record::Layer {
+                layer: "kubernetes".into(),
+                result: LayerResult::Applied,
+                message: format!("{} ({} change(s))", describe(profile), report.changes.len()),
+                time: store::now(),
+            });
         }
+        let unsupported: Vec<String> = Vec::new();
         let record = Applied {
             name: profile.name.clone(),
             version: profile.version,
@@ -502,36 +472,35 @@ impl Worker {
         if let Err(e) = store::write_json(&self.state.applied(), &record) {
             tracing::error!("writing {}: {e}", self.state.applied().display());
         }
-        journal.record(&end("applied", ""));
-        let mut message = format!(
-            "profile {} v{} applied: {} step(s) changed, {} unchanged",
-            profile.name, profile.version, totals.0, totals.1
-        );
-        if !unsupported.is_empty() {
-            message.push_str(&format!(
-                "; not applied (not supported yet): {}",
-                unsupported.join(", ")
-            ));
-        }
+        journal.record(&end(EndResult::Applied, ""));
         emitter.emit(
             EventKind::ProfileApplied,
             "",
             "",
             "",
-            message,
-            with(
-                &meta,
-                json!({"changed": totals.0, "unchanged": totals.1, "resumed": totals.2,
-                       "unsupported_layers": unsupported}),
+            format!(
+                "profile {} v{} applied: {} step(s) changed, {} unchanged",
+                profile.name, profile.version, applied.changed, applied.unchanged
             ),
+            ProfileApplied {
+                profile: profile.name.clone(),
+                version: profile.version,
+                etag: sp.etag.clone(),
+                changed: applied.changed,
+                unchanged: applied.unchanged,
+                resumed: applied.resumed,
+                unsupported_layers: unsupported,
+                ..ProfileApplied::default()
+            }
+            .to_data(),
         );
-        (Done::Applied, applied_config)
+        (Done::Applied, os_config(&v.checked))
     }
 }
 
-fn end(result: &str, message: &str) -> Record {
+fn end(result: EndResult, message: &str) -> Record {
     Record::End {
-        result: result.into(),
+        result,
         message: message.into(),
         time: store::now(),
     }
@@ -545,36 +514,25 @@ fn with(base: &Value, extra: Value) -> Value {
     v
 }
 
-fn describe(layer: &Layer) -> String {
-    match layer {
-        Layer::Kubernetes(k) => format!(
-            "kubernetes layer ({} {})",
-            serde_json::to_value(k.flavor)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            k.version
-        ),
-        Layer::Cni(c) => format!(
-            "cni layer ({} {})",
-            serde_json::to_value(c.cni)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            c.version
-        ),
-        other => format!("{} layer", other.kind()),
-    }
+/// The profile's Kubernetes layers, for messages: `kubernetes layer (k3s v1.30.4+k3s1)`.
+fn describe(profile: &Profile) -> String {
+    profile
+        .layers
+        .iter()
+        .find_map(|l| match l {
+            Layer::Kubernetes(k) => Some(format!(
+                "kubernetes layer ({} {})",
+                crate::kubernetes::flavor_name(k.flavor),
+                k.version
+            )),
+            _ => None,
+        })
+        .unwrap_or_else(|| "kubernetes layer".to_string())
 }
 
-fn os_config(profile: &Profile) -> Option<Config> {
-    profile.layers.iter().find_map(|l| match l {
-        Layer::Os(os) => {
-            let (c, d) = decode_os(profile, &os.user_data);
-            (!d.has_errors()).then_some(c)
-        }
-        _ => None,
-    })
+/// The os layer's user-data, for the `reconcile` stage.
+fn os_config(checked: &Checked) -> Option<Config> {
+    checked.has_os_layer().then(|| checked.os.clone())
 }
 
 fn has_reconcile(config: &Config) -> bool {
@@ -595,17 +553,21 @@ mod tests {
             {"os": {"user_data": "stages:\n  boot:\n    - files:\n        - path: /etc/x\n          content: hi\n"}},
             {"kubernetes": {"flavor": "k3s", "version": "v1.30.4+k3s1"}}
         ]});
-        let sp = verify_profile(good.to_string().as_bytes(), "\"e1\"").unwrap();
-        assert_eq!(sp.profile.version, 3);
+        let v = verify_profile(good.to_string().as_bytes(), "\"e1\"").unwrap();
+        assert_eq!(v.stored.profile.version, 3);
+        assert_eq!(v.checked.os.step_count(), 1);
         assert_eq!(
-            describe(&sp.profile.layers[1]),
+            describe(&v.stored.profile),
             "kubernetes layer (k3s v1.30.4+k3s1)"
         );
 
         let bad_yaml = json!({"name": "edge", "version": 1, "layers": [
             {"os": {"user_data": "stages:\n  bot:\n    - commands: [\"true\"]\n"}}]});
         let problems = verify_profile(bad_yaml.to_string().as_bytes(), "e").unwrap_err();
-        assert!(problems[0].starts_with("edge@v1/os:2:"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("edge@v1#layers[0].os.user_data:2:"),
+            "{problems:?}"
+        );
 
         let no_version = json!({"name": "edge", "layers": [{"os": {"user_data": "a: 1"}}]});
         assert!(verify_profile(no_version.to_string().as_bytes(), "e").is_err());

@@ -126,7 +126,7 @@ pub fn plan(a: &AddonsLayer, flavor: Flavor, arch: Arch) -> Result<AddonPlan, Pl
         };
         let artifact = chart_artifact(a, &c.chart, arch);
         if c.repo.is_none() && artifact.is_none() {
-            return Err(PlanError::new(
+            return Err(PlanError::missing_artifact(
                 format!("addons.charts[{i}]"),
                 format!(
                     "chart `{}` needs a `repo` (https:// or oci://) or an artifact named `{}` for {}",
@@ -134,6 +134,8 @@ pub fn plan(a: &AddonsLayer, flavor: Flavor, arch: Arch) -> Result<AddonPlan, Pl
                     c.chart,
                     super::arch_name(arch)
                 ),
+                &c.chart,
+                arch,
             ));
         }
         match dir {

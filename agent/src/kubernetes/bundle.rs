@@ -7,7 +7,46 @@ use std::path::{Path, PathBuf};
 
 use cairn_proto::profile::{Arch, Artifact, Layer, Profile};
 
-use crate::artifacts::{self, parse_sha256, ArtifactCache, ArtifactRef, FetchOptions, Progress};
+use crate::artifacts::{
+    self, parse_sha256, ArtifactCache, ArtifactError, ArtifactRef, BadSha256, FetchOptions,
+    Progress,
+};
+
+/// Why a bundle was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error(
+        "the profile `{0}` lists no artifacts for the chosen architecture(s); nothing to bundle"
+    )]
+    Empty(String),
+    #[error("artifact `{name}`: {source}")]
+    Digest {
+        name: String,
+        #[source]
+        source: BadSha256,
+    },
+    #[error("artifact `{name}` ({url}): {source}")]
+    Fetch {
+        name: String,
+        url: String,
+        #[source]
+        source: Box<ArtifactError>,
+    },
+    #[error(transparent)]
+    Write(#[from] ArtifactError),
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {} with tar failed ({status})", path.display())]
+    Tar {
+        path: PathBuf,
+        status: std::process::ExitStatus,
+    },
+}
 
 /// The artifacts of a profile for `arches` (all arches when empty), in layer order,
 /// each digest once.
@@ -48,18 +87,18 @@ pub fn create(
     out: &Path,
     opts: &FetchOptions,
     progress: &mut dyn FnMut(&Artifact, Progress),
-) -> Result<Summary, String> {
+) -> Result<Summary, BundleError> {
     let list = profile_artifacts(profile, arches);
     if list.is_empty() {
-        return Err(format!(
-            "the profile `{}` lists no artifacts for the chosen architecture(s); nothing to bundle",
-            profile.name
-        ));
+        return Err(BundleError::Empty(profile.name.clone()));
     }
     let mut files = Vec::new();
     let mut bytes = 0;
     for a in &list {
-        let sha = parse_sha256(&a.sha256).map_err(|e| format!("artifact `{}`: {e}", a.name))?;
+        let sha = parse_sha256(&a.sha256).map_err(|source| BundleError::Digest {
+            name: a.name.clone(),
+            source,
+        })?;
         let path = cache
             .fetch(
                 &ArtifactRef {
@@ -69,13 +108,17 @@ pub fn create(
                 opts,
                 &mut |p| progress(a, p),
             )
-            .map_err(|e| format!("artifact `{}` ({}): {e}", a.name, a.url))?;
+            .map_err(|source| BundleError::Fetch {
+                name: a.name.clone(),
+                url: a.url.clone(),
+                source: Box::new(source),
+            })?;
         bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         files.push((path, sha, a.url.clone()));
     }
     let is_tar = out.extension().is_some_and(|e| e == "tar");
     if !is_tar {
-        artifacts::bundle::create(out, &files).map_err(|e| e.to_string())?;
+        artifacts::bundle::create(out, &files)?;
         return Ok(Summary {
             artifacts: files.len(),
             bytes,
@@ -86,9 +129,12 @@ pub fn create(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let staging = tempfile::tempdir_in(parent)
-        .map_err(|e| format!("creating a staging dir in {}: {e}", parent.display()))?;
-    artifacts::bundle::create(staging.path(), &files).map_err(|e| e.to_string())?;
+    let staging = tempfile::tempdir_in(parent).map_err(|source| BundleError::Io {
+        action: "creating a staging dir in",
+        path: parent.to_path_buf(),
+        source,
+    })?;
+    artifacts::bundle::create(staging.path(), &files)?;
     let tmp = parent.join(format!(
         ".{}.cairn-{}.tmp",
         out.file_name()
@@ -103,16 +149,23 @@ pub fn create(
         .arg(staging.path())
         .arg(".")
         .status()
-        .map_err(|e| format!("running tar for {}: {e}", out.display()))?;
+        .map_err(|source| BundleError::Io {
+            action: "running tar for",
+            path: out.to_path_buf(),
+            source,
+        })?;
     if !status.success() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(format!(
-            "writing {} with tar failed ({status})",
-            out.display()
-        ));
+        return Err(BundleError::Tar {
+            path: out.to_path_buf(),
+            status,
+        });
     }
-    std::fs::rename(&tmp, out)
-        .map_err(|e| format!("moving the bundle to {}: {e}", out.display()))?;
+    std::fs::rename(&tmp, out).map_err(|source| BundleError::Io {
+        action: "moving the bundle to",
+        path: out.to_path_buf(),
+        source,
+    })?;
     Ok(Summary {
         artifacts: files.len(),
         bytes,

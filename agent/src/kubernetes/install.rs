@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cairn_proto::profile::{Flavor, Role};
-use cairn_proto::EventKind;
+use cairn_proto::{EventKind, Phase, PhaseStatus};
 use serde_json::{json, Value};
 
 use super::addons::{Addon, AddonPlan};
@@ -26,32 +26,24 @@ use super::place::{self, Record};
 use super::probe::{self, Seen};
 use super::{flavor_name, CniDelivery, Fetch, Plan};
 use crate::artifacts::{parse_sha256, ArtifactCache, ArtifactRef, FetchOptions};
-use crate::engine::{self, ApplyOptions};
+use crate::engine::{self, ApplyOptions, NoJournal};
 use crate::events::Emitter;
+use crate::host::fs::FsError;
 use crate::host::{Cmd, Host};
+use crate::state::{ApplyLock, LockError};
 use cairn_userdata::model::Config;
 
-/// The phases, in order.
+/// The phases' names, in order (the events' `step`; see [`Phase`]).
 pub const PHASES: [&str; 8] = [
-    "artifacts",
-    "host-prep",
-    "install",
-    "start",
-    "api-ready",
-    "node-ready",
-    "cni-ready",
-    "addons",
+    Phase::Artifacts.as_str(),
+    Phase::HostPrep.as_str(),
+    Phase::Install.as_str(),
+    Phase::Start.as_str(),
+    Phase::ApiReady.as_str(),
+    Phase::NodeReady.as_str(),
+    Phase::CniReady.as_str(),
+    Phase::Addons.as_str(),
 ];
-
-/// The stage a phase's event names (the hub's fleet view groups hosts' progress by it):
-/// `cni` for `cni-ready`, `addons` for `addons`, `kubernetes` for the others.
-pub fn event_stage(phase: &str) -> &'static str {
-    match phase {
-        "cni-ready" => "cni",
-        "addons" => "addons",
-        _ => "kubernetes",
-    }
-}
 
 /// The artifact cache inside the target.
 pub const CACHE_DIR: &str = "/var/lib/cairn/artifacts";
@@ -137,9 +129,8 @@ impl Default for InstallOptions {
 /// How one phase ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhaseResult {
-    pub phase: &'static str,
-    /// `done`, `unchanged`, `skipped`, `failed`, `timeout` or `rolled_back`.
-    pub status: &'static str,
+    pub phase: Phase,
+    pub status: PhaseStatus,
     pub ms: u64,
     pub message: String,
 }
@@ -154,22 +145,68 @@ pub struct Report {
     pub started: Vec<String>,
 }
 
-/// A failed install: the phase, what went wrong, and whether the previous version was
-/// restored.
+/// A failed install: the phase, what went wrong, and how it ended.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("kubernetes phase `{phase}` failed: {message}")]
 pub struct InstallError {
-    pub phase: &'static str,
+    pub phase: Phase,
     pub message: String,
-    pub rolled_back: bool,
+    pub kind: InstallErrorKind,
 }
 
-fn fail(phase: &'static str, message: impl Into<String>) -> InstallError {
+/// How a failed phase ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallErrorKind {
+    Failed,
+    /// It ran out of its time limit.
+    Timeout,
+    /// The new version failed to start; the previous one was put back and runs again.
+    RolledBack,
+    /// Another apply holds the root's lock: nothing was changed; try again later.
+    Locked,
+}
+
+impl InstallError {
+    /// The status its phase event reports.
+    pub fn status(&self) -> PhaseStatus {
+        match self.kind {
+            InstallErrorKind::Failed | InstallErrorKind::Locked => PhaseStatus::Failed,
+            InstallErrorKind::Timeout => PhaseStatus::Timeout,
+            InstallErrorKind::RolledBack => PhaseStatus::RolledBack,
+        }
+    }
+
+    pub fn rolled_back(&self) -> bool {
+        self.kind == InstallErrorKind::RolledBack
+    }
+}
+
+fn fail(phase: Phase, message: impl Into<String>) -> InstallError {
     InstallError {
         phase,
         message: message.into(),
-        rolled_back: false,
+        kind: InstallErrorKind::Failed,
     }
+}
+
+fn timeout(phase: Phase, message: impl Into<String>) -> InstallError {
+    InstallError {
+        phase,
+        message: message.into(),
+        kind: InstallErrorKind::Timeout,
+    }
+}
+
+/// Take the apply lock for [`install`]/[`install_with`] (a profile apply holds it already).
+fn lock(host: &Host, phase: Phase) -> Result<ApplyLock, InstallError> {
+    ApplyLock::acquire(host).map_err(|e| InstallError {
+        phase,
+        kind: match e {
+            LockError::Held { .. } => InstallErrorKind::Locked,
+            LockError::Open(_) => InstallErrorKind::Failed,
+        },
+        message: e.to_string(),
+    })
 }
 
 struct Run<'a> {
@@ -178,29 +215,27 @@ struct Run<'a> {
     host: &'a Host,
     opts: &'a InstallOptions,
     events: &'a mut Emitter,
+    cache: &'a ArtifactCache,
+    /// Held for every engine run of the install (`None` while only fetching).
+    lock: Option<&'a ApplyLock>,
     source: String,
     report: Report,
     /// The install phase changed something on disk.
     changed: bool,
+    /// The install phase changed containerd (its artifacts or configuration): restart it.
+    restart_containerd: bool,
 }
 
 impl Run<'_> {
-    fn emit(
-        &mut self,
-        phase: &'static str,
-        status: &'static str,
-        ms: u64,
-        message: &str,
-        extra: Value,
-    ) {
+    fn emit(&mut self, phase: Phase, status: PhaseStatus, ms: u64, message: &str, extra: Value) {
         let mut data = json!({"phase": phase, "status": status, "ms": ms});
         if let (Some(d), Value::Object(m)) = (data.as_object_mut(), extra) {
             d.extend(m);
         }
         self.events.emit(
             EventKind::Phase,
-            event_stage(phase),
-            phase,
+            phase.stage(),
+            phase.as_str(),
             &self.source,
             format!("{phase}: {message} ({ms} ms)"),
             data,
@@ -217,8 +252,8 @@ impl Run<'_> {
     /// one phase event is emitted with the duration.
     fn phase(
         &mut self,
-        phase: &'static str,
-        f: impl FnOnce(&mut Self) -> Result<(&'static str, String, Value), InstallError>,
+        phase: Phase,
+        f: impl FnOnce(&mut Self) -> Result<PhaseOut, InstallError>,
     ) -> Result<(), InstallError> {
         let started = Instant::now();
         let result = f(self);
@@ -229,35 +264,26 @@ impl Run<'_> {
                 Ok(())
             }
             Err(e) => {
-                let status = if e.rolled_back {
-                    "rolled_back"
-                } else if e.message.starts_with("timed out") {
-                    "timeout"
-                } else {
-                    "failed"
-                };
-                self.emit(phase, status, ms, &e.message, json!({"error": e.message}));
+                self.emit(
+                    phase,
+                    e.status(),
+                    ms,
+                    &e.message,
+                    json!({"error": e.message}),
+                );
                 Err(e)
             }
         }
     }
 
-    fn skip(&mut self, phase: &'static str, why: &str) {
-        self.emit(phase, "skipped", 0, why, Value::Null);
-    }
-
-    fn cache(&self) -> Result<ArtifactCache, String> {
-        match &self.opts.cache_dir {
-            Some(d) => Ok(ArtifactCache::new(d.clone())),
-            None => ArtifactCache::in_target(self.host, CACHE_DIR)
-                .map_err(|e| format!("the artifact cache {CACHE_DIR}: {e}")),
-        }
+    fn skip(&mut self, phase: Phase, why: &str) {
+        self.emit(phase, PhaseStatus::Skipped, 0, why, Value::Null);
     }
 
     /// Apply some of the plan's engine steps (by stage and step name).
     fn engine_steps(
         &mut self,
-        phase: &'static str,
+        phase: Phase,
         wanted: &[(&str, &str)],
     ) -> Result<Vec<String>, InstallError> {
         let full = self.plan.into_config();
@@ -280,7 +306,11 @@ impl Run<'_> {
             dry_run: false,
             owner: engine::Owner::Kubernetes,
         };
-        let outcome = engine::apply(&config, self.host, &opts, self.events);
+        let Some(lock) = self.lock else {
+            return Err(fail(phase, "the apply lock is not held"));
+        };
+        let outcome =
+            engine::apply_locked(&config, self.host, &opts, self.events, &mut NoJournal, lock);
         if let Some(f) = outcome.failed {
             return Err(fail(
                 phase,
@@ -290,12 +320,7 @@ impl Run<'_> {
         Ok(outcome.changes)
     }
 
-    fn systemctl(
-        &mut self,
-        phase: &'static str,
-        verb: &str,
-        unit: &str,
-    ) -> Result<(), InstallError> {
+    fn systemctl(&mut self, phase: Phase, verb: &str, unit: &str) -> Result<(), InstallError> {
         let cmd = Cmd::new("systemctl")
             .arg(verb)
             .arg(unit)
@@ -322,7 +347,7 @@ impl Run<'_> {
     /// Poll `probe` until ready or the phase's time is up.
     fn wait(
         &mut self,
-        phase: &'static str,
+        phase: Phase,
         limit: Duration,
         probe: impl Fn(&Host, &Plan) -> Seen,
     ) -> Result<String, InstallError> {
@@ -332,7 +357,7 @@ impl Run<'_> {
                 Seen::Ready(what) => return Ok(what),
                 Seen::NotYet(last) => {
                     if Instant::now() >= deadline {
-                        return Err(fail(
+                        return Err(timeout(
                             phase,
                             format!(
                                 "timed out after {} s; last seen: {last}; {} log: {}",
@@ -349,6 +374,13 @@ impl Run<'_> {
     }
 }
 
+/// What a phase returns: its status, message and extra event data.
+type PhaseOut = (PhaseStatus, String, Value);
+
+fn source(plan: &Plan) -> String {
+    format!("profile:kubernetes/{}", flavor_name(plan.flavor))
+}
+
 /// Install (or converge, or upgrade) the node described by `plan`.
 pub fn install(
     plan: &Plan,
@@ -359,7 +391,9 @@ pub fn install(
     install_with(plan, None, host, opts, events)
 }
 
-/// [`install`], then the add-ons once the CNI is ready.
+/// [`install`], then the add-ons once the CNI is ready: the artifacts fetched into the
+/// cache of `opts` ([`CACHE_DIR`] in the target by default), then the apply lock taken and
+/// [`install_fetched`].
 pub fn install_with(
     plan: &Plan,
     addons: Option<&AddonPlan>,
@@ -367,24 +401,100 @@ pub fn install_with(
     opts: &InstallOptions,
     events: &mut Emitter,
 ) -> Result<Report, InstallError> {
+    let cache = match &opts.cache_dir {
+        Some(d) => ArtifactCache::new(d.clone()),
+        None => ArtifactCache::in_target(host, CACHE_DIR).map_err(|e| {
+            fail(
+                Phase::Artifacts,
+                format!("the artifact cache {CACHE_DIR}: {e}"),
+            )
+        })?,
+    };
+    let fetched = fetch(plan, addons, cache, host, opts, events)?;
+    let lock = lock(host, Phase::HostPrep)?;
+    install_fetched(plan, addons, &fetched, host, opts, events, &lock)
+}
+
+/// The plan's artifacts, verified in the cache: the `artifacts` phase, done.
+pub struct Fetched {
+    cache: ArtifactCache,
+    phase: PhaseResult,
+}
+
+impl Fetched {
+    pub fn cache(&self) -> &ArtifactCache {
+        &self.cache
+    }
+}
+
+/// The `artifacts` phase on its own: the air-gap bundles of `opts` imported into `cache`,
+/// then every artifact of the plan and the add-ons fetched into it, each verified by sha256
+/// while streaming. Nothing is written into the target (unless `cache` is inside it), so a
+/// failed download or a digest mismatch leaves the target as it was.
+pub fn fetch(
+    plan: &Plan,
+    addons: Option<&AddonPlan>,
+    cache: ArtifactCache,
+    host: &Host,
+    opts: &InstallOptions,
+    events: &mut Emitter,
+) -> Result<Fetched, InstallError> {
+    let phase = {
+        let mut run = Run {
+            plan,
+            addons,
+            host,
+            opts,
+            events,
+            cache: &cache,
+            lock: None,
+            source: source(plan),
+            report: Report::default(),
+            changed: false,
+            restart_containerd: false,
+        };
+        run.phase(Phase::Artifacts, phase_artifacts)?;
+        run.report.phases.pop()
+    };
+    let phase = phase.ok_or_else(|| fail(Phase::Artifacts, "the phase reported nothing"))?;
+    Ok(Fetched { cache, phase })
+}
+
+/// The phases after `artifacts`, from the artifacts [`fetch`] verified, under the apply
+/// lock the caller holds: host preparation, install, then (when `opts.start`) start,
+/// readiness and the add-ons. The report begins with the `artifacts` phase.
+pub fn install_fetched(
+    plan: &Plan,
+    addons: Option<&AddonPlan>,
+    fetched: &Fetched,
+    host: &Host,
+    opts: &InstallOptions,
+    events: &mut Emitter,
+    lock: &ApplyLock,
+) -> Result<Report, InstallError> {
     let mut run = Run {
         plan,
         addons,
         host,
         opts,
         events,
-        source: format!("profile:kubernetes/{}", flavor_name(plan.flavor)),
-        report: Report::default(),
+        cache: &fetched.cache,
+        lock: Some(lock),
+        source: source(plan),
+        report: Report {
+            phases: vec![fetched.phase.clone()],
+            ..Report::default()
+        },
         changed: false,
+        restart_containerd: false,
     };
     let previous = Record::load(host);
-    run.phase("artifacts", phase_artifacts)?;
-    run.phase("host-prep", phase_host_prep)?;
-    let mut changed_install = Vec::new();
-    run.phase("install", |r| {
-        let (status, msg, data, changes) = phase_install(r, previous.as_ref())?;
-        r.changed = !changes.is_empty();
-        changed_install = changes;
+    run.phase(Phase::HostPrep, phase_host_prep)?;
+    let mut changed_install = false;
+    run.phase(Phase::Install, |r| {
+        let (status, msg, data, changed) = phase_install(r, previous.as_ref())?;
+        r.changed = changed;
+        changed_install = changed;
         Ok((status, msg, data))
     })?;
     let record = Record {
@@ -394,51 +504,51 @@ pub fn install_with(
         artifacts: plan.fetch.clone(),
     };
     if !opts.start {
-        for p in &PHASES[3..] {
+        for p in &Phase::ALL[3..] {
             run.skip(
-                p,
+                *p,
                 "not started: installing into a root other than the running system",
             );
         }
         record
             .save(host)
-            .map_err(|e| fail("install", format!("recording the install: {e}")))?;
+            .map_err(|e| fail(Phase::Install, e.to_string()))?;
         return Ok(run.report);
     }
-    run.phase("start", |r| {
-        phase_start(r, &changed_install, previous.as_ref())
+    run.phase(Phase::Start, |r| {
+        phase_start(r, changed_install, previous.as_ref())
     })?;
     record
         .save(host)
-        .map_err(|e| fail("start", format!("recording the install: {e}")))?;
+        .map_err(|e| fail(Phase::Start, e.to_string()))?;
     if plan.role == Role::Agent || plan.kubeconfig.is_none() {
         let why = "an agent node has no admin kubeconfig; its readiness is observed from a server";
-        for p in ["api-ready", "node-ready", "cni-ready"] {
+        for p in [Phase::ApiReady, Phase::NodeReady, Phase::CniReady] {
             run.skip(p, why);
         }
     } else {
-        run.phase("api-ready", |r| {
-            let what = r.wait("api-ready", r.opts.timeouts.api_ready, probe::api_ready)?;
-            Ok(("done", what, Value::Null))
+        run.phase(Phase::ApiReady, |r| {
+            let what = r.wait(Phase::ApiReady, r.opts.timeouts.api_ready, probe::api_ready)?;
+            Ok((PhaseStatus::Done, what, Value::Null))
         })?;
-        run.phase("node-ready", phase_node_ready)?;
-        run.phase("cni-ready", |r| {
+        run.phase(Phase::NodeReady, phase_node_ready)?;
+        run.phase(Phase::CniReady, |r| {
             let node = r.plan_node();
-            let what = r.wait("cni-ready", r.opts.timeouts.cni_ready, move |h, p| {
+            let what = r.wait(Phase::CniReady, r.opts.timeouts.cni_ready, move |h, p| {
                 probe::cni_ready(h, p, &node)
             })?;
-            Ok(("done", what, Value::Null))
+            Ok((PhaseStatus::Done, what, Value::Null))
         })?;
     }
     match addons {
         Some(a) if !a.items.is_empty() => {
             if plan.role == Role::Agent || plan.kubeconfig.is_none() {
-                run.skip("addons", "add-ons are installed from a server node");
+                run.skip(Phase::Addons, "add-ons are installed from a server node");
             } else {
-                run.phase("addons", phase_addons)?;
+                run.phase(Phase::Addons, phase_addons)?;
             }
         }
-        _ => run.skip("addons", "no add-on layer in this install"),
+        _ => run.skip(Phase::Addons, "no add-on layer in this install"),
     }
     Ok(run.report)
 }
@@ -449,15 +559,15 @@ impl Run<'_> {
     }
 }
 
-fn phase_artifacts(r: &mut Run) -> Result<(&'static str, String, Value), InstallError> {
-    let cache = r.cache().map_err(|e| fail("artifacts", e))?;
+fn phase_artifacts(r: &mut Run) -> Result<PhaseOut, InstallError> {
+    let cache = r.cache;
     let deadline = Instant::now() + r.opts.timeouts.artifacts;
     let (mut fetched, mut cached, mut bytes) = (0usize, 0usize, 0u64);
     let mut imported = 0;
     for b in &r.opts.bundles {
-        imported += crate::artifacts::bundle::import(&cache, b).map_err(|e| {
+        imported += crate::artifacts::bundle::import(cache, b).map_err(|e| {
             fail(
-                "artifacts",
+                Phase::Artifacts,
                 format!("importing the air-gap bundle {}: {e}", b.display()),
             )
         })?;
@@ -471,8 +581,8 @@ fn phase_artifacts(r: &mut Run) -> Result<(&'static str, String, Value), Install
         .collect();
     for f in &all {
         if Instant::now() > deadline {
-            return Err(fail(
-                "artifacts",
+            return Err(timeout(
+                Phase::Artifacts,
                 format!(
                     "timed out after {} s; last seen: {fetched} fetched, {cached} already cached, next `{}`",
                     r.opts.timeouts.artifacts.as_secs(),
@@ -481,7 +591,7 @@ fn phase_artifacts(r: &mut Run) -> Result<(&'static str, String, Value), Install
             ));
         }
         let sha = parse_sha256(&f.sha256)
-            .map_err(|e| fail("artifacts", format!("artifact `{}`: {e}", f.name)))?;
+            .map_err(|e| fail(Phase::Artifacts, format!("artifact `{}`: {e}", f.name)))?;
         if cache.get(&sha).is_some() {
             cached += 1;
             continue;
@@ -497,22 +607,18 @@ fn phase_artifacts(r: &mut Run) -> Result<(&'static str, String, Value), Install
             .fetch(&aref, &r.opts.fetch, &mut |p| {
                 events.emit(
                     EventKind::DownloadProgress,
-                    "kubernetes",
-                    "artifacts",
+                    Phase::Artifacts.stage(),
+                    Phase::Artifacts.as_str(),
                     &source,
                     format!("{name}: {} bytes", p.bytes),
                     json!({"artifact": name, "bytes": p.bytes, "total": p.total, "rate": p.rate}),
                 );
             })
-            .map_err(|e| fail("artifacts", format!("artifact `{}`: {e}", f.name)))?;
+            .map_err(|e| fail(Phase::Artifacts, format!("artifact `{}`: {e}", f.name)))?;
         bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         fetched += 1;
     }
-    let status = if fetched == 0 && imported == 0 {
-        "unchanged"
-    } else {
-        "done"
-    };
+    let status = PhaseStatus::changed(fetched != 0 || imported != 0);
     Ok((
         status,
         format!(
@@ -529,11 +635,11 @@ fn phase_artifacts(r: &mut Run) -> Result<(&'static str, String, Value), Install
     ))
 }
 
-fn phase_host_prep(r: &mut Run) -> Result<(&'static str, String, Value), InstallError> {
+fn phase_host_prep(r: &mut Run) -> Result<PhaseOut, InstallError> {
     // Missing distribution packages (kubeadm's containerd without a containerd artifact)
     // are installed by the host-prep step itself; say what to do if that cannot work.
     let changes = r
-        .engine_steps("host-prep", &[(super::HOST_PREP_STAGE, "host-prep")])
+        .engine_steps(Phase::HostPrep, &[(super::HOST_PREP_STAGE, "host-prep")])
         .map_err(|mut e| {
             if let Some(pkg) = r.plan.packages.iter().find(|p| !r.host.target_has(p)) {
                 e.message = format!(
@@ -543,11 +649,7 @@ fn phase_host_prep(r: &mut Run) -> Result<(&'static str, String, Value), Install
             }
             e
         })?;
-    let status = if changes.is_empty() {
-        "unchanged"
-    } else {
-        "done"
-    };
+    let status = PhaseStatus::changed(!changes.is_empty());
     let msg = format!(
         "{} kernel module(s), {} sysctl(s), {} package(s) checked; {} change(s)",
         r.plan.modules.len(),
@@ -558,14 +660,26 @@ fn phase_host_prep(r: &mut Run) -> Result<(&'static str, String, Value), Install
     Ok((status, msg, json!({"changes": changes})))
 }
 
-type InstallOut = (&'static str, String, Value, Vec<String>);
+/// [`PhaseOut`], and whether anything changed on disk.
+type InstallOut = (PhaseStatus, String, Value, bool);
 
 fn phase_install(r: &mut Run, previous: Option<&Record>) -> Result<InstallOut, InstallError> {
-    let cache = r.cache().map_err(|e| fail("install", e))?;
-    let mut changes = place::place_all(r.host, &cache, &r.plan.fetch, previous)
-        .map_err(|e| fail("install", e))?;
+    // Whether containerd's configuration is about to change (read before it is written).
+    let config_differs = r
+        .plan
+        .files
+        .iter()
+        .filter(|f| super::kubeadm::is_containerd_input(&f.path))
+        .any(|f| r.host.read_opt(&f.path).ok().flatten().as_deref() != Some(f.content.as_bytes()));
+    let placed = place::place_all(r.host, r.cache, &r.plan.fetch, previous)
+        .map_err(|e| fail(Phase::Install, e.to_string()))?;
+    r.restart_containerd = config_differs
+        || placed
+            .iter()
+            .any(|p| super::kubeadm::CONTAINERD_ARTIFACTS.contains(&p.name.as_str()));
+    let mut changes: Vec<String> = placed.iter().map(ToString::to_string).collect();
     changes.extend(r.engine_steps(
-        "install",
+        Phase::Install,
         &[
             ("kubernetes", "files"),
             ("kubernetes", "units"),
@@ -573,11 +687,7 @@ fn phase_install(r: &mut Run, previous: Option<&Record>) -> Result<InstallOut, I
         ],
     )?);
     r.report.changes.extend(changes.iter().cloned());
-    let status = if changes.is_empty() {
-        "unchanged"
-    } else {
-        "done"
-    };
+    let status = PhaseStatus::changed(!changes.is_empty());
     let upgrade = previous
         .filter(|p| p.version != r.plan.version)
         .map(|p| p.version.clone());
@@ -595,29 +705,29 @@ fn phase_install(r: &mut Run, previous: Option<&Record>) -> Result<InstallOut, I
             changes.len()
         ),
     };
+    let changed = !changes.is_empty();
     Ok((
         status,
         msg,
         json!({"changes": changes, "upgraded_from": upgrade}),
-        changes,
+        changed,
     ))
 }
 
 fn phase_start(
     r: &mut Run,
-    changes: &[String],
+    changed: bool,
     previous: Option<&Record>,
-) -> Result<(&'static str, String, Value), InstallError> {
-    let changed = !changes.is_empty();
+) -> Result<PhaseOut, InstallError> {
     if changed {
         // Unit files may have changed: make the service manager read them again.
         let out = r
             .host
             .run_in_target(Cmd::new("systemctl").arg("daemon-reload"))
-            .map_err(|e| fail("start", format!("`systemctl daemon-reload`: {e}")))?;
+            .map_err(|e| fail(Phase::Start, format!("`systemctl daemon-reload`: {e}")))?;
         if out.status != 0 {
             return Err(fail(
-                "start",
+                Phase::Start,
                 format!(
                     "`systemctl daemon-reload` failed: {}",
                     crate::host::runner::tail(&out.stderr)
@@ -630,9 +740,8 @@ fn phase_start(
     let mut started = Vec::new();
     let result = (|| -> Result<(), InstallError> {
         if r.plan.flavor == Flavor::Kubeadm {
-            let containerd_changed = changes.iter().any(|c| c.contains("containerd"));
-            if containerd_changed || !probe::is_active(r.host, "containerd.service") {
-                r.systemctl("start", "restart", "containerd.service")?;
+            if r.restart_containerd || !probe::is_active(r.host, "containerd.service") {
+                r.systemctl(Phase::Start, "restart", "containerd.service")?;
                 started.push("containerd.service".to_string());
             }
             if let Some(argv) = r.plan.bootstrap.clone() {
@@ -648,10 +757,10 @@ fn phase_start(
                     let out = r
                         .host
                         .run_in_target(cmd)
-                        .map_err(|e| fail("start", format!("`{}`: {e}", argv.join(" "))))?;
+                        .map_err(|e| fail(Phase::Start, format!("`{}`: {e}", argv.join(" "))))?;
                     if out.status != 0 {
                         return Err(fail(
-                            "start",
+                            Phase::Start,
                             format!(
                                 "`{}` exited with status {}: {}; kubelet log: {}",
                                 argv.join(" "),
@@ -686,10 +795,10 @@ fn phase_start(
                     let out = r
                         .host
                         .run_in_target(cmd)
-                        .map_err(|e| fail("start", format!("`{}`: {e}", upgrade.join(" "))))?;
+                        .map_err(|e| fail(Phase::Start, format!("`{}`: {e}", upgrade.join(" "))))?;
                     if out.status != 0 {
                         return Err(fail(
-                            "start",
+                            Phase::Start,
                             format!(
                                 "`{}` (from {old}) exited with status {}: {}",
                                 upgrade.join(" "),
@@ -702,15 +811,15 @@ fn phase_start(
             }
         }
         if changed {
-            r.systemctl("start", "restart", &unit)?;
+            r.systemctl(Phase::Start, "restart", &unit)?;
             started.push(unit.clone());
         } else if !probe::is_active(r.host, &unit) {
-            r.systemctl("start", "start", &unit)?;
+            r.systemctl(Phase::Start, "start", &unit)?;
             started.push(unit.clone());
         }
         if !probe::is_active(r.host, &unit) {
             return Err(fail(
-                "start",
+                Phase::Start,
                 format!(
                     "{unit} is not active after starting; log: {}",
                     probe::log_tail(r.host, &unit)
@@ -727,11 +836,7 @@ fn phase_start(
             } else {
                 format!("started {}", started.join(", "))
             };
-            let status = if started.is_empty() {
-                "unchanged"
-            } else {
-                "done"
-            };
+            let status = PhaseStatus::changed(!started.is_empty());
             Ok((status, msg, json!({"started": started})))
         }
         Err(e) => {
@@ -739,19 +844,19 @@ fn phase_start(
                 return Err(e);
             };
             // Roll back: the previous artifacts are still in the content-addressed cache.
-            let restore = r
-                .cache()
-                .and_then(|cache| place::place_all(r.host, &cache, &prev.artifacts, None))
-                .map_err(|pe| {
+            let restore =
+                place::place_all(r.host, r.cache, &prev.artifacts, None).map_err(|pe| {
                     fail(
-                        "start",
+                        Phase::Start,
                         format!("{}; rolling back failed too: {pe}", e.message),
                     )
                 })?;
-            r.report.changes.extend(restore);
-            r.systemctl("start", "restart", &unit).map_err(|re| {
+            r.report
+                .changes
+                .extend(restore.iter().map(ToString::to_string));
+            r.systemctl(Phase::Start, "restart", &unit).map_err(|re| {
                 fail(
-                    "start",
+                    Phase::Start,
                     format!(
                         "{}; rolled back to {} but it did not start either: {}",
                         e.message, prev.version, re.message
@@ -760,7 +865,7 @@ fn phase_start(
             })?;
             r.report.started.push(unit.clone());
             Err(InstallError {
-                phase: "start",
+                phase: Phase::Start,
                 message: format!(
                     "{} {} failed to start ({}); rolled back to {} {}, which is running again",
                     flavor_name(r.plan.flavor),
@@ -769,13 +874,13 @@ fn phase_start(
                     prev.flavor,
                     prev.version
                 ),
-                rolled_back: true,
+                kind: InstallErrorKind::RolledBack,
             })
         }
     }
 }
 
-fn phase_node_ready(r: &mut Run) -> Result<(&'static str, String, Value), InstallError> {
+fn phase_node_ready(r: &mut Run) -> Result<PhaseOut, InstallError> {
     let deadline = Instant::now() + r.opts.timeouts.node_ready;
     let mut applied = Vec::new();
     // Nothing changed and the CNI already runs: applying it again would only add a Helm
@@ -804,8 +909,8 @@ fn phase_node_ready(r: &mut Run) -> Result<(&'static str, String, Value), Instal
                         Err(e) => last = e.to_string(),
                     }
                     if Instant::now() >= deadline {
-                        return Err(fail(
-                            "node-ready",
+                        return Err(timeout(
+                            Phase::NodeReady,
                             format!("timed out applying the CNI manifest {m}; last seen: {last}"),
                         ));
                     }
@@ -830,10 +935,10 @@ fn phase_node_ready(r: &mut Run) -> Result<(&'static str, String, Value), Instal
             let out = r
                 .host
                 .run_in_target(cmd)
-                .map_err(|e| fail("node-ready", format!("helm install of {release}: {e}")))?;
+                .map_err(|e| fail(Phase::NodeReady, format!("helm install of {release}: {e}")))?;
             if out.status != 0 {
                 return Err(fail(
-                    "node-ready",
+                    Phase::NodeReady,
                     format!(
                         "helm install of {release} failed: {}",
                         crate::host::runner::tail(&out.stderr)
@@ -846,25 +951,27 @@ fn phase_node_ready(r: &mut Run) -> Result<(&'static str, String, Value), Instal
     }
     let node = r.plan_node();
     let left = deadline.saturating_duration_since(Instant::now());
-    let what = r.wait("node-ready", left, move |h, p| {
+    let what = r.wait(Phase::NodeReady, left, move |h, p| {
         probe::node_ready(h, p, &node)
     })?;
-    Ok(("done", what, json!({"cni_applied": applied})))
+    Ok((PhaseStatus::Done, what, json!({"cni_applied": applied})))
 }
 
-fn phase_addons(r: &mut Run) -> Result<(&'static str, String, Value), InstallError> {
+fn phase_addons(r: &mut Run) -> Result<PhaseOut, InstallError> {
     let Some(addons) = r.addons else {
-        return Ok(("skipped", "no add-ons".into(), Value::Null));
+        return Ok((PhaseStatus::Skipped, "no add-ons".into(), Value::Null));
     };
     let deadline = Instant::now() + r.opts.timeouts.addons;
-    let cache = r.cache().map_err(|e| fail("addons", e))?;
-    let mut changes =
-        place::place_all(r.host, &cache, &addons.fetch, None).map_err(|e| fail("addons", e))?;
+    let mut changes: Vec<String> = place::place_all(r.host, r.cache, &addons.fetch, None)
+        .map_err(|e| fail(Phase::Addons, e.to_string()))?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let mut applied = Vec::new();
     for item in &addons.items {
         if Instant::now() > deadline {
-            return Err(fail(
-                "addons",
+            return Err(timeout(
+                Phase::Addons,
                 format!(
                     "timed out after {} s; last seen: {} add-on(s) applied",
                     r.opts.timeouts.addons.as_secs(),
@@ -881,7 +988,7 @@ fn phase_addons(r: &mut Run) -> Result<(&'static str, String, Value), InstallErr
             } => {
                 if let Some(text) = content {
                     if converge_file(r.host, path, text.as_bytes())
-                        .map_err(|e| fail("addons", format!("add-on `{name}`: {e}")))?
+                        .map_err(|e| fail(Phase::Addons, format!("add-on `{name}`: {e}")))?
                     {
                         changes.push(format!("wrote {path}"));
                     }
@@ -891,13 +998,12 @@ fn phase_addons(r: &mut Run) -> Result<(&'static str, String, Value), InstallErr
                         r.plan,
                         &["apply", "--server-side", "--force-conflicts", "-f", path],
                     );
-                    let out = r
-                        .host
-                        .run_in_target(cmd)
-                        .map_err(|e| fail("addons", format!("applying add-on `{name}`: {e}")))?;
+                    let out = r.host.run_in_target(cmd).map_err(|e| {
+                        fail(Phase::Addons, format!("applying add-on `{name}`: {e}"))
+                    })?;
                     if out.status != 0 {
                         return Err(fail(
-                            "addons",
+                            Phase::Addons,
                             format!(
                                 "applying add-on `{name}` ({path}) failed: {}",
                                 crate::host::runner::tail(&out.stderr)
@@ -917,7 +1023,7 @@ fn phase_addons(r: &mut Run) -> Result<(&'static str, String, Value), InstallErr
                 values,
             } => {
                 if converge_file(r.host, values_file, values.as_bytes())
-                    .map_err(|e| fail("addons", format!("chart `{release}`: {e}")))?
+                    .map_err(|e| fail(Phase::Addons, format!("chart `{release}`: {e}")))?
                 {
                     changes.push(format!("wrote {values_file}"));
                 }
@@ -932,13 +1038,12 @@ fn phase_addons(r: &mut Run) -> Result<(&'static str, String, Value), InstallErr
                     .args(["--values", values_file])
                     .args(["--kubeconfig", super::kubeadm::KUBECONFIG])
                     .timeout(deadline.saturating_duration_since(Instant::now()));
-                let out = r
-                    .host
-                    .run_in_target(cmd)
-                    .map_err(|e| fail("addons", format!("helm install of `{release}`: {e}")))?;
+                let out = r.host.run_in_target(cmd).map_err(|e| {
+                    fail(Phase::Addons, format!("helm install of `{release}`: {e}"))
+                })?;
                 if out.status != 0 {
                     return Err(fail(
-                        "addons",
+                        Phase::Addons,
                         format!(
                             "helm install of `{release}` failed: {}",
                             crate::host::runner::tail(&out.stderr)
@@ -956,67 +1061,19 @@ fn phase_addons(r: &mut Run) -> Result<(&'static str, String, Value), InstallErr
         "handed to the auto-deploy directory"
     };
     Ok((
-        "done",
+        PhaseStatus::Done,
         format!("{} add-on(s) {how}: {}", applied.len(), applied.join(", ")),
         json!({"addons": applied, "changes": changes}),
     ))
 }
 
 /// Write `content` at `path` in the target unless it is already there; true if written.
-fn converge_file(host: &Host, path: &str, content: &[u8]) -> Result<bool, String> {
-    if host.read_opt(path).map_err(|e| e.to_string())?.as_deref() == Some(content) {
+fn converge_file(host: &Host, path: &str, content: &[u8]) -> Result<bool, FsError> {
+    if host.read_opt(path)?.as_deref() == Some(content) {
         return Ok(false);
     }
-    host.write_atomic(path, content, 0o600, None)
-        .map_err(|e| e.to_string())?;
+    host.write_atomic(path, content, 0o600, None)?;
     Ok(true)
-}
-
-/// Everything a profile's `kubernetes`, `cni` and `addons` layers describe, for this
-/// host: the target's architecture (from its `/bin/sh`) and node name (its hostname).
-/// `Ok(None)` when the profile has no `kubernetes` layer.
-pub fn install_profile(
-    profile: &cairn_proto::profile::Profile,
-    host: &Host,
-    opts: &InstallOptions,
-    events: &mut Emitter,
-) -> Result<Option<Report>, InstallError> {
-    use cairn_proto::profile::Layer;
-    let mut k = None;
-    let mut c = None;
-    let mut a = None;
-    for layer in &profile.layers {
-        match layer {
-            Layer::Kubernetes(x) => k = Some(x),
-            Layer::Cni(x) => c = Some(x),
-            Layer::Addons(x) => a = Some(x),
-            Layer::Os(_) => {}
-        }
-    }
-    let Some(k) = k else {
-        return Ok(None);
-    };
-    let Some(c) = c else {
-        return Err(fail(
-            "plan",
-            "the profile has a `kubernetes` layer but no `cni` layer",
-        ));
-    };
-    let arch = crate::host::osrelease::target_arch(host);
-    let target =
-        super::Target::new(arch, &node_name(host)).map_err(|e| fail("plan", e.to_string()))?;
-    let mut plan = super::plan(k, c, &target).map_err(|e| fail("plan", e.to_string()))?;
-    if let Some(proxy) = &opts.proxy {
-        super::proxy::apply(&mut plan, proxy);
-    }
-    let addon_plan = match a {
-        Some(a) => Some(
-            super::addons::plan(a, plan.flavor, target.arch)
-                .map_err(|e| fail("plan", e.to_string()))?,
-        ),
-        None => None,
-    };
-    install_with(&plan, addon_plan.as_ref(), host, opts, events).map(Some)
 }
 
 /// The node name: the target's `/etc/hostname` (first label kept whole), else the running

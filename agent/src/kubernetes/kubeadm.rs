@@ -24,6 +24,23 @@ pub const CRICTL_CONFIG: &str = "/etc/crictl.yaml";
 pub const KUBELET_UNIT: &str = "/etc/systemd/system/kubelet.service";
 pub const KUBELET_DROPIN: &str = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf";
 pub const CONTAINERD_UNIT: &str = "/usr/local/lib/systemd/system/containerd.service";
+/// containerd's systemd drop-ins (the proxy's, `super::proxy`).
+pub const CONTAINERD_DROPINS: &str = "/etc/systemd/system/containerd.service.d";
+/// The artifacts that make up containerd: a new one means restarting it.
+pub const CONTAINERD_ARTIFACTS: &[&str] = &["containerd", "runc"];
+
+/// Whether a plan file is read by containerd (its configuration, registry hosts, unit and
+/// drop-ins): when one changes, containerd is restarted before kubeadm runs.
+pub fn is_containerd_input(path: &str) -> bool {
+    let under = |dir: &str| {
+        path.strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
+    };
+    path == CONTAINERD_CONFIG
+        || path == CONTAINERD_UNIT
+        || under(CERTS_D)
+        || under(CONTAINERD_DROPINS)
+}
 pub const INIT_CONFIG: &str = "/etc/cairn/kubeadm/init.yaml";
 pub const JOIN_CONFIG: &str = "/etc/cairn/kubeadm/join.yaml";
 pub const CNI_DIR: &str = "/var/lib/cairn/kubernetes/cni";

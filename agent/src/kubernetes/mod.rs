@@ -75,12 +75,25 @@ pub fn arch_name(arch: Arch) -> &'static str {
     }
 }
 
-/// Why a layer cannot be planned: the field at fault and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a layer cannot be planned: the field at fault, what is wrong with it, and what kind
+/// of problem it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
 pub struct PlanError {
-    /// e.g. `kubernetes.server`, `cni.pod_cidr`, `kubernetes.values.service-cidr`.
+    /// e.g. `kubernetes.server`, `cni.pod_cidr`, `kubernetes.values.service-cidr`: the
+    /// layer's key, then the path inside the layer (`target.*` for the machine itself).
     pub field: String,
     pub message: String,
+    pub kind: PlanErrorKind,
+}
+
+/// What kind of problem a [`PlanError`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanErrorKind {
+    /// The layers are inconsistent or a value is wrong, whatever the machine.
+    Invalid,
+    /// The layer does not list an artifact the target's architecture needs.
+    MissingArtifact { name: String, arch: Arch },
 }
 
 impl PlanError {
@@ -88,17 +101,27 @@ impl PlanError {
         PlanError {
             field: field.into(),
             message: message.into(),
+            kind: PlanErrorKind::Invalid,
+        }
+    }
+
+    /// An artifact `name` the target's `arch` needs is not listed under `field`.
+    pub fn missing_artifact(
+        field: impl Into<String>,
+        message: impl Into<String>,
+        name: &str,
+        arch: Arch,
+    ) -> PlanError {
+        PlanError {
+            field: field.into(),
+            message: message.into(),
+            kind: PlanErrorKind::MissingArtifact {
+                name: name.to_string(),
+                arch,
+            },
         }
     }
 }
-
-impl fmt::Display for PlanError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-impl std::error::Error for PlanError {}
 
 /// When a file is written: with the flavor's install, or once the cluster is up (kubeadm
 /// CNI manifests, applied with the admin kubeconfig).
@@ -412,6 +435,7 @@ pub(crate) fn common<'a>(k: &'a KubernetesLayer, target: &Target) -> Result<Comm
                 "the server must be an https:// URL, e.g. https://10.0.0.1:6443",
             ));
         }
+        check_join_port(k.flavor, s)?;
     }
     let values = match &k.values {
         Value::Null => serde_json::Map::new(),
@@ -428,6 +452,46 @@ pub(crate) fn common<'a>(k: &'a KubernetesLayer, target: &Target) -> Result<Comm
         server,
         token,
     })
+}
+
+/// The port a node joins an existing cluster on, when the `server:` URL names none: RKE2's
+/// supervisor (9345); the API server for k3s (whose supervisor shares it) and kubeadm.
+pub fn join_port(flavor: Flavor) -> u16 {
+    match flavor {
+        Flavor::Rke2 => rke2::SUPERVISOR_PORT,
+        Flavor::K3s | Flavor::Kubeadm => API_PORT,
+    }
+}
+
+/// The Kubernetes API server's port.
+pub const API_PORT: u16 = 6443;
+
+/// A `server:` URL on the port of another flavor's join endpoint is a mistake that would
+/// only show as a node that never joins: RKE2 joins on the supervisor port 9345, not on the
+/// API port 6443; k3s and kubeadm join through the API port, and 9345 is RKE2's. (Another
+/// port, e.g. a load balancer's 443, is the operator's choice.)
+fn check_join_port(flavor: Flavor, server: &str) -> Result<(), PlanError> {
+    let (host, port) = host_port(server, join_port(flavor))?;
+    let wrong = match flavor {
+        Flavor::Rke2 => port == API_PORT,
+        Flavor::K3s | Flavor::Kubeadm => port == rke2::SUPERVISOR_PORT,
+    };
+    if !wrong {
+        return Ok(());
+    }
+    let message = match flavor {
+        Flavor::Rke2 => format!(
+            "RKE2 nodes join the supervisor on port {}, not the API port {API_PORT}: use https://{host}:{}",
+            rke2::SUPERVISOR_PORT,
+            rke2::SUPERVISOR_PORT
+        ),
+        Flavor::K3s | Flavor::Kubeadm => format!(
+            "{} nodes join through the API server (port {API_PORT}), not on {}, RKE2's supervisor port: use https://{host}:{API_PORT}",
+            flavor_name(flavor),
+            rke2::SUPERVISOR_PORT
+        ),
+    };
+    Err(PlanError::new("kubernetes.server", message))
 }
 
 fn check_node_name(name: &str) -> Result<(), PlanError> {
@@ -509,7 +573,7 @@ pub(crate) fn networks(
         .map(str::trim)
         .unwrap_or(default_pod)
         .to_string();
-    let pods = cidr_list(&pod).map_err(|e| PlanError::new("cni.pod_cidr", e))?;
+    let pods = cidr_list(&pod).map_err(|e| PlanError::new("cni.pod_cidr", e.to_string()))?;
     if let Some(v) = values.get(pod_key) {
         let same = v
             .as_str()
@@ -534,7 +598,7 @@ pub(crate) fn networks(
         }
     };
     let services = cidr_list(&service)
-        .map_err(|e| PlanError::new(format!("kubernetes.values.{service_key}"), e))?;
+        .map_err(|e| PlanError::new(format!("kubernetes.values.{service_key}"), e.to_string()))?;
     for p in &pods {
         for s in &services {
             if p.overlaps(s) {
@@ -590,7 +654,7 @@ pub(crate) fn artifact<'a>(
                     arch_name(arch)
                 )
             };
-            PlanError::new(field, msg)
+            PlanError::missing_artifact(field, msg, name, arch)
         })
 }
 

@@ -3,13 +3,94 @@
 //! re-applying idempotent and lets a failed upgrade roll back: the previous artifacts are
 //! still in the content-addressed cache, so rolling back is placing them again.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::{Fetch, Placement};
-use crate::artifacts::{parse_sha256, sha256_reader, ArtifactCache};
-use crate::host::{Cmd, Host};
+use crate::artifacts::{parse_sha256, sha256_reader, ArtifactCache, ArtifactError, BadSha256};
+use crate::host::fs::FsError;
+use crate::host::{Cmd, Host, RunError};
+
+/// Why placing an artifact (or recording what was placed) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("artifact `{name}`: {source}")]
+    Digest {
+        name: String,
+        #[source]
+        source: BadSha256,
+    },
+    #[error("artifact `{name}` ({sha256}) is not in the cache {}; the artifacts phase fetches it first", cache.display())]
+    NotCached {
+        name: String,
+        sha256: String,
+        cache: PathBuf,
+    },
+    #[error("installing `{name}` at {target}: {source}")]
+    Install {
+        name: String,
+        target: String,
+        #[source]
+        source: Box<InstallIo>,
+    },
+    #[error("creating {dir} for `{name}`: {source}")]
+    Dir {
+        name: String,
+        dir: String,
+        #[source]
+        source: FsError,
+    },
+    #[error("unpacking `{name}`: {source}")]
+    Unpack {
+        name: String,
+        #[source]
+        source: UnpackError,
+    },
+    #[error("recording the install in {RECORD_PATH}: {0}")]
+    Record(#[from] FsError),
+}
+
+/// What went wrong copying an artifact into the target.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallIo {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Cache(#[from] ArtifactError),
+    #[error("copying to {}: {source}", path.display())]
+    Copy {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("it left the cache")]
+    Gone,
+}
+
+/// Why tar(1) could not unpack an archive into the target.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// One artifact that changed on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    /// The artifact's name in the profile (`containerd`, `k3s`…).
+    pub name: String,
+    /// What was done, e.g. `installed k3s at /usr/local/bin/k3s`.
+    pub what: String,
+}
+
+impl std::fmt::Display for Placed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)
+    }
+}
 
 /// Where the record of the installed Kubernetes artifacts lives in the target.
 pub const RECORD_PATH: &str = "/var/lib/cairn/kubernetes/installed.json";
@@ -31,13 +112,14 @@ impl Record {
         serde_json::from_slice(&text).ok()
     }
 
-    pub fn save(&self, host: &Host) -> Result<(), String> {
-        let text = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+    pub fn save(&self, host: &Host) -> Result<(), PlaceError> {
+        // A record of plain strings and numbers always serializes.
+        let text = serde_json::to_vec_pretty(self).unwrap_or_default();
         if host.read_opt(RECORD_PATH).ok().flatten().as_deref() == Some(text.as_slice()) {
             return Ok(());
         }
-        host.write_atomic(RECORD_PATH, &text, 0o600, None)
-            .map_err(|e| e.to_string())
+        host.write_atomic(RECORD_PATH, &text, 0o600, None)?;
+        Ok(())
     }
 
     /// The artifact placed at the same place as `f`, if recorded.
@@ -46,17 +128,20 @@ impl Record {
     }
 }
 
-/// Place every artifact; returns one line per artifact that changed on disk.
+/// Place every artifact; returns each artifact that changed on disk.
 pub fn place_all(
     host: &Host,
     cache: &ArtifactCache,
     fetches: &[Fetch],
     previous: Option<&Record>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<Placed>, PlaceError> {
     let mut changed = Vec::new();
     for f in fetches {
-        if let Some(line) = place(host, cache, f, previous)? {
-            changed.push(line);
+        if let Some(what) = place(host, cache, f, previous)? {
+            changed.push(Placed {
+                name: f.name.clone(),
+                what,
+            });
         }
     }
     Ok(changed)
@@ -68,15 +153,15 @@ pub fn place(
     cache: &ArtifactCache,
     f: &Fetch,
     previous: Option<&Record>,
-) -> Result<Option<String>, String> {
-    let sha = parse_sha256(&f.sha256).map_err(|e| format!("artifact `{}`: {e}", f.name))?;
-    let src = cache.get(&sha).ok_or_else(|| {
-        format!(
-            "artifact `{}` ({}) is not in the cache {}; the artifacts phase fetches it first",
-            f.name,
-            f.sha256,
-            cache.dir().display()
-        )
+) -> Result<Option<String>, PlaceError> {
+    let sha = parse_sha256(&f.sha256).map_err(|source| PlaceError::Digest {
+        name: f.name.clone(),
+        source,
+    })?;
+    let src = cache.get(&sha).ok_or_else(|| PlaceError::NotCached {
+        name: f.name.clone(),
+        sha256: f.sha256.clone(),
+        cache: cache.dir().to_path_buf(),
     })?;
     match &f.place {
         Placement::Binary { path, mode } => copy_if_different(host, cache, &sha, path, *mode, f),
@@ -90,11 +175,17 @@ pub fn place(
             if recorded {
                 return Ok(None);
             }
-            // The directory is made (and resolved) by the seam; tar(1) then unpacks into it
-            // running chrooted into the target when the root is not `/` (see `extract`).
-            host.create_dir_all(dir)
-                .map_err(|e| format!("creating {dir} for `{}`: {e}", f.name))?;
-            extract(host, &src, dir).map_err(|e| format!("unpacking `{}`: {e}", f.name))?;
+            // The directory is made (and resolved) by the seam; tar(1) then unpacks into the
+            // host path the seam resolved (see `extract`).
+            host.create_dir_all(dir).map_err(|source| PlaceError::Dir {
+                name: f.name.clone(),
+                dir: dir.clone(),
+                source,
+            })?;
+            extract(host, &src, dir).map_err(|source| PlaceError::Unpack {
+                name: f.name.clone(),
+                source,
+            })?;
             Ok(Some(format!("unpacked {} into {dir}", f.name)))
         }
     }
@@ -107,16 +198,19 @@ fn copy_if_different(
     target: &str,
     mode: u32,
     f: &Fetch,
-) -> Result<Option<String>, String> {
-    let installing =
-        |e: &dyn std::fmt::Display| format!("installing `{}` at {target}: {e}", f.name);
-    if let Some(meta) = host.meta(target).map_err(|e| installing(&e))? {
+) -> Result<Option<String>, PlaceError> {
+    let installing = |source: InstallIo| PlaceError::Install {
+        name: f.name.clone(),
+        target: target.to_string(),
+        source: Box::new(source),
+    };
+    if let Some(meta) = host.meta(target).map_err(|e| installing(e.into()))? {
         if meta.is_file && meta.mode == mode {
-            let current = host.open_read(target).map_err(|e| installing(&e))?;
+            let current = host.open_read(target).map_err(|e| installing(e.into()))?;
             let same = current
                 .map(|c| sha256_reader(c, &host.shown(target)))
                 .transpose()
-                .map_err(|e| installing(&e))?;
+                .map_err(|e| installing(e.into()))?;
             if same.as_ref() == Some(sha) {
                 return Ok(None);
             }
@@ -124,17 +218,23 @@ fn copy_if_different(
     }
     let mut src = cache
         .open(sha)
-        .map_err(|e| installing(&e))?
-        .ok_or_else(|| installing(&"it left the cache"))?;
+        .map_err(|e| installing(e.into()))?
+        .ok_or_else(|| installing(InstallIo::Gone))?;
     // Written to a temp file beside the target and renamed over it: a running binary is
     // replaced, never rewritten in place ("text file busy").
-    let mut staged = host.stage(target).map_err(|e| installing(&e))?;
+    let mut staged = host.stage(target).map_err(|e| installing(e.into()))?;
     let shown = staged.shown().to_path_buf();
-    std::io::copy(&mut src, staged.file())
-        .map_err(|e| installing(&format!("copying to {}: {e}", shown.display())))?;
+    std::io::copy(&mut src, staged.file()).map_err(|source| {
+        installing(InstallIo::Copy {
+            path: shown.clone(),
+            source,
+        })
+    })?;
     // Owned by root where Cairn may change owners (not in an unprivileged test run).
     let owner = nix::unistd::geteuid().is_root().then_some((0, 0));
-    staged.commit(mode, owner).map_err(|e| installing(&e))?;
+    staged
+        .commit(mode, owner)
+        .map_err(|e| installing(e.into()))?;
     Ok(Some(format!("installed {} at {target}", f.name)))
 }
 
@@ -144,16 +244,14 @@ fn copy_if_different(
 /// tar works by path: the destination is the host path the seam resolved (inside the root,
 /// link budget and unsafe-link rule applied), and tar itself refuses members that climb
 /// out. A link planted *below* the destination after that is not guarded against here.
-fn extract(host: &Host, archive: &Path, dir: &str) -> Result<(), String> {
-    let dest = host.resolved_path(dir).map_err(|e| e.to_string())?;
+fn extract(host: &Host, archive: &Path, dir: &str) -> Result<(), UnpackError> {
+    let dest = host.resolved_path(dir)?;
     let cmd = Cmd::new("tar")
         .arg("-xzf")
         .arg(archive.display().to_string())
         .arg("-C")
         .arg(dest.display().to_string())
         .args(["--no-same-owner", "--no-overwrite-dir"]);
-    host.runner()
-        .check(&cmd)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    host.runner().check(&cmd)?;
+    Ok(())
 }

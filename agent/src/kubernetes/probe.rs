@@ -43,18 +43,28 @@ pub enum Seen {
     NotYet(String),
 }
 
-fn run(host: &Host, cmd: Cmd) -> Result<String, String> {
-    match host.run_in_target(cmd) {
-        Ok(out) if out.status == 0 => Ok(out.stdout_str()),
-        Ok(out) => {
-            let mut err = crate::host::runner::tail(&out.stderr);
-            if err.is_empty() {
-                err = crate::host::runner::tail(&out.stdout);
-            }
-            Err(format!("exit status {}: {err}", out.status))
-        }
-        Err(e) => Err(e.to_string()),
+/// Why a probe command gave no answer (shown as what was seen last).
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("exit status {status}: {tail}")]
+    Exit { status: i32, tail: String },
+    #[error(transparent)]
+    Run(#[from] crate::host::RunError),
+}
+
+fn run(host: &Host, cmd: Cmd) -> Result<String, ProbeError> {
+    let out = host.run_in_target(cmd)?;
+    if out.status == 0 {
+        return Ok(out.stdout_str());
     }
+    let mut tail = crate::host::runner::tail(&out.stderr);
+    if tail.is_empty() {
+        tail = crate::host::runner::tail(&out.stdout);
+    }
+    Err(ProbeError::Exit {
+        status: out.status,
+        tail,
+    })
 }
 
 /// `kubectl get --raw /readyz` answers `ok`.

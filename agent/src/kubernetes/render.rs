@@ -143,24 +143,45 @@ pub struct Cidr {
     len: u8,
 }
 
+/// Why a network is not a CIDR.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("the CIDR is empty")]
+    Empty,
+    #[error("`{0}` is not a CIDR such as 10.42.0.0/16")]
+    Shape(String),
+    #[error("`{addr}` in `{cidr}` is not an IP address")]
+    Address { addr: String, cidr: String },
+    #[error("`{len}` in `{cidr}` is not a prefix length")]
+    Length { len: String, cidr: String },
+    #[error("prefix length {len} in `{cidr}` is longer than {max}")]
+    TooLong { len: u8, cidr: String, max: u8 },
+}
+
 impl Cidr {
-    pub fn parse(s: &str) -> Result<Cidr, String> {
+    pub fn parse(s: &str) -> Result<Cidr, CidrError> {
         let (a, l) = s
             .trim()
             .split_once('/')
-            .ok_or_else(|| format!("`{s}` is not a CIDR such as 10.42.0.0/16"))?;
-        let ip: IpAddr = a
-            .parse()
-            .map_err(|_| format!("`{a}` in `{s}` is not an IP address"))?;
-        let len: u8 = l
-            .parse()
-            .map_err(|_| format!("`{l}` in `{s}` is not a prefix length"))?;
+            .ok_or_else(|| CidrError::Shape(s.to_string()))?;
+        let ip: IpAddr = a.parse().map_err(|_| CidrError::Address {
+            addr: a.to_string(),
+            cidr: s.to_string(),
+        })?;
+        let len: u8 = l.parse().map_err(|_| CidrError::Length {
+            len: l.to_string(),
+            cidr: s.to_string(),
+        })?;
         let (v6, addr, max) = match ip {
             IpAddr::V4(v4) => (false, u128::from(u32::from(v4)), 32u8),
             IpAddr::V6(v6) => (true, u128::from(v6), 128u8),
         };
         if len > max {
-            return Err(format!("prefix length {len} in `{s}` is longer than {max}"));
+            return Err(CidrError::TooLong {
+                len,
+                cidr: s.to_string(),
+                max,
+            });
         }
         Ok(Cidr { v6, addr, len })
     }
@@ -191,9 +212,9 @@ impl Cidr {
 }
 
 /// Parse a comma-separated list of CIDRs (dual-stack `10.42.0.0/16,fd00:42::/56`).
-pub fn cidr_list(s: &str) -> Result<Vec<Cidr>, String> {
+pub fn cidr_list(s: &str) -> Result<Vec<Cidr>, CidrError> {
     if s.trim().is_empty() {
-        return Err("the CIDR is empty".into());
+        return Err(CidrError::Empty);
     }
     s.split(',').map(Cidr::parse).collect()
 }

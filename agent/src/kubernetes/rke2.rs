@@ -134,13 +134,8 @@ pub fn plan(k: &KubernetesLayer, cni: &CniLayer, target: &Target) -> Result<Plan
     let mut managed = serde_json::Map::new();
     managed.insert("node-name".into(), json!(target.node_name));
     if let Some(server) = c.server {
+        // The port was checked with the other flavors' (`super::common`).
         let (host, port) = host_port(server, SUPERVISOR_PORT)?;
-        if port == 6443 {
-            return Err(PlanError::new(
-                "kubernetes.server",
-                format!("RKE2 nodes join the supervisor on port {SUPERVISOR_PORT}, not the API port 6443: use https://{host}:{SUPERVISOR_PORT}"),
-            ));
-        }
         managed.insert("server".into(), json!(format!("https://{host}:{port}")));
     }
     if c.token.is_some() {

@@ -19,11 +19,14 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(300);
 /// Longest a single package-manager run may take.
 pub const PM_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// Installed packages: name → version.
+pub type Versions = HashMap<String, String>;
+
 /// A package manager.
 pub trait PackageBackend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Installed packages: name → version.
-    fn installed(&self, host: &Host) -> Result<HashMap<String, String>, StepError>;
+    fn installed(&self, host: &Host) -> Result<Versions, StepError>;
     /// When the package lists were last refreshed, if known.
     fn lists_refreshed(&self, host: &Host) -> Option<SystemTime>;
     fn refresh(&self) -> Cmd;
@@ -32,7 +35,10 @@ pub trait PackageBackend: Send + Sync {
     fn upgrade(&self) -> Cmd;
     fn install(&self, pkgs: &[PackageRef]) -> Cmd;
     fn remove(&self, pkgs: &[String]) -> Cmd;
-    /// Does this failure mean "another process holds the lock"?
+    /// Does this failure mean "another process holds the lock"? Read from the package
+    /// manager's stderr: its exit status does not tell a held lock from any other failure
+    /// (apt and dnf exit 1 or 100 for both), and this only decides whether to wait and try
+    /// again — a wrong answer costs a retry or a clear error, never a wrong change.
     fn is_lock_error(&self, stderr: &str) -> bool;
 }
 
@@ -204,7 +210,7 @@ impl PackageBackend for Apt {
         "apt"
     }
 
-    fn installed(&self, host: &Host) -> Result<HashMap<String, String>, StepError> {
+    fn installed(&self, host: &Host) -> Result<Versions, StepError> {
         let text = read_db(host, "/var/lib/dpkg/status")?;
         Ok(parse_dpkg_status(&text))
     }
@@ -271,7 +277,7 @@ pub fn parse_dpkg_status(text: &str) -> HashMap<String, String> {
     out
 }
 
-fn rpm_installed(host: &Host) -> Result<HashMap<String, String>, StepError> {
+fn rpm_installed(host: &Host) -> Result<Versions, StepError> {
     let out = host.check_in_target(Cmd::new("rpm").args([
         "-qa",
         "--queryformat",
@@ -291,7 +297,7 @@ impl PackageBackend for Dnf {
     fn name(&self) -> &'static str {
         "dnf"
     }
-    fn installed(&self, host: &Host) -> Result<HashMap<String, String>, StepError> {
+    fn installed(&self, host: &Host) -> Result<Versions, StepError> {
         rpm_installed(host)
     }
     fn lists_refreshed(&self, host: &Host) -> Option<SystemTime> {
@@ -332,7 +338,7 @@ impl PackageBackend for Zypper {
     fn name(&self) -> &'static str {
         "zypper"
     }
-    fn installed(&self, host: &Host) -> Result<HashMap<String, String>, StepError> {
+    fn installed(&self, host: &Host) -> Result<Versions, StepError> {
         rpm_installed(host)
     }
     fn lists_refreshed(&self, host: &Host) -> Option<SystemTime> {
@@ -373,7 +379,7 @@ impl PackageBackend for Apk {
     fn name(&self) -> &'static str {
         "apk"
     }
-    fn installed(&self, host: &Host) -> Result<HashMap<String, String>, StepError> {
+    fn installed(&self, host: &Host) -> Result<Versions, StepError> {
         let text = read_db(host, "/lib/apk/db/installed")?;
         let mut out = HashMap::new();
         for para in text.split("\n\n") {

@@ -142,6 +142,7 @@ async fn list_tokens<S: Store>(
 }
 
 /// Absolute expiry from a lifetime, refusing zero and absurd values.
+// String error: the text of a 400 answer (`ApiError::invalid`) or of the CLI's error.
 pub fn expiry_from_lifetime(secs: Option<u64>) -> Result<Option<store::Timestamp>, String> {
     match secs {
         None => Ok(None),
@@ -300,6 +301,7 @@ async fn show_profile<S: Store>(
 }
 
 /// Parse a `key=value` tag selector.
+// String error: the text of a 400 answer (`ApiError::invalid`) or of the CLI's error.
 pub fn parse_tag(s: &str) -> Result<Target, String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok(Target::Tag {

@@ -4,7 +4,7 @@
 //! status (`status_seq`): a late, re-sent or out-of-order old event is stored but cannot
 //! pull the status back.
 
-use cairn_proto::{Event, EventKind};
+use cairn_proto::{Event, EventKind, FleetPhase, ProfileApplied};
 use serde::Serialize;
 
 /// Where a host is in its life.
@@ -154,37 +154,27 @@ pub(crate) fn advance(p: &mut Progress, events: &[&Event]) {
                 p.stage.clear();
                 p.step.clear();
                 p.last_error.clear();
-                if let Some(name) = ev.data.get("profile").and_then(|v| v.as_str()) {
-                    p.applied_profile = Some(name.to_owned());
-                }
-                if let Some(v) = ev.data.get("version").and_then(|v| v.as_u64()) {
-                    p.applied_version = Some(v);
+                if let Some(applied) = ProfileApplied::from_data(&ev.data) {
+                    p.applied_profile = Some(applied.profile);
+                    p.applied_version = Some(applied.version);
                 }
             }
         }
     }
 }
 
-/// The phases the fleet page draws a host's progress through, in order.
-pub const PHASES: [&str; 4] = ["OS", "Kubernetes", "CNI", "Add-ons"];
+/// The phases the fleet page draws a host's progress through, in order (the labels of
+/// [`FleetPhase::ALL`], defined with the agent's side in `cairn_proto::progress`).
+pub const PHASES: [&str; 4] = [
+    FleetPhase::Os.label(),
+    FleetPhase::Kubernetes.label(),
+    FleetPhase::Cni.label(),
+    FleetPhase::Addons.label(),
+];
 
-/// Which phase a stage belongs to: `kubernetes*` → Kubernetes, `cni*` → CNI, `addons*` and
-/// `profile.applied*` → add-ons, every other stage (`rootfs` … `network`, `boot`, lifecycle
-/// hooks) → OS.
+/// Which phase (an index into [`PHASES`]) a stage belongs to: see [`FleetPhase::of_stage`].
 pub fn phase_of_stage(stage: &str) -> usize {
-    let s = stage.trim().to_ascii_lowercase();
-    if s.starts_with("kubernetes") {
-        1
-    } else if s.starts_with("cni") {
-        2
-    } else if s.starts_with("addons")
-        || s.starts_with("add-ons")
-        || s.starts_with("profile.applied")
-    {
-        3
-    } else {
-        0
-    }
+    FleetPhase::of_stage(stage).index()
 }
 
 /// Where one phase of a host's apply stands.

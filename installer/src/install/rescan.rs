@@ -8,6 +8,7 @@ use std::process::Command;
 
 /// Re-read the partition table of `disk`. The error (each tool's message) is for a warning:
 /// the image is written either way, only the kernel's view is stale until the next boot.
+// String error: the caller only logs it (the partition table is written either way).
 pub fn reread(disk: &Path) -> Result<(), String> {
     let mut errors = Vec::new();
     let mut ok = false;

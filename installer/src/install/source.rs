@@ -163,6 +163,7 @@ pub fn is_url(spec: &str) -> bool {
     spec.starts_with("https://") || spec.starts_with("http://")
 }
 
+// String error: carried by `SourceError::Http`/`Sidecar`, which name the source.
 fn client() -> Result<reqwest::blocking::Client, String> {
     reqwest::blocking::Client::builder()
         .connect_timeout(Duration::from_secs(30))

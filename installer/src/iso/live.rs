@@ -75,6 +75,7 @@ pub fn disks(sys_block: &Path) -> Vec<Disk> {
 
 /// Pick the only suitable disk: writable, not empty, not the medium, and not a removable
 /// disk under 1 GiB. None or several is an error listing what was seen.
+// String error: carried by `LiveError::Target`; it lists the disks seen for a person.
 pub fn choose(all: &[Disk], medium_disk: Option<&str>) -> Result<PathBuf, String> {
     let fits = |d: &&Disk| {
         !d.read_only

@@ -41,6 +41,8 @@ pub fn mode(ctx: &mut Ctx, node: &Node, what: &str) -> Option<Mode> {
 
 /// A user or group name: lower case letters, digits, `_`, `-`, `.`, at most 32 characters,
 /// not starting with `-` or a digit-only name; what shadow-utils accept on every distro.
+// String error: the validators below return the text of the located diagnostic the
+// decoder reports; no caller branches on it.
 pub fn valid_account_name(name: &str) -> Result<(), String> {
     let ok_len = !name.is_empty() && name.len() <= 32;
     let mut chars = name.chars();
@@ -96,6 +98,7 @@ pub fn passwd_field(ctx: &mut Ctx, node: &Node, what: &str) -> Option<String> {
     Some(text)
 }
 
+// String error: the diagnostic's text (see `valid_account_name`).
 pub fn check_passwd_field(text: &str) -> Result<(), String> {
     if text.contains(':') {
         return Err("`:` separates the fields of /etc/passwd and cannot be part of one".into());
@@ -114,6 +117,7 @@ pub fn owner(ctx: &mut Ctx, node: &Node, what: &str) -> Option<Owner> {
         .ok()
 }
 
+// String error: the diagnostic's text (see `valid_account_name`).
 pub fn parse_owner(text: &str) -> Result<Owner, String> {
     let t = text.trim();
     if let Ok(id) = t.parse::<u32>() {
@@ -148,6 +152,7 @@ const B64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
+// String error: the diagnostic's text (see `valid_account_name`).
 pub fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
     let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     B64.decode(compact.as_bytes())
@@ -258,6 +263,7 @@ fn over_budget() -> String {
 
 /// Check PEM text holds one or more CA certificates that parse as X.509, are CAs and are
 /// currently valid. Returns a message for the first problem.
+// String error: the diagnostic's text (see `valid_account_name`).
 pub fn check_ca_pem(pem: &str) -> Result<usize, String> {
     let mut count = 0;
     for block in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
@@ -321,6 +327,7 @@ pub fn pattern(ctx: &mut Ctx, node: &Node, what: &str) -> Option<Regex> {
 }
 
 /// A hostname: RFC 1123 labels, total at most 253 characters.
+// String error: the diagnostic's text (see `valid_account_name`).
 pub fn valid_hostname(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 253
@@ -341,6 +348,7 @@ pub fn valid_hostname(name: &str) -> Result<(), String> {
 }
 
 /// A systemd unit name: no path separators, whitespace or shell metacharacters.
+// String error: the diagnostic's text (see `valid_account_name`).
 pub fn valid_unit_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 255
@@ -357,6 +365,7 @@ pub fn valid_unit_name(name: &str) -> Result<(), String> {
 
 /// A package name (optionally `name=version`): no whitespace, no leading `-`, no shell
 /// metacharacters, so it can never be read as an option or a second command.
+// String error: the diagnostic's text (see `valid_account_name`).
 pub fn valid_package_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && !name.starts_with('-')

@@ -65,6 +65,8 @@ pub enum Effect {
     },
 }
 
+// String error: it becomes `CommitError::Other`, the message of the step that failed; the
+// shadow module reports it and never branches on it.
 pub fn apply(host: &Host, effect: &Effect) -> Result<(), String> {
     match effect {
         Effect::ResetLogs { uid, lastlog_max } => {
@@ -297,6 +299,7 @@ fn create_home(
     gid: u32,
     mode: u32,
     skel: &str,
+    // String error: passed on by `apply` (above), only ever shown.
 ) -> Result<(), String> {
     if host.exists(home) {
         tracing::warn!("the home directory {home} already exists; not copying any file from the skeleton into it");
@@ -447,12 +450,18 @@ impl Copy {
     }
 }
 
+/// Why a skeleton is left to useradd: said in the log line of the fallback.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SkelUnsupported(pub String);
+
 /// Would copy_tree copy `skel` the same way we do? Subdirectories need `/proc` in the
 /// target (glibc's fchmodat(AT_SYMLINK_NOFOLLOW) goes through /proc/self/fd: without it,
 /// useradd --root stops the copy at the first subdirectory); special files are left to
 /// useradd.
-pub fn skel_supported(host: &Host, skel: &str, proc_ok: bool) -> Result<(), String> {
-    let src = super::db::nofollow_path(host, skel).map_err(|e| e.to_string())?;
+pub fn skel_supported(host: &Host, skel: &str, proc_ok: bool) -> Result<(), SkelUnsupported> {
+    let no = |why: String| SkelUnsupported(why);
+    let src = super::db::nofollow_path(host, skel).map_err(|e| no(e.to_string()))?;
     let Ok(m) = fs::symlink_metadata(&src) else {
         return Ok(());
     };
@@ -462,7 +471,7 @@ pub fn skel_supported(host: &Host, skel: &str, proc_ok: bool) -> Result<(), Stri
     let mut stack = vec![src];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = fs::read_dir(&dir) else {
-            return Err(format!("cannot read {}", dir.display()));
+            return Err(no(format!("cannot read {}", dir.display())));
         };
         for e in entries.flatten() {
             let Ok(m) = fs::symlink_metadata(e.path()) else {
@@ -471,13 +480,13 @@ pub fn skel_supported(host: &Host, skel: &str, proc_ok: bool) -> Result<(), Stri
             let ft = m.file_type();
             if ft.is_dir() {
                 if !proc_ok {
-                    return Err(format!(
+                    return Err(no(format!(
                         "{skel} has subdirectories and the target has no /proc"
-                    ));
+                    )));
                 }
                 stack.push(e.path());
             } else if !ft.is_file() && !ft.is_symlink() {
-                return Err(format!("{skel} has special files"));
+                return Err(no(format!("{skel} has special files")));
             }
         }
     }

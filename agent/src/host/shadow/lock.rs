@@ -28,12 +28,23 @@ fn flock(kind: libc::c_int) -> libc::flock {
     }
 }
 
+/// Why `/etc/.pwd.lock` was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum PwdLockError {
+    #[error(transparent)]
+    Open(#[from] crate::host::fs::FsError),
+    #[error("locking {}: {source}", path.display())]
+    Lock {
+        path: std::path::PathBuf,
+        #[source]
+        source: nix::errno::Errno,
+    },
+}
+
 impl PwdLock {
     /// Take the lock in the target, waiting like lckpwdf (15 s).
-    pub fn acquire(host: &Host) -> Result<PwdLock, String> {
-        let file = host
-            .open_rw("/etc/.pwd.lock", 0o600)
-            .map_err(|e| e.to_string())?;
+    pub fn acquire(host: &Host) -> Result<PwdLock, PwdLockError> {
+        let file = host.open_rw("/etc/.pwd.lock", 0o600)?;
         let lock = flock(libc::F_WRLCK);
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -44,11 +55,11 @@ impl PwdLock {
                 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(e) => {
-                    return Err(format!(
-                        "locking {}: {e}",
-                        host.shown("/etc/.pwd.lock").display()
-                    ))
+                Err(source) => {
+                    return Err(PwdLockError::Lock {
+                        path: host.shown("/etc/.pwd.lock"),
+                        source,
+                    })
                 }
             }
         }

@@ -245,7 +245,8 @@ pub struct Session {
     tz_utc: bool,
     /// nss-systemd is consulted: ids from 60001 and its synthesized names may be taken.
     systemd_nss: bool,
-    skel_ok: HashMap<String, Result<(), String>>,
+    /// Per skeleton path: `Err(why not)`, the reason kept for the fallback's log line.
+    skel_ok: HashMap<String, Result<(), home::SkelUnsupported>>,
     flush_passwd: bool,
     flush_group: bool,
     lock: Option<lock::PwdLock>,
@@ -379,7 +380,7 @@ impl Session {
         let lock = if dry_run {
             None
         } else {
-            Some(lock::PwdLock::acquire(host).map_err(Unsupported)?)
+            Some(lock::PwdLock::acquire(host).map_err(|e| Unsupported(e.to_string()))?)
         };
         fn need<R: db::Record>(host: &Host, rel: &'static str) -> Result<Table<R>, Unsupported> {
             Table::load(host, rel, true)?
@@ -545,7 +546,7 @@ impl Session {
             .entry(skel.to_string())
             .or_insert_with(|| home::skel_supported(host, skel, proc_ok))
             .clone()
-            .map_err(Unsupported)
+            .map_err(|e| Unsupported(e.0))
     }
 
     fn mail_spool(&self) -> Option<String> {

@@ -1,0 +1,457 @@
+//! A cluster profile, applied: **validate → plan → apply**, the one path `cairn-agent apply
+//! PROFILE` and the daemon share.
+//!
+//! 1. [`validate`] takes a profile the user-data crate read and checked
+//!    ([`cairn_userdata::profile::Checked`]: every layer's shape, the os layer's user-data
+//!    decoded once) and checks what needs the machine and the Kubernetes knowledge of
+//!    [`crate::kubernetes`]: every cross-layer rule (pod network against service network,
+//!    the join port of the flavor, the kubeadm token format, values Cairn manages, a
+//!    `kubernetes` layer without its `cni`…) and that every artifact the flavor, the CNI and
+//!    the add-ons need is listed for the machine's architecture. The result is a [`Plan`];
+//!    every problem is a located [`Finding`] (`FILE:LINE:COL` when the profile was read
+//!    from text). Nothing is read from the target but its architecture and host name.
+//! 2. [`apply`] fetches and verifies every artifact into the cache *before* the first write
+//!    into the target (the cache lives outside a root that has none: see
+//!    [`artifact_cache`]), then takes the apply lock, runs the os layer through the stage
+//!    engine and the Kubernetes phases through [`crate::kubernetes::install`], and returns
+//!    a typed [`Outcome`] or [`ApplyError`].
+//!
+//! So a profile that fails validation, or whose artifacts cannot be had, leaves the target
+//! byte-for-byte as it was: no file, no lock file, no state.
+
+use std::path::{Path, PathBuf};
+
+use cairn_proto::profile::{Arch, Layer, Profile};
+use cairn_userdata::diag::Severity;
+use cairn_userdata::model::Config;
+use cairn_userdata::profile::{Checked, Finding};
+use cairn_userdata::stages;
+
+use crate::artifacts::{ArtifactCache, ArtifactError};
+use crate::engine::{self, StepJournal};
+use crate::events::Emitter;
+use crate::host::Host;
+use crate::kubernetes::addons::{self, AddonPlan};
+use crate::kubernetes::install::{self, InstallError, InstallOptions, Report};
+use crate::kubernetes::{self, PlanError, PlanErrorKind, Target};
+use crate::state::{ApplyLock, LockError};
+
+/// The artifact cache of `cairn-agent apply --root DIR` when DIR has none of its own and
+/// no `--cache` is given: on the machine running the command, never inside DIR.
+pub const HOST_CACHE_DIR: &str = "/var/cache/cairn/artifacts";
+
+/// The machine a profile is validated for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// As the target reports it: `amd64`, `arm64` (or another name, refused for Kubernetes).
+    pub arch: String,
+    /// The Kubernetes node name.
+    pub node_name: String,
+}
+
+impl Machine {
+    /// The target's: the architecture of its `/bin/sh`, its `/etc/hostname`. Reads only.
+    pub fn of(host: &Host) -> Machine {
+        Machine {
+            arch: crate::host::osrelease::target_arch(host).to_string(),
+            node_name: install::node_name(host),
+        }
+    }
+
+    /// A machine of `arch` (`cairn-agent validate --arch`), with a placeholder node name.
+    pub fn of_arch(arch: Arch) -> Machine {
+        Machine {
+            arch: kubernetes::arch_name(arch).to_string(),
+            node_name: "node".to_string(),
+        }
+    }
+}
+
+/// The Kubernetes part of a [`Plan`].
+#[derive(Debug, Clone)]
+pub struct KubernetesPlan {
+    pub node: kubernetes::Plan,
+    pub addons: Option<AddonPlan>,
+}
+
+/// A profile validated for one machine, ready to apply.
+#[derive(Debug, Clone)]
+pub struct Plan<'a> {
+    pub profile: &'a Profile,
+    /// The os layer's user-data as it was decoded when the profile was read; `None`
+    /// without an os layer.
+    pub os: Option<&'a Config>,
+    pub kubernetes: Option<KubernetesPlan>,
+}
+
+/// One reason a profile cannot be applied to the machine.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// Located at the layer's field (`FILE:LINE:COL` when read from text).
+    pub finding: Finding,
+    pub kind: PlanErrorKind,
+}
+
+/// A profile that cannot be applied to the machine: every problem found.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", list(.problems))]
+pub struct Invalid {
+    pub problems: Vec<Problem>,
+}
+
+impl Invalid {
+    pub fn findings(&self) -> impl Iterator<Item = &Finding> {
+        self.problems.iter().map(|p| &p.finding)
+    }
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.finding.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The document path of a [`PlanError`]'s field: `kubernetes.server` of the layer at index
+/// 1 is `layers[1].kubernetes.server`; a field about the machine (`target.*`) has none.
+fn document_path(field: &str, layers: &[Layer]) -> String {
+    let (head, rest) = match field.find(['.', '[']) {
+        Some(i) => field.split_at(i),
+        None => (field, ""),
+    };
+    layers
+        .iter()
+        .position(|l| l.kind() == head)
+        .map(|i| format!("layers[{i}].{head}{rest}"))
+        .unwrap_or_default()
+}
+
+/// Validate `checked` for `machine`: every rule that needs the Kubernetes knowledge of
+/// this agent or the machine's architecture. All problems are reported (one per layer at
+/// most: a flavor's planner stops at its first).
+pub fn validate<'a>(checked: &'a Checked, machine: &Machine) -> Result<Plan<'a>, Invalid> {
+    let profile = &checked.profile;
+    let mut problems = Vec::new();
+    let mut problem = |e: PlanError| {
+        let path = document_path(&e.field, &profile.layers);
+        let message = if path.is_empty() {
+            e.to_string()
+        } else {
+            e.message
+        };
+        problems.push(Problem {
+            finding: checked.finding(Severity::Error, &path, message),
+            kind: e.kind,
+        });
+    };
+    let (mut k, mut c, mut a) = (None, None, None);
+    for layer in &profile.layers {
+        match layer {
+            Layer::Kubernetes(x) => k = Some(x),
+            Layer::Cni(x) => c = Some(x),
+            Layer::Addons(x) => a = Some(x),
+            Layer::Os(_) => {}
+        }
+    }
+    let mut kube = None;
+    if let Some(k) = k {
+        let target = Target::new(&machine.arch, &machine.node_name);
+        match (c, target) {
+            (None, _) => problem(PlanError::new(
+                "kubernetes",
+                format!(
+                    "a `kubernetes` layer needs a `cni` layer after it (the pod network{})",
+                    if a.is_some() {
+                        ", which the add-ons need too"
+                    } else {
+                        ""
+                    }
+                ),
+            )),
+            (_, Err(e)) => problem(e),
+            (Some(c), Ok(target)) => {
+                let node = kubernetes::plan(k, c, &target).map_err(&mut problem).ok();
+                let addons = a.and_then(|a| {
+                    addons::plan(a, k.flavor, target.arch)
+                        .map_err(&mut problem)
+                        .ok()
+                });
+                if let Some(node) = node {
+                    kube = Some(KubernetesPlan { node, addons });
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Invalid { problems });
+    }
+    Ok(Plan {
+        profile,
+        os: checked.has_os_layer().then_some(&checked.os),
+        kubernetes: kube,
+    })
+}
+
+/// The stages of the os layer a profile apply runs: the boot sequence (each with its
+/// `.before`/`.after`) and `profile.applied`.
+pub fn os_stages() -> Vec<String> {
+    stages::DEFAULT_BASES
+        .iter()
+        .copied()
+        .chain([cairn_proto::progress::STAGE_PROFILE_APPLIED])
+        .map(str::to_string)
+        .collect()
+}
+
+/// How [`apply`] runs.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// The Kubernetes phases' options; `install.cache_dir`, when set, is the artifact cache
+    /// (see [`artifact_cache`]).
+    pub install: InstallOptions,
+    /// The artifact cache for a root other than `/` that has no cache of its own.
+    pub off_root_cache: PathBuf,
+    /// The os layer's stages ([`os_stages`]).
+    pub os_stages: Vec<String>,
+}
+
+impl ApplyOptions {
+    /// The options for `host`: services started and readiness awaited only on `/`.
+    pub fn for_host(host: &Host, off_root_cache: impl Into<PathBuf>) -> ApplyOptions {
+        ApplyOptions {
+            install: InstallOptions {
+                start: host.is_live(),
+                ..InstallOptions::default()
+            },
+            off_root_cache: off_root_cache.into(),
+            os_stages: os_stages(),
+        }
+    }
+}
+
+/// Where a profile apply keeps its artifacts: `explicit` when given; on `/`, the device's
+/// cache [`install::CACHE_DIR`]; on another root, the root's own cache when it already has
+/// one (filled by `cairn-agent bundle import --root`); otherwise `off_root`, outside the
+/// root — so fetching and verifying never write into a root that has no cache.
+pub fn artifact_cache(
+    host: &Host,
+    explicit: Option<&Path>,
+    off_root: &Path,
+) -> Result<ArtifactCache, ArtifactError> {
+    if let Some(dir) = explicit {
+        return Ok(ArtifactCache::new(dir));
+    }
+    if host.is_live() || host.is_dir(install::CACHE_DIR) {
+        return ArtifactCache::in_target(host, install::CACHE_DIR);
+    }
+    Ok(ArtifactCache::new(off_root))
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    /// Steps of the os layer, and Kubernetes changes on disk, that changed something.
+    pub changed: usize,
+    pub unchanged: usize,
+    /// Steps an interrupted earlier apply had completed (not run again).
+    pub resumed: usize,
+    /// The Kubernetes install, when the profile has a `kubernetes` layer.
+    pub kubernetes: Option<Report>,
+}
+
+/// How an apply ended, when nothing failed.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Applied(Applied),
+    /// The journal asked to stop before a step (the daemon shutting down); what completed
+    /// is journaled and the next apply resumes after it.
+    Interrupted,
+}
+
+/// Why an apply failed. The variants before [`ApplyError::Os`] are refused before the first
+/// write into the target.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the artifact cache: {0}")]
+    Cache(#[source] ArtifactError),
+    /// An artifact could not be fetched or did not match its sha256.
+    #[error("{0}; nothing was applied")]
+    Artifacts(#[source] InstallError),
+    /// Another apply holds the root's lock: try again later.
+    #[error("{0}; nothing was applied")]
+    Locked(#[source] LockError),
+    #[error("os layer: {}", describe(.0))]
+    Os(engine::Failure),
+    #[error(transparent)]
+    Kubernetes(InstallError),
+}
+
+fn describe(f: &engine::Failure) -> String {
+    if f.step.is_empty() {
+        f.message.clone()
+    } else {
+        format!(
+            "{}: stage {}, step `{}` failed: {}",
+            f.source, f.stage, f.step, f.message
+        )
+    }
+}
+
+/// Apply a validated plan to `host`: artifacts fetched and verified first (nothing is
+/// written into the target before they all are, unless its own cache is used), then the
+/// apply lock, the os layer through the stage engine (asking `journal` before each of its
+/// steps), then the Kubernetes phases.
+pub fn apply(
+    plan: &Plan,
+    host: &Host,
+    opts: &ApplyOptions,
+    events: &mut Emitter,
+    journal: &mut dyn StepJournal,
+) -> Result<Outcome, ApplyError> {
+    let kube = match &plan.kubernetes {
+        None => None,
+        Some(k) => {
+            let mut node = k.node.clone();
+            if let Some(proxy) = &opts.install.proxy {
+                kubernetes::proxy::apply(&mut node, proxy);
+            }
+            let cache = artifact_cache(
+                host,
+                opts.install.cache_dir.as_deref(),
+                &opts.off_root_cache,
+            )
+            .map_err(ApplyError::Cache)?;
+            let fetched =
+                install::fetch(&node, k.addons.as_ref(), cache, host, &opts.install, events)
+                    .map_err(ApplyError::Artifacts)?;
+            Some((node, k.addons.as_ref(), fetched))
+        }
+    };
+    let lock = ApplyLock::acquire(host).map_err(ApplyError::Locked)?;
+    let mut applied = Applied::default();
+    if let Some(config) = plan.os {
+        let os_opts = engine::ApplyOptions {
+            stages: opts.os_stages.clone(),
+            dry_run: false,
+            owner: engine::Owner::Profile,
+        };
+        let outcome = engine::apply_locked(config, host, &os_opts, events, journal, &lock);
+        if outcome.interrupted {
+            return Ok(Outcome::Interrupted);
+        }
+        if let Some(f) = outcome.failed {
+            return Err(ApplyError::Os(f));
+        }
+        applied.changed += outcome.changed;
+        applied.unchanged += outcome.unchanged;
+        applied.resumed += outcome.resumed;
+    }
+    if let Some((node, addons, fetched)) = kube {
+        let report =
+            install::install_fetched(&node, addons, &fetched, host, &opts.install, events, &lock)
+                .map_err(ApplyError::Kubernetes)?;
+        applied.changed += report.changes.len();
+        applied.kubernetes = Some(report);
+    }
+    Ok(Outcome::Applied(applied))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn read(text: &str) -> Checked {
+        cairn_userdata::profile::read("p.yaml", text).unwrap()
+    }
+
+    fn problems(text: &str, arch: Arch) -> Vec<(String, String)> {
+        let checked = read(text);
+        match validate(&checked, &Machine::of_arch(arch)) {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .findings()
+                .map(|f| (f.location.to_string(), f.message.clone()))
+                .collect(),
+        }
+    }
+
+    const SHA: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn k3s(extra: &str, cni: &str) -> String {
+        format!(
+            "name: x\nlayers:\n  - kubernetes:\n      flavor: k3s\n      version: v1.31.4+k3s1\n{extra}      artifacts:\n        - name: k3s\n          arch: amd64\n          url: https://example.org/k3s\n          sha256: {SHA}\n{cni}"
+        )
+    }
+
+    const CALICO: &str =
+        "  - cni:\n      type: calico\n      version: v3.29.1\n      pod_cidr: 10.42.0.0/16\n";
+
+    #[test]
+    fn a_consistent_profile_plans() {
+        let checked = read(&k3s("", CALICO));
+        let plan = validate(&checked, &Machine::of_arch(Arch::Amd64)).unwrap();
+        let k = plan.kubernetes.unwrap();
+        assert_eq!(k.node.fetch.len(), 1);
+        assert!(plan.os.is_none());
+    }
+
+    #[test]
+    fn cross_layer_problems_are_located_at_their_field() {
+        // The pod network overlapping the service network: at cni.pod_cidr.
+        let text = k3s(
+            "      values:\n        service-cidr: 10.42.0.0/24\n",
+            CALICO,
+        );
+        let p = problems(&text, Arch::Amd64);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "p.yaml:16:17", "{p:?}");
+        assert!(p[0].1.contains("overlaps"), "{p:?}");
+
+        // k3s pointed at RKE2's supervisor port: at kubernetes.server.
+        let text = k3s(
+            "      role: agent\n      server: https://10.0.0.1:9345\n      token: abc\n",
+            CALICO,
+        );
+        let p = problems(&text, Arch::Amd64);
+        assert_eq!(p[0].0, "p.yaml:7:15", "{p:?}");
+        assert!(p[0].1.contains("9345"), "{p:?}");
+
+        // A kubernetes layer without a cni layer.
+        let p = problems(&k3s("", ""), Arch::Amd64);
+        assert_eq!(p[0].0, "p.yaml:4:7", "{p:?}");
+        assert!(p[0].1.contains("`cni` layer"), "{p:?}");
+    }
+
+    #[test]
+    fn a_missing_artifact_for_the_machine_is_typed() {
+        let checked = read(&k3s("", CALICO));
+        let e = validate(&checked, &Machine::of_arch(Arch::Arm64)).unwrap_err();
+        assert_eq!(e.problems.len(), 1);
+        assert_eq!(
+            e.problems[0].kind,
+            PlanErrorKind::MissingArtifact {
+                name: "k3s".into(),
+                arch: Arch::Arm64
+            }
+        );
+        assert!(e.to_string().contains("p.yaml:"), "{e}");
+    }
+
+    #[test]
+    fn document_paths_follow_the_layer_order() {
+        let checked = read(&k3s("", CALICO));
+        let layers = &checked.profile.layers;
+        assert_eq!(
+            document_path("kubernetes.server", layers),
+            "layers[0].kubernetes.server"
+        );
+        assert_eq!(
+            document_path("cni.values.x", layers),
+            "layers[1].cni.values.x"
+        );
+        assert_eq!(document_path("target.arch", layers), "");
+        assert_eq!(document_path("addons.charts[0]", layers), "");
+    }
+}
