@@ -268,6 +268,11 @@ fn run(
     order.sort_by_key(|s| stages::order_key(&s.name));
     let mut state = State::load(host);
     let boot_id = state::boot_id();
+    let key_sources = config
+        .hub
+        .as_ref()
+        .map(|h| &h.key_sources)
+        .unwrap_or(&cairn_userdata::model::NO_KEY_SOURCES);
     for stage in order {
         if !selected(&stage.name, &opts.stages) {
             outcome.not_run.push(stage.name.clone());
@@ -336,6 +341,7 @@ fn run(
                     boot_id.clone(),
                 );
                 cx.drop_in_key = opts.owner.drop_in_key(&stage.name, &step.name);
+                cx.key_sources = key_sources;
                 run_step(step, &mut cx)
             };
             let ms = started.elapsed().as_millis() as u64;

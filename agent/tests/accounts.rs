@@ -649,3 +649,392 @@ fn native_writes_share_the_lock_of_shadow_utils() {
     assert!(env.passwd("later").is_some());
     holder.wait().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// Kairos/Palette user-data: accounts usable the way Kairos leaves them, SSH keys fetched from
+// `github:`/`gitlab:` sources over verified TLS (a loopback server with a test CA stands in
+// for GitHub and GitLab), and the corpus in userdata/tests/corpus/kairos applied for real.
+
+mod keyserver {
+    use std::io::{Read, Write};
+    use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    /// An HTTPS server on 127.0.0.1 serving fixed bodies by path, with its own test CA.
+    pub struct KeyServer {
+        pub base: String,
+        pub ca_pem: String,
+        pub requests: Arc<Mutex<Vec<String>>>,
+    }
+
+    fn pki() -> (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType,
+        };
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name
+            .push(DnType::CommonName, "Cairn key-source test CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        p.distinguished_name.push(DnType::CommonName, "keys.test");
+        let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        (
+            ca_cert.pem(),
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+    }
+
+    pub fn start(files: Vec<(String, String)>) -> KeyServer {
+        let (ca_pem, chain, key) = pki();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("https://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&requests);
+        let files = Arc::new(files);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (config, files, seen) =
+                    (Arc::clone(&config), Arc::clone(&files), Arc::clone(&seen));
+                std::thread::spawn(move || serve(config, stream, &files, &seen));
+            }
+        });
+        KeyServer {
+            base,
+            ca_pem,
+            requests,
+        }
+    }
+
+    fn serve(
+        config: Arc<rustls::ServerConfig>,
+        stream: TcpStream,
+        files: &[(String, String)],
+        seen: &Mutex<Vec<String>>,
+    ) {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let Ok(conn) = rustls::ServerConnection::new(config) else {
+            return;
+        };
+        let mut tls = rustls::StreamOwned::new(conn, stream);
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tls.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => req.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&req);
+        let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
+        seen.lock().unwrap().push(path.clone());
+        let (status, body) = match files.iter().find(|(p, _)| *p == path) {
+            Some((_, b)) => ("200 OK", b.clone()),
+            None => ("404 Not Found", "Not Found".to_string()),
+        };
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = tls.write_all(head.as_bytes());
+        let _ = tls.write_all(body.as_bytes());
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+    }
+}
+
+/// The keys the test server publishes for the corpus's accounts.
+const GH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGhHaXRodWJLZXlGb3JDYWlyblRlc3RVc2VyMDAwMDAw gh@test";
+const GL_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxHaXRsYWJLZXlGb3JDYWlyblRlc3RVc2VyMDAwMDAw gl@test";
+
+fn key_server() -> keyserver::KeyServer {
+    keyserver::start(vec![
+        ("/gh/cairn-test-user.keys".into(), format!("{GH_KEY}\n")),
+        ("/gl/cairn-lab-user.keys".into(), format!("{GL_KEY}\n\n")),
+        ("/gh/html-user.keys".into(), "<html>sign in</html>\n".into()),
+    ])
+}
+
+/// `cairn:` with key sources pointing at the test server (and trusting its CA).
+fn cairn_block(server: &keyserver::KeyServer, with_ca: bool) -> String {
+    let mut s = format!(
+        "cairn:\n  key_sources:\n    github: {}/gh\n    gitlab: {}/gl\n",
+        server.base, server.base
+    );
+    if with_ca {
+        s.push_str("    ca_certs:\n      - |\n");
+        s.push_str(&common::indent(&server.ca_pem, 8));
+        s.push('\n');
+    }
+    s
+}
+
+const MACHINE_ID: &str = "0123456789abcdef0123456789abcdef";
+
+/// Does `password` verify against the shadow field `field` (an unlocked SHA-512 hash)?
+fn logs_in(field: &str, password: &str) -> bool {
+    !field.starts_with('!') && sha_crypt::sha512_check(password, field).is_ok()
+}
+
+#[test]
+fn the_palette_quick_start_user_can_log_in() {
+    let env = TestEnv::new();
+    env.write("/etc/machine-id", &format!("{MACHINE_ID}\n"));
+    let server = key_server();
+    let yaml = format!(
+        "#cloud-config\nhostname: kairos-{{{{ trunc 4 .MachineID }}}}\nusers:\n  - name: kairos\n    passwd: kairos\n    groups: [admin]\n    ssh_authorized_keys:\n      - github:cairn-test-user\n{}",
+        cairn_block(&server, true)
+    );
+    let run = env.apply_yaml("quick.yaml", &yaml).ok();
+    let pw = env.shadow_pw("kairos").expect("kairos in shadow");
+    assert!(logs_in(&pw, "kairos"), "`kairos` logs in: {pw}");
+    let admin = env.group("admin").expect("group admin");
+    assert!(admin[3].split(',').any(|m| m == "kairos"), "{admin:?}");
+    let keys = env.read("/home/kairos/.ssh/authorized_keys");
+    assert_eq!(keys, format!("{GH_KEY}\n"));
+    let (uid, gid) = env.ids("kairos");
+    assert_eq!(
+        env.meta("/home/kairos/.ssh/authorized_keys"),
+        (0o600, uid, gid)
+    );
+    assert_eq!(env.read("/etc/hostname"), "kairos-0123\n");
+    // The keys were fetched in stage network, after the user was created in boot.
+    let fetch = run.step("ssh_import_keys");
+    assert_eq!(fetch.stage, "network");
+    assert_eq!(fetch.kind, EventKind::StepChanged);
+    assert_eq!(
+        server.requests.lock().unwrap().as_slice(),
+        ["/gh/cairn-test-user.keys"]
+    );
+    // Converged: fetched again, nothing to change.
+    let again = env.apply_yaml("quick.yaml", &yaml).ok();
+    assert_eq!(again.outcome.changed, 0, "{}", again.describe());
+}
+
+#[test]
+fn key_sources_offline_fail_their_step_not_the_validation() {
+    let env = TestEnv::new();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = format!(
+        "#cloud-config\nusers:\n  - name: kairos\n    passwd: kairos\n    ssh_authorized_keys: [github:cairn-test-user]\ncairn:\n  key_sources:\n    github: https://127.0.0.1:{port}/gh\n"
+    );
+    let f = env.yaml("offline.yaml", &yaml);
+    let loaded = cairn_userdata::load::load(std::slice::from_ref(&f), false).unwrap();
+    assert!(!loaded.diags.has_errors(), "{:?}", loaded.diags.sorted());
+    let run = common::apply(&env.root, &[f], &Default::default());
+    let failed = run.outcome.failed.clone().expect("the key fetch fails");
+    assert_eq!(
+        (failed.stage.as_str(), failed.step.as_str()),
+        ("network", "ssh_import_keys")
+    );
+    assert!(
+        failed.message.contains("github:cairn-test-user")
+            && failed
+                .message
+                .contains(&format!("https://127.0.0.1:{port}/gh/cairn-test-user.keys")),
+        "{}",
+        failed.message
+    );
+    // The account itself was created in stage boot and is usable.
+    assert!(logs_in(&env.shadow_pw("kairos").unwrap(), "kairos"));
+    assert_eq!(run.step("users_groups").kind, EventKind::StepChanged);
+}
+
+#[test]
+fn key_sources_are_fetched_over_verified_tls_only() {
+    let env = TestEnv::new();
+    let server = key_server();
+    // The server's CA is not trusted: the fetch is refused, nothing is written.
+    let yaml = format!(
+        "stages:\n  network:\n    - name: keys\n      authorized_keys:\n        root: [github:cairn-test-user]\n{}",
+        cairn_block(&server, false)
+    );
+    let run = env.apply_yaml("untrusted.yaml", &yaml);
+    let failed = run
+        .outcome
+        .failed
+        .clone()
+        .expect("an untrusted server is refused");
+    assert_eq!(failed.step, "keys");
+    assert!(failed.message.contains("certificate"), "{}", failed.message);
+    assert!(!env.exists("/root/.ssh/authorized_keys"));
+    // A server answering something that is not a key list adds nothing.
+    let yaml = format!(
+        "stages:\n  network:\n    - name: keys\n      authorized_keys:\n        root: [github:html-user, github:cairn-test-user]\n{}",
+        cairn_block(&server, true)
+    );
+    let run = env.apply_yaml("html.yaml", &yaml);
+    let failed = run.outcome.failed.clone().expect("HTML is not a key list");
+    assert!(failed.message.contains("line 1 of"), "{}", failed.message);
+    assert!(!env.exists("/root/.ssh/authorized_keys"));
+    // Trusted, and keys in a stage before the network are moved to stage network.
+    let yaml = format!(
+        "stages:\n  boot:\n    - name: keys\n      authorized_keys:\n        root: [gitlab:cairn-lab-user]\n{}",
+        cairn_block(&server, true)
+    );
+    let run = env.apply_yaml("boot.yaml", &yaml).ok();
+    assert_eq!(run.step("keys (keys)").stage, "network");
+    assert_eq!(
+        env.read("/root/.ssh/authorized_keys"),
+        format!("{GL_KEY}\n")
+    );
+}
+
+/// What the agent checks of a corpus `.expect` file (the rest is userdata's test).
+#[derive(Default)]
+struct Applied {
+    users: Vec<(String, String)>,
+    locked: Vec<String>,
+    keys: Vec<(String, String)>,
+    files: Vec<(String, String)>,
+    hosts: Vec<String>,
+}
+
+fn applied_expectations(path: &std::path::Path) -> Applied {
+    let mut a = Applied::default();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (directive, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let pair = || {
+            let (x, y) = rest.split_once(' ').expect("two arguments");
+            (x.to_string(), y.to_string())
+        };
+        match directive {
+            "user" => a.users.push(pair()),
+            "locked" => a.locked.push(rest.to_string()),
+            "keys" => a.keys.push(pair()),
+            "file" => a.files.push(pair()),
+            "hosts" => a.hosts.push(rest.to_string()),
+            "dialect" | "valid" | "invalid" | "warning" => {}
+            other => panic!("{}: unknown directive `{other}`", path.display()),
+        }
+    }
+    a
+}
+
+fn words(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn kairos_corpus_applies_as_expected() {
+    use cairn_agent::engine::{self, ApplyOptions};
+    use cairn_agent::events::{Emitter, MemorySink};
+    use cairn_agent::host::Host;
+    use cairn_userdata::model::KeySourceSettings;
+
+    let dir = common::repo_dir().join("userdata/tests/corpus/kairos");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "{} corpus files", files.len());
+    let server = key_server();
+    let mut checked_logins = 0;
+    for file in &files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let exp = applied_expectations(&file.with_extension("expect"));
+        let env = TestEnv::new();
+        env.write("/etc/machine-id", &format!("{MACHINE_ID}\n"));
+        let mut loaded = cairn_userdata::load::load(std::slice::from_ref(file), false).unwrap();
+        assert!(
+            !loaded.diags.has_errors(),
+            "{name}: {:?}",
+            loaded.diags.sorted()
+        );
+        loaded
+            .config
+            .hub
+            .get_or_insert_with(Default::default)
+            .key_sources = KeySourceSettings {
+            github: Some(format!("{}/gh", server.base)),
+            gitlab: Some(format!("{}/gl", server.base)),
+            ca_certs: vec![server.ca_pem.clone()],
+        };
+        let sink = MemorySink::default();
+        let mut emitter = Emitter::new("test-host").with_sink(Box::new(sink.clone()));
+        let outcome = engine::apply(
+            &loaded.config,
+            &Host::system(&env.root),
+            &ApplyOptions::default(),
+            &mut emitter,
+        );
+        assert!(outcome.ok(), "{name}: {:?}", outcome.failed);
+        for (user, password) in &exp.users {
+            let pw = env
+                .shadow_pw(user)
+                .unwrap_or_else(|| panic!("{name}: no {user} in shadow"));
+            assert!(
+                logs_in(&pw, password),
+                "{name}: {user} cannot log in with {password}: {pw}"
+            );
+            checked_logins += 1;
+        }
+        for user in &exp.locked {
+            let pw = env
+                .shadow_pw(user)
+                .unwrap_or_else(|| panic!("{name}: no {user}"));
+            assert!(pw.starts_with('!'), "{name}: {user} is not locked: {pw}");
+        }
+        for (user, source) in &exp.keys {
+            let row = env.passwd(user).unwrap();
+            let home = &row[5];
+            let keys = env.read(&format!("{home}/.ssh/authorized_keys"));
+            let want = if source.starts_with("github:") {
+                GH_KEY
+            } else {
+                GL_KEY
+            };
+            assert!(
+                keys.contains(want),
+                "{name}: {user} lacks the key of {source}: {keys}"
+            );
+        }
+        for (path, text) in &exp.files {
+            let body = env.read(path);
+            assert!(
+                body.contains(text.as_str()),
+                "{name}: {path} lacks `{text}`:\n{body}"
+            );
+        }
+        let hosts = env.read("/etc/hosts");
+        for prefix in &exp.hosts {
+            assert!(
+                hosts.lines().any(|l| words(l).starts_with(&words(prefix))),
+                "{name}: no hosts line `{prefix}`:\n{hosts}"
+            );
+        }
+    }
+    assert!(checked_logins >= 7, "{checked_logins} logins checked");
+}

@@ -29,6 +29,7 @@ fn profile_json(k: KubernetesLayer, c: CniLayer) -> String {
         layers: vec![
             Layer::Os(OsLayer {
                 user_data: "stages:\n  boot:\n    - name: site\n      files:\n        - path: /etc/site\n          content: lab\n".into(),
+                dialect: None,
             }),
             Layer::Kubernetes(k),
             Layer::Cni(c),

@@ -797,6 +797,125 @@ fn hostname_writes_etc_hostname_and_the_hosts_line() {
 }
 
 #[test]
+fn hosts_line_follows_the_dialect() {
+    // Kairos (yip): the 127.0.0.1 line carries the name; a Debian 127.0.1.1 line the image
+    // already has is kept in step rather than left naming the old host.
+    let env = TestEnv::new();
+    let run = env
+        .apply_yaml(
+            "k.yaml",
+            "#cloud-config\n#cairn-dialect: kairos\nhostname: k-node\n",
+        )
+        .ok();
+    assert_eq!(env.read("/etc/hostname"), "k-node\n");
+    assert_eq!(
+        env.read("/etc/hosts"),
+        "127.0.0.1\tlocalhost k-node\n127.0.1.1\tk-node\n"
+    );
+    assert_eq!(run.step("set_hostname").kind, EventKind::StepChanged);
+    let again = env
+        .apply_yaml(
+            "k.yaml",
+            "#cloud-config\n#cairn-dialect: kairos\nhostname: k-node\n",
+        )
+        .ok();
+    assert_eq!(again.outcome.changed, 0, "{}", again.describe());
+
+    // cloud-init: a 127.0.1.1 line, added after 127.0.0.1 when the image has none; the
+    // 127.0.0.1 line is left alone.
+    let env = TestEnv::new();
+    env.write(
+        "/etc/hosts",
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n",
+    );
+    env.apply_yaml(
+        "c.yaml",
+        "#cloud-config\nhostname: c-node\nfqdn: c-node.example.org\n",
+    )
+    .ok();
+    assert_eq!(
+        env.read("/etc/hosts"),
+        "127.0.0.1\tlocalhost\n127.0.1.1\tc-node.example.org c-node\n::1\tlocalhost ip6-localhost\n"
+    );
+
+    // Kairos with no /etc/hosts at all: the file is made, and a name is in it.
+    let env = TestEnv::new();
+    std::fs::remove_file(env.p("/etc/hosts")).unwrap();
+    env.apply_yaml(
+        "k.yaml",
+        "stages:\n  initramfs:\n    - hostname: bare-node\n",
+    )
+    .ok();
+    assert_eq!(env.read("/etc/hosts"), "127.0.0.1\tlocalhost bare-node\n");
+    assert_eq!(env.mode("/etc/hosts"), 0o644);
+
+    // A yip stage step keeps the other localhost aliases of the line, drops the old name,
+    // and leaves comments and other lines as they were.
+    let env = TestEnv::new();
+    env.write(
+        "/etc/hosts",
+        "# static table\n127.0.0.1 localhost localhost.localdomain old-name\n10.0.0.9 nas\n",
+    );
+    env.apply_yaml("s.yaml", "stages:\n  boot:\n    - hostname: new-name\n")
+        .ok();
+    assert_eq!(
+        env.read("/etc/hosts"),
+        "# static table\n127.0.0.1\tlocalhost localhost.localdomain new-name\n10.0.0.9 nas\n"
+    );
+
+    // cloud-init with no /etc/hosts: both lines are written.
+    let env = TestEnv::new();
+    std::fs::remove_file(env.p("/etc/hosts")).unwrap();
+    env.apply_yaml("c.yaml", "#cloud-config\nhostname: c2\n")
+        .ok();
+    assert_eq!(
+        env.read("/etc/hosts"),
+        "127.0.0.1\tlocalhost\n127.0.1.1\tc2\n"
+    );
+}
+
+#[test]
+fn hostname_templates_are_rendered_and_a_drawn_name_is_kept() {
+    let env = TestEnv::new();
+    env.write("/etc/machine-id", "0123456789abcdef0123456789abcdef\n");
+    env.apply_yaml(
+        "m.yaml",
+        "#cloud-config\nhostname: edge-{{ trunc 4 .MachineID }}\n",
+    )
+    .ok();
+    assert_eq!(env.read("/etc/hostname"), "edge-0123\n");
+    assert!(env
+        .read("/etc/hosts")
+        .contains("127.0.0.1\tlocalhost edge-0123\n"));
+
+    // `.Random` is drawn once: a name the template could have made is kept.
+    let yaml =
+        "stages:\n  boot:\n    - name: random name\n      hostname: node-{{ .Random | trunc 6 }}\n";
+    env.apply_yaml("r.yaml", yaml).ok();
+    let first = env.read("/etc/hostname");
+    assert!(
+        regex::Regex::new(r"^node-[0-9a-z]{6}\n$")
+            .unwrap()
+            .is_match(&first),
+        "{first:?}"
+    );
+    let again = env.apply_yaml("r.yaml", yaml).ok();
+    assert_eq!(env.read("/etc/hostname"), first);
+    assert_eq!(again.step("random name").kind, EventKind::StepUnchanged);
+
+    // No machine id yet: the step fails saying so.
+    let env = TestEnv::new();
+    env.write("/etc/machine-id", "uninitialized\n");
+    let run = env.apply_yaml(
+        "m.yaml",
+        "stages:\n  boot:\n    - name: by machine id\n      hostname: n-{{ .MachineID }}\n",
+    );
+    let failed = run.outcome.failed.expect("no machine id");
+    assert!(failed.message.contains("machine id"), "{}", failed.message);
+    assert!(!env.exists("/etc/hostname"));
+}
+
+#[test]
 fn a_renamed_or_removed_step_leaves_no_drop_in_behind() {
     let env = TestEnv::empty();
     let v1 = r#"stages:

@@ -566,3 +566,80 @@ fn validate_arch_makes_a_missing_artifact_an_error() {
     let out = cli(["validate", "--arch", "amd64", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 }
+
+#[test]
+fn the_dialect_is_detected_and_can_be_overridden() {
+    let env = TestEnv::empty();
+    let users = "users:\n  - name: kairos\n    passwd: kairos\n";
+    // Nothing Kairos-like: cloud-init, and the plain passwd is warned about at its line.
+    let plain = env.yaml("plain.yaml", &format!("#cloud-config\n{users}"));
+    let v = validate(&[&plain], false);
+    assert_eq!(v.code, 0, "a warning, not an error: {}", v.lines.join("\n"));
+    let line = v.line(&format!("{}:4:13: warning: ", plain.display()));
+    assert!(line.contains("`passwd` is not a crypt(3) hash"), "{line}");
+    assert!(line.contains("#cairn-dialect: kairos"), "{line}");
+    assert_eq!(v.warnings().len(), 1);
+    // A Kairos key decides it: no warning.
+    let kairos = env.yaml(
+        "kairos.yaml",
+        &format!("#cloud-config\n{users}install:\n  reboot: true\n"),
+    );
+    let v = validate(&[&kairos], false);
+    assert_eq!(
+        (v.code, v.warnings().len()),
+        (0, 0),
+        "{}",
+        v.lines.join("\n")
+    );
+    // So does the override line.
+    let forced = env.yaml(
+        "forced.yaml",
+        &format!("#cloud-config\n#cairn-dialect: kairos\n{users}"),
+    );
+    let v = validate(&[&forced], false);
+    assert_eq!(
+        (v.code, v.warnings().len()),
+        (0, 0),
+        "{}",
+        v.lines.join("\n")
+    );
+    // And the other way round: a Kairos file forced to cloud-init gets the warning back.
+    let back = env.yaml(
+        "back.yaml",
+        &format!("#cloud-config\n#cairn-dialect: cloud-init\n{users}install:\n  reboot: true\n"),
+    );
+    let v = validate(&[&back], false);
+    assert_eq!(v.warnings().len(), 1, "{}", v.lines.join("\n"));
+    // A dialect Cairn does not know is an error at its line.
+    let typo = env.yaml(
+        "typo.yaml",
+        &format!("#cloud-config\n#cairn-dialect: yip\n{users}"),
+    );
+    let v = validate(&[&typo], false);
+    assert_eq!(v.code, 1);
+    assert!(v
+        .line(&format!("{}:2:1: error: ", typo.display()))
+        .contains("unknown dialect `yip`"));
+}
+
+#[test]
+fn kairos_only_constructs_do_not_refuse_the_file() {
+    let env = TestEnv::empty();
+    let f = env.yaml(
+        "k.yaml",
+        "#cloud-config\nhostname: n-{{ .ProtectedID }}\nusers:\n  - name: kairos\n    passwd: kairos\n    ssh_authorized_keys: [github:someone, gitlab:other]\nstages:\n  provider-kairos.bootstrap.after.k3s-ready:\n    - commands: [\"true\"]\n  boot:\n    - files:\n        - path: /etc/motd\n          content: hi\n          ownerstring: \"\"\ninstall:\n  reboot: true\n  poweroff: true\n",
+    );
+    let v = validate(&[&f], false);
+    assert_eq!(v.code, 0, "{}", v.lines.join("\n"));
+    let file = f.display().to_string();
+    assert!(v
+        .line(&format!("{file}:2:11: warning: "))
+        .contains("`hostname` is not set from the template"));
+    assert!(v
+        .line(&format!("{file}:8:3: warning: "))
+        .contains("stage `provider-kairos.bootstrap.after.k3s-ready` is not run by Cairn"));
+    assert!(v
+        .line(&format!("{file}:17:3: warning: "))
+        .contains("the host reboots"));
+    assert_eq!(v.warnings().len(), 3, "{}", v.lines.join("\n"));
+}

@@ -1,5 +1,6 @@
 //! The `install:` user-data section as the install ISO's live environment reads it: device,
-//! reboot, poweroff; both true, a relative or non-/dev path are errors with their line;
+//! reboot, poweroff (both true: a reboot, with a warning); a relative or non-/dev path is an
+//! error with its line;
 //! Kairos's other install keys are accepted; a later file's block wins.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -47,15 +48,18 @@ fn auto_or_absent_device_means_the_only_suitable_disk() {
 }
 
 #[test]
-fn reboot_and_poweroff_together_is_an_error_with_its_line() {
+fn reboot_and_poweroff_together_reboot_as_kairos_does_with_a_warning() {
     let (l, _d) = load(&["install:\n  device: /dev/sda\n  reboot: true\n  poweroff: true\n"]);
-    let errs = errors(&l);
-    assert!(l.diags.has_errors());
+    assert!(!l.diags.has_errors(), "{:?}", errors(&l));
+    let warnings: Vec<String> = l.diags.warnings().map(|d| d.to_string()).collect();
     assert!(
-        errs.iter()
-            .any(|e| e.contains("00.yaml:3") && e.contains("both true")),
-        "{errs:?}"
+        warnings
+            .iter()
+            .any(|w| w.contains("00.yaml:4") && w.contains("both true") && w.contains("reboots")),
+        "{warnings:?}"
     );
+    let i = l.config.install.unwrap();
+    assert!(i.reboot && !i.poweroff);
 }
 
 #[test]

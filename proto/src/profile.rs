@@ -74,6 +74,32 @@ impl Layer {
 pub struct OsLayer {
     /// The YAML text of a user-data document (write it as a `|` block in YAML).
     pub user_data: String,
+    /// Which dialect the user-data is written in. Absent, an os layer is Kairos user-data
+    /// (as a Palette OS layer is) unless its text says `#cairn-dialect: cloud-init`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dialect: Option<Dialect>,
+}
+
+/// The two meanings one `#cloud-config` document can have (docs/user-data.md, "Kairos
+/// dialect vs cloud-init dialect"): the same keys (`users:`, `hostname:`) are applied the
+/// way Kairos/Palette apply them, or the way cloud-init does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dialect {
+    /// Kairos/Palette (yip): a plain `passwd` is hashed and the account stays usable.
+    Kairos,
+    /// cloud-init: `passwd` is a crypt hash and accounts are locked unless told otherwise.
+    CloudInit,
+}
+
+impl Dialect {
+    /// The name as written in user-data and profiles: `kairos`, `cloud-init`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Kairos => "kairos",
+            Dialect::CloudInit => "cloud-init",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,5 +16,6 @@ pub mod load;
 pub mod model;
 pub mod profile;
 pub mod stages;
+pub mod template;
 pub mod validate;
 pub mod yaml;

@@ -74,6 +74,7 @@ pub fn load(paths: &[PathBuf], strict: bool) -> Result<Loaded, LoadError> {
         config.merge(decode::decode_text_within(
             &display,
             &text,
+            decode::dialect::Origin::File,
             &mut diags,
             &mut budget,
         ));

@@ -10,6 +10,8 @@ use std::fmt;
 use regex::Regex;
 
 use crate::diag::Location;
+pub use crate::template::{HostTemplate, TemplateValues};
+pub use cairn_proto::profile::Dialect;
 
 /// A whole, merged configuration.
 #[derive(Debug, Default, Clone)]
@@ -282,9 +284,11 @@ impl fmt::Display for Owner {
 /// Whose rules a user entry follows (they differ on defaults, see docs/user-data.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserSemantics {
-    /// cloud-init `users:`: `passwd` is a hash, `lock_passwd` defaults to true.
+    /// cloud-init `users:` in a cloud-init document: `passwd` is a hash, `lock_passwd`
+    /// defaults to true.
     CloudInit,
-    /// yip `stages.*.users`: plain-text `passwd` is hashed, `lock_passwd` defaults to false.
+    /// yip's users (Kairos/Palette): `stages.*.users`, and top-level `users:` of a Kairos
+    /// document. A plain-text `passwd` is hashed, `lock_passwd` defaults to false.
     Yip,
 }
 
@@ -338,6 +342,9 @@ pub struct UserSpec {
     pub no_log_init: bool,
     pub sudo: SudoRules,
     pub ssh_authorized_keys: Vec<String>,
+    /// `github:NAME` / `gitlab:NAME` / `https://…` entries of `ssh_authorized_keys`:
+    /// fetched when the step runs.
+    pub key_sources: Vec<KeySource>,
     pub expiredate: Option<String>,
     pub inactive: Option<String>,
 }
@@ -346,7 +353,90 @@ pub struct UserSpec {
 pub struct AuthorizedKeysSpec {
     pub user: String,
     pub keys: Vec<String>,
+    /// Keys fetched when the step runs (`github:NAME`…).
+    pub sources: Vec<KeySource>,
     pub location: Location,
+}
+
+/// Where a remote set of SSH public keys is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyProvider {
+    /// `github:NAME`: `https://github.com/NAME.keys` (or the configured base URL).
+    GitHub(String),
+    /// `gitlab:NAME`: `https://gitlab.com/NAME.keys` (or the configured base URL).
+    GitLab(String),
+    /// An `https://` URL serving one key per line.
+    Url(String),
+}
+
+/// An `ssh_authorized_keys` entry that names keys to fetch rather than a key (yip's
+/// `github:`/`gitlab:` sources).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySource {
+    pub provider: KeyProvider,
+    pub location: Location,
+}
+
+impl fmt::Display for KeyProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyProvider::GitHub(n) => write!(f, "github:{n}"),
+            KeyProvider::GitLab(n) => write!(f, "gitlab:{n}"),
+            KeyProvider::Url(u) => f.write_str(&redact_url(u)),
+        }
+    }
+}
+
+/// A URL as it may be shown in messages and events: `user:password@` replaced by `***@`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// `cairn.key_sources`: where `github:`/`gitlab:` keys are fetched from, and extra CAs
+/// trusted for those fetches (besides the system's roots). For mirrors and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySourceSettings {
+    /// Base URL for `github:NAME` (`NAME.keys` is appended); default `https://github.com`.
+    pub github: Option<String>,
+    /// Base URL for `gitlab:NAME`; default `https://gitlab.com`.
+    pub gitlab: Option<String>,
+    /// PEM CA certificates trusted for key fetches, besides the system roots.
+    pub ca_certs: Vec<String>,
+}
+
+/// The key-source settings in force when user-data has none.
+pub static NO_KEY_SOURCES: KeySourceSettings = KeySourceSettings {
+    github: None,
+    gitlab: None,
+    ca_certs: Vec::new(),
+};
+
+impl KeySourceSettings {
+    /// The URL a source is fetched from.
+    pub fn url_of(&self, provider: &KeyProvider) -> String {
+        let base = |set: &Option<String>, default: &str| {
+            set.as_deref()
+                .unwrap_or(default)
+                .trim_end_matches('/')
+                .to_string()
+        };
+        match provider {
+            KeyProvider::GitHub(n) => {
+                format!("{}/{n}.keys", base(&self.github, "https://github.com"))
+            }
+            KeyProvider::GitLab(n) => {
+                format!("{}/{n}.keys", base(&self.gitlab, "https://gitlab.com"))
+            }
+            KeyProvider::Url(u) => u.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -405,9 +495,23 @@ pub struct CertSpec {
 
 #[derive(Debug, Clone)]
 pub struct HostnameSpec {
+    /// The name; with a template, the template's text as written.
     pub hostname: String,
     pub fqdn: Option<String>,
+    /// A Go-template hostname (`node-{{ trunc 4 .MachineID }}`), rendered when applied.
+    pub template: Option<HostTemplate>,
+    /// Which `/etc/hosts` line carries the name.
+    pub hosts: HostsLine,
     pub location: Location,
+}
+
+/// Where the host name goes in `/etc/hosts`: the two dialects differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostsLine {
+    /// yip (Kairos): the `127.0.0.1` line becomes `127.0.0.1 localhost NAME`.
+    Loopback,
+    /// cloud-init (Debian style): a `127.0.1.1 FQDN NAME` line.
+    Debian,
 }
 
 #[derive(Debug, Clone)]
@@ -517,6 +621,8 @@ pub struct HubSettings {
     /// and checked against this, is the only one trusted for the hub.
     pub ca_pin: Option<[u8; 32]>,
     pub proxy: Option<String>,
+    /// Where `github:`/`gitlab:` SSH keys are fetched from.
+    pub key_sources: KeySourceSettings,
     pub location: Option<Location>,
 }
 
@@ -530,6 +636,7 @@ impl fmt::Debug for HubSettings {
             .field("ca_certs", &self.ca_certs.len())
             .field("ca_pin", &self.ca_pin.as_ref().map(|_| "<redacted>"))
             .field("proxy", &self.proxy)
+            .field("key_sources", &self.key_sources)
             .finish()
     }
 }
@@ -557,6 +664,20 @@ mod tests {
         assert!(AbsPath::parse("").is_err());
         assert!(AbsPath::parse("/a\nb").is_err());
         assert_eq!(AbsPath::parse("/").unwrap().relative(), "");
+    }
+
+    #[test]
+    fn urls_in_messages_lose_their_credentials() {
+        assert_eq!(
+            redact_url("https://u:secret@keys.example/a@b.keys"),
+            "https://***@keys.example/a@b.keys"
+        );
+        assert_eq!(
+            redact_url("https://keys.example/x"),
+            "https://keys.example/x"
+        );
+        let p = KeyProvider::Url("https://tok@keys.example/k".into());
+        assert!(!p.to_string().contains("tok"));
     }
 
     #[test]

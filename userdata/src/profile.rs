@@ -23,7 +23,7 @@ use cairn_proto::protocol::Problem;
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
 use crate::diag::{Diagnostics, Location, Pos, Severity};
-use crate::model::Config;
+use crate::model::{Config, Dialect};
 use crate::yaml::{self, Node, NodeKind};
 
 /// One problem in a profile document: where, at which field, and what.
@@ -229,6 +229,7 @@ fn finish(
                 node,
                 &path,
                 &layer.user_data,
+                layer.dialect,
                 &mut findings,
             );
         }
@@ -249,11 +250,17 @@ fn check_user_data(
     node: Option<&Node>,
     path: &str,
     user_data: &str,
+    dialect: Option<Dialect>,
     findings: &mut Vec<Finding>,
 ) -> Config {
     let inner_name = format!("{file}#{path}");
     let mut diags = Diagnostics::new(false);
-    let config = crate::decode::decode_text(&inner_name, user_data, &mut diags);
+    let config = crate::decode::decode_text_with(
+        &inner_name,
+        user_data,
+        crate::decode::dialect::Origin::OsLayer(dialect),
+        &mut diags,
+    );
     crate::validate::check(&config, &mut diags);
     let block = node.and_then(|n| block_indent(outer, n, user_data));
     for d in diags.sorted() {

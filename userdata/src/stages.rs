@@ -54,6 +54,34 @@ pub fn is_known(name: &str) -> bool {
     BASE_ORDER.contains(&name) || BASE_ORDER.contains(&split(name).0)
 }
 
+/// Stages Kairos runs that Cairn has no moment for, with what runs them there: provider
+/// hooks (`provider-kairos.bootstrap.after.<role>`, `<provider>.<stage>`), the agent's
+/// bootstrap event and the trusted-boot install/upgrade/reset hooks (each also with
+/// `.before`/`.after`). A step there is skipped with a warning, never an error: the rest of
+/// the file still applies.
+pub fn kairos_only(name: &str) -> Option<&'static str> {
+    let base = split(name).0;
+    if base.starts_with("provider-") && base.contains('.') {
+        Some(
+            "Kairos runs it from a provider plugin during its own cluster bootstrap; Cairn \
+             installs Kubernetes from a cluster profile, and its closest stage is \
+             `kubernetes.after`",
+        )
+    } else if base.starts_with("kairos-agent.") {
+        Some("the Kairos agent runs it on its own bootstrap and phone-home events")
+    } else if base.starts_with("kairos-uki-") || base.starts_with("kairos-") {
+        Some("Kairos runs it from its own installer and trusted-boot upgrades")
+    } else {
+        None
+    }
+}
+
+/// Stages that run before the network is up on a device (`rootfs` … `first-boot`).
+pub fn before_network(name: &str) -> bool {
+    let base = split(name).0;
+    DEFAULT_BASES.contains(&base) && base != "network"
+}
+
 /// Sort key: base position, then before/main/after.
 pub fn order_key(name: &str) -> (usize, u8) {
     let (base, phase) = split(name);
@@ -113,5 +141,25 @@ mod tests {
         assert_eq!(default_frequency("reconcile"), Frequency::Always);
         assert_eq!(default_frequency("boot"), Frequency::PerBoot);
         assert_eq!(default_frequency("after-install"), Frequency::Once);
+    }
+
+    #[test]
+    fn kairos_only_stages() {
+        for n in [
+            "provider-kairos.bootstrap.after.k3s-ready",
+            "provider-kairos.bootstrap.before.worker",
+            "provider-rke2.bootstrap.after",
+            "kairos-agent.bootstrap",
+            "kairos-agent.bootstrap.after",
+            "kairos-uki-install.pre",
+            "kairos-uki-upgrade.after.before",
+        ] {
+            assert!(!is_known(n) && kairos_only(n).is_some(), "{n}");
+        }
+        for n in ["bot", "provider", "network.later", "kubernetes.after"] {
+            assert!(kairos_only(n).is_none(), "{n}");
+        }
+        assert!(before_network("initramfs.before") && before_network("boot"));
+        assert!(!before_network("network") && !before_network("reconcile"));
     }
 }

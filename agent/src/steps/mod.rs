@@ -8,6 +8,7 @@
 mod certificates;
 mod commands;
 mod files;
+pub mod keys;
 mod packages;
 mod system;
 pub use system::{owned_drop_in, sweep_drop_ins};
@@ -17,7 +18,7 @@ use crate::host::accounts::Accounts;
 use crate::host::fs::FsError;
 use crate::host::{Host, RunError};
 use crate::state::State;
-use cairn_userdata::model::{Action, Frequency, Owner};
+use cairn_userdata::model::{Action, Frequency, KeySourceSettings, Owner};
 
 pub use certificates::trust_store_for;
 pub use packages::{backend_for, PackageBackend};
@@ -29,6 +30,8 @@ pub enum StepError {
     Fs(#[from] FsError),
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyFetchError),
     #[error("{0}")]
     Failed(String),
 }
@@ -53,6 +56,8 @@ pub struct StepCx<'a> {
     pub drop_in_key: String,
     pub frequency: Frequency,
     pub boot_id: String,
+    /// Where `github:`/`gitlab:` SSH keys are fetched from (`cairn.key_sources`).
+    pub key_sources: &'a KeySourceSettings,
     accounts: Option<Accounts>,
 }
 
@@ -73,6 +78,7 @@ impl<'a> StepCx<'a> {
             step_key,
             frequency,
             boot_id,
+            key_sources: &cairn_userdata::model::NO_KEY_SOURCES,
             accounts: None,
         }
     }

@@ -4,9 +4,12 @@
 
 use super::{converge_file, Changes, StepCx, StepError};
 use crate::host::Cmd;
+use cairn_userdata::decode::values::valid_hostname;
 use cairn_userdata::model::{
-    AbsPath, Action, DnsSpec, EnvSpec, HostnameSpec, KernelModule, KeyValue, Located, SystemctlSpec,
+    AbsPath, Action, DnsSpec, EnvSpec, HostTemplate, HostnameSpec, HostsLine, KernelModule,
+    KeyValue, Located, SystemctlSpec, TemplateValues,
 };
+use cairn_userdata::template::TemplateValue;
 
 fn abs(p: &str) -> Result<AbsPath, StepError> {
     AbsPath::parse(p).map_err(StepError::msg)
@@ -32,7 +35,11 @@ pub fn slug(s: &str) -> String {
 
 pub fn hostname(cx: &mut StepCx, spec: &HostnameSpec) -> Result<Changes, StepError> {
     let mut changes = Vec::new();
-    let body = format!("{}\n", spec.hostname);
+    let name = match &spec.template {
+        None => spec.hostname.clone(),
+        Some(t) => render_hostname(cx, t, &spec.hostname)?,
+    };
+    let body = format!("{name}\n");
     if let Some(c) = converge_file(
         cx,
         &abs("/etc/hostname")?,
@@ -42,50 +49,188 @@ pub fn hostname(cx: &mut StepCx, spec: &HostnameSpec) -> Result<Changes, StepErr
     )? {
         changes.push(c);
     }
-    // Keep the Debian-style 127.0.1.1 line (if there is one) in step with the name, so
-    // sudo and friends can resolve it.
     let hosts = abs("/etc/hosts")?;
-    if let Some(text) = cx.host.read_opt(hosts.as_str())? {
-        let text = String::from_utf8_lossy(&text).into_owned();
-        let short = spec.hostname.split('.').next().unwrap_or(&spec.hostname);
-        let names = match &spec.fqdn {
-            Some(f) if f != short => format!("{f} {short}"),
-            _ => short.to_string(),
-        };
-        let mut replaced = false;
-        let new: Vec<String> = text
-            .lines()
-            .map(|l| {
-                if l.split_whitespace().next() == Some("127.0.1.1") && !replaced {
-                    replaced = true;
-                    format!("127.0.1.1\t{names}")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect();
-        if replaced {
-            let mut new = new.join("\n");
-            new.push('\n');
-            let mode = cx.host.meta(hosts.as_str())?.map_or(0o644, |m| m.mode);
-            if let Some(c) = converge_file(cx, &hosts, new.as_bytes(), mode, Some((0, 0)))? {
-                changes.push(c);
-            }
+    let current = cx
+        .host
+        .read_opt(hosts.as_str())?
+        .map(|t| String::from_utf8_lossy(&t).into_owned());
+    let new = hosts_text(current.as_deref(), &name, spec.fqdn.as_deref(), spec.hosts);
+    if current.as_deref() != Some(new.as_str()) {
+        let mode = cx.host.meta(hosts.as_str())?.map_or(0o644, |m| m.mode);
+        if let Some(c) = converge_file(cx, &hosts, new.as_bytes(), mode, Some((0, 0)))? {
+            changes.push(c);
         }
     }
     if cx.host.is_live() {
         let current = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if current != spec.hostname {
-            changes.push(format!("set the running hostname to {}", spec.hostname));
+        if current != name {
+            changes.push(format!("set the running hostname to {name}"));
             if !cx.dry_run {
-                nix::unistd::sethostname(&spec.hostname)
+                nix::unistd::sethostname(&name)
                     .map_err(|e| StepError::msg(format!("setting the hostname: {e}")))?;
             }
         }
     }
     Ok(changes)
+}
+
+/// The name a template gives on this target: the current name when the template could
+/// have produced it (a random part is drawn once, not at every apply), else a new one.
+fn render_hostname(cx: &StepCx, t: &HostTemplate, text: &str) -> Result<String, StepError> {
+    let machine_id = machine_id(cx)?;
+    if t.uses(TemplateValue::MachineId) && machine_id.is_empty() {
+        return Err(StepError::msg(format!(
+            "hostname `{text}` uses .MachineID, but the target has no machine id \
+             (/etc/machine-id is missing, empty or `uninitialized`)"
+        )));
+    }
+    let current = cx
+        .host
+        .read_opt("/etc/hostname")?
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    if !current.is_empty() && t.matches(&current, &machine_id) {
+        return Ok(current);
+    }
+    let values = TemplateValues {
+        machine_id,
+        random: random_alnum(32)?,
+        uuid: uuid_v4()?,
+    };
+    let name = t.render(&values);
+    valid_hostname(&name)
+        .map_err(|e| StepError::msg(format!("hostname `{text}` renders to `{name}`: {e}")))?;
+    Ok(name)
+}
+
+/// The target's machine id (`/etc/machine-id`, else `/var/lib/dbus/machine-id`, as yip's
+/// machineid library reads it); empty when there is none yet.
+fn machine_id(cx: &StepCx) -> Result<String, StepError> {
+    for path in ["/etc/machine-id", "/var/lib/dbus/machine-id"] {
+        if let Some(b) = cx.host.read_opt(path)? {
+            let id = String::from_utf8_lossy(&b).trim().to_string();
+            if !id.is_empty() && id != "uninitialized" {
+                return Ok(id);
+            }
+        }
+    }
+    Ok(String::new())
+}
+
+fn random_bytes(n: usize) -> Result<Vec<u8>, StepError> {
+    let mut buf = vec![0u8; n];
+    getrandom::getrandom(&mut buf)
+        .map_err(|e| StepError::msg(format!("reading random bytes: {e}")))?;
+    Ok(buf)
+}
+
+/// `.Random`: `n` characters from `[0-9a-z]` (yip's alphabet), without modulo bias.
+fn random_alnum(n: usize) -> Result<String, StepError> {
+    const ALPHABET: &[u8] = b"1234567890abcdefghijklmnopqrstuvwxyz";
+    let mut out = String::with_capacity(n);
+    while out.len() < n {
+        for b in random_bytes(n)? {
+            // 252 = 7 × 36: larger bytes would favour the first characters.
+            if b < 252 && out.len() < n {
+                out.push(char::from(ALPHABET[usize::from(b) % ALPHABET.len()]));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `.UUID`: a random (version 4) UUID.
+fn uuid_v4() -> Result<String, StepError> {
+    let mut b = random_bytes(16)?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
+}
+
+/// `/etc/hosts` with the host name in place, per dialect (`current` is the file, if any).
+///
+/// - [`HostsLine::Loopback`] (yip, Kairos): the `127.0.0.1` line becomes
+///   `127.0.0.1 localhost [other localhost aliases] [FQDN] NAME`, added when missing; a
+///   Debian `127.0.1.1` line, when the image has one, is kept in step too (it would name the
+///   old host otherwise).
+/// - [`HostsLine::Debian`] (cloud-init): the `127.0.1.1` line becomes `127.0.1.1 [FQDN] SHORT`,
+///   added after the `127.0.0.1` line when missing.
+///
+/// Every other line is kept as it is.
+pub fn hosts_text(
+    current: Option<&str>,
+    name: &str,
+    fqdn: Option<&str>,
+    style: HostsLine,
+) -> String {
+    let short = name.split('.').next().unwrap_or(name);
+    let debian_names = match fqdn {
+        Some(f) if f != short => format!("{f} {short}"),
+        _ => short.to_string(),
+    };
+    let loopback_names = match fqdn {
+        Some(f) if f != name => format!("{f} {name}"),
+        _ => name.to_string(),
+    };
+    let text = current.unwrap_or("");
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let first = |lines: &[String], addr: &str| {
+        lines
+            .iter()
+            .position(|l| l.split_whitespace().next() == Some(addr))
+    };
+    let debian_line = format!("127.0.1.1\t{debian_names}");
+    match style {
+        HostsLine::Loopback => {
+            let line = |old: Option<&str>| {
+                let mut aliases: Vec<&str> = old
+                    .map(|l| {
+                        l.split('#')
+                            .next()
+                            .unwrap_or_default()
+                            .split_whitespace()
+                            .skip(1)
+                            .filter(|a| a.starts_with("localhost"))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if !aliases.contains(&"localhost") {
+                    aliases.insert(0, "localhost");
+                }
+                format!("127.0.0.1\t{} {loopback_names}", aliases.join(" "))
+            };
+            match first(&lines, "127.0.0.1") {
+                Some(i) => lines[i] = line(Some(&lines[i])),
+                None => lines.insert(0, line(None)),
+            }
+            if let Some(i) = first(&lines, "127.0.1.1") {
+                lines[i] = debian_line;
+            }
+        }
+        HostsLine::Debian => match first(&lines, "127.0.1.1") {
+            Some(i) => lines[i] = debian_line,
+            None => match first(&lines, "127.0.0.1") {
+                Some(i) => lines.insert(i + 1, debian_line),
+                None => {
+                    lines.insert(0, "127.0.0.1\tlocalhost".to_string());
+                    lines.insert(1, debian_line);
+                }
+            },
+        },
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
 }
 
 /// Where systemd-resolved keeps the resolv.conf files it owns; `/etc/resolv.conf` pointing
@@ -497,4 +642,61 @@ pub fn systemctl(cx: &mut StepCx, spec: &SystemctlSpec) -> Result<Changes, StepE
         }
     }
     Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_lines_per_dialect() {
+        let debian = "127.0.0.1\tlocalhost\n127.0.1.1\told\n::1\tlocalhost\n";
+        assert_eq!(
+            hosts_text(Some(debian), "n1", None, HostsLine::Loopback),
+            "127.0.0.1\tlocalhost n1\n127.0.1.1\tn1\n::1\tlocalhost\n"
+        );
+        assert_eq!(
+            hosts_text(Some(debian), "n1", Some("n1.example"), HostsLine::Debian),
+            "127.0.0.1\tlocalhost\n127.0.1.1\tn1.example n1\n::1\tlocalhost\n"
+        );
+        assert_eq!(
+            hosts_text(None, "n1", None, HostsLine::Loopback),
+            "127.0.0.1\tlocalhost n1\n"
+        );
+        assert_eq!(
+            hosts_text(Some(""), "n1", None, HostsLine::Debian),
+            "127.0.0.1\tlocalhost\n127.0.1.1\tn1\n"
+        );
+        // Applying twice gives the same text.
+        let once = hosts_text(Some(debian), "n1", None, HostsLine::Loopback);
+        assert_eq!(
+            hosts_text(Some(&once), "n1", None, HostsLine::Loopback),
+            once
+        );
+        // Aliases of localhost stay, a trailing comment goes with the old name.
+        assert_eq!(
+            hosts_text(
+                Some("127.0.0.1 localhost localhost4 old # was here\n"),
+                "n2",
+                None,
+                HostsLine::Loopback
+            ),
+            "127.0.0.1\tlocalhost localhost4 n2\n"
+        );
+    }
+
+    #[test]
+    fn random_values_have_the_documented_shapes() {
+        let r = random_alnum(32).unwrap();
+        assert_eq!(r.len(), 32);
+        assert!(r
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+        let u = uuid_v4().unwrap();
+        let re = regex::Regex::new(
+            "^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
+        )
+        .unwrap();
+        assert!(re.is_match(&u), "{u}");
+    }
 }

@@ -18,13 +18,15 @@
 
 use sha_crypt::{sha512_check, sha512_simple, Sha512Params};
 
-use super::{Changes, StepCx, StepError};
+use super::{keys, Changes, StepCx, StepError};
 use crate::host::accounts::Accounts;
 use crate::host::shadow::{
     self, Backend, CommitError, GroupAdd, Session, Unsupported, UserAdd, UserMod,
 };
 use crate::host::{fs, Cmd, Host};
-use cairn_userdata::model::{AbsPath, AuthorizedKeysSpec, GroupSpec, Password, UserSpec};
+use cairn_userdata::model::{
+    redact_url, AbsPath, AuthorizedKeysSpec, GroupSpec, KeySource, Password, UserSpec,
+};
 
 /// A shadow-utils command acting on the target's account files.
 fn shadow_cmd(cx: &StepCx, program: &str) -> Cmd {
@@ -366,8 +368,38 @@ pub fn users(cx: &mut StepCx, specs: &[UserSpec]) -> Result<Changes, StepError> 
                 &mut writes,
             )?);
         }
+        changes.extend(fetched_keys(
+            cx,
+            &spec.name,
+            &spec.key_sources,
+            &mut writes,
+        )?);
     }
     writes.commit(cx)?;
+    Ok(changes)
+}
+
+/// Fetch the keys of each source (`github:NAME`…) and add them for `user`. In a dry run
+/// nothing is fetched: the fetch itself is reported.
+fn fetched_keys(
+    cx: &mut StepCx,
+    user: &str,
+    sources: &[KeySource],
+    writes: &mut Writes,
+) -> Result<Changes, StepError> {
+    let mut changes = Vec::new();
+    for source in sources {
+        if cx.dry_run {
+            changes.push(format!(
+                "fetch the SSH keys of {} from {} for {user} (not fetched in a dry run)",
+                source.provider,
+                redact_url(&keys::url_of(source, cx.key_sources))
+            ));
+            continue;
+        }
+        let fetched = keys::fetch(source, cx.key_sources)?;
+        changes.extend(add_keys(cx, user, &fetched, writes)?);
+    }
     Ok(changes)
 }
 
@@ -638,7 +670,10 @@ pub fn authorized_keys(
     let mut changes = Vec::new();
     let mut writes = Writes::default();
     for spec in specs {
-        changes.extend(add_keys(cx, &spec.user, &spec.keys, &mut writes)?);
+        if !spec.keys.is_empty() || spec.sources.is_empty() {
+            changes.extend(add_keys(cx, &spec.user, &spec.keys, &mut writes)?);
+        }
+        changes.extend(fetched_keys(cx, &spec.user, &spec.sources, &mut writes)?);
     }
     writes.commit(cx)?;
     Ok(changes)

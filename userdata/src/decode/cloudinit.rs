@@ -10,8 +10,9 @@ use super::ctx::Ctx;
 use super::stages::{commands, package_refs, valid_timezone};
 use super::{entries, values};
 use crate::model::{
-    AbsPath, Action, AuthorizedKeysSpec, Conditions, Config, FileSpec, Frequency, HostnameSpec,
-    KeyValue, Located, Mode, Owner, PackageSpec, Step, UserSemantics,
+    AbsPath, Action, AuthorizedKeysSpec, Conditions, Config, Dialect, FileSpec, Frequency,
+    HostnameSpec, HostsLine, KeyValue, Located, Mode, Owner, PackageSpec, Step, UserSemantics,
+    UserSpec,
 };
 use crate::yaml::{Node, NodeKind};
 
@@ -244,7 +245,7 @@ impl<'n> CloudInit<'n> {
                 vec![Action::Certificates(spec)],
             ));
         }
-        self.users_groups(ctx, &mut boot);
+        self.users_groups(ctx, &mut boot, &mut network);
         if let Some((k, v)) = self.get("ntp") {
             if let Some(action) = ntp(ctx, v) {
                 boot.push(mk(ctx, "ntp", k, Frequency::Once, vec![action]));
@@ -340,6 +341,26 @@ impl<'n> CloudInit<'n> {
         }
         let at = hostname.or(fqdn)?;
         let fqdn_value = fqdn.and_then(|(_, v)| ctx.string(v, "fqdn"));
+        if ctx.dialect == Dialect::Kairos {
+            // yip's hostname plugin: Go templates rendered, the 127.0.0.1 line of /etc/hosts.
+            if let Some((k, v)) = hostname {
+                let mut spec = values::hostname(ctx, k, v, "hostname")?;
+                if let (Some(f), Some((_, fnode))) = (&fqdn_value, fqdn) {
+                    if let Err(e) = values::valid_hostname(f) {
+                        ctx.error(fnode, e);
+                        return None;
+                    }
+                }
+                spec.fqdn = fqdn_value;
+                return Some(Step {
+                    name: "set_hostname".into(),
+                    location: ctx.loc(k),
+                    conditions: Conditions::default(),
+                    frequency: Frequency::Once,
+                    actions: vec![Action::Hostname(spec)],
+                });
+            }
+        }
         let host_value = match hostname {
             Some((_, v)) => ctx.string(v, "hostname")?,
             // cloud-init derives the short hostname from the fqdn when only fqdn is given.
@@ -372,21 +393,61 @@ impl<'n> CloudInit<'n> {
             actions: vec![Action::Hostname(HostnameSpec {
                 hostname,
                 fqdn: fqdn_value,
+                template: None,
+                hosts: HostsLine::Debian,
                 location: ctx.loc(at.1),
             })],
         })
     }
 
-    fn users_groups(&self, ctx: &mut Ctx, steps: &mut Vec<Step>) {
+    /// `groups`, `users` and top-level `ssh_authorized_keys`. In a Kairos document users
+    /// follow yip (plain `passwd` hashed, unlocked) and top-level keys go to every listed
+    /// user (root when none is listed), as yip's cloud-config loader does; in a cloud-init
+    /// document users follow cloud-init and top-level keys go to root (Cairn has no distro
+    /// default user). `github:`/`gitlab:` keys are fetched in stage `network`.
+    fn users_groups(&self, ctx: &mut Ctx, steps: &mut Vec<Step>, network: &mut Vec<Step>) {
         let groups = self.get("groups");
         let users = self.get("users");
         let keys = self.get("ssh_authorized_keys");
+        let kairos = ctx.dialect == Dialect::Kairos;
+        let semantics = if kairos {
+            UserSemantics::Yip
+        } else {
+            UserSemantics::CloudInit
+        };
         let mut actions = Vec::new();
+        let mut fetch: Vec<AuthorizedKeysSpec> = Vec::new();
         if let Some((_, v)) = groups {
             actions.push(Action::Groups(entries::groups(ctx, v)));
         }
-        if let Some((_, v)) = users {
-            actions.push(Action::Users(cloud_users(ctx, v)));
+        let mut listed: Vec<UserSpec> = match users {
+            Some((_, v)) => cloud_users(ctx, v, semantics),
+            None => Vec::new(),
+        };
+        let (top_keys, top_sources) = match keys {
+            Some((_, v)) => entries::ssh_keys(ctx, v, "ssh_authorized_keys"),
+            None => (Vec::new(), Vec::new()),
+        };
+        let keys_to_listed = kairos && !listed.is_empty();
+        if keys_to_listed {
+            for u in &mut listed {
+                u.ssh_authorized_keys.extend(top_keys.iter().cloned());
+                u.key_sources.extend(top_sources.iter().cloned());
+            }
+        }
+        // Fetching needs the network: those keys move to a step of stage `network`.
+        for u in &mut listed {
+            if !u.key_sources.is_empty() {
+                fetch.push(AuthorizedKeysSpec {
+                    user: u.name.clone(),
+                    keys: Vec::new(),
+                    sources: std::mem::take(&mut u.key_sources),
+                    location: u.location.clone(),
+                });
+            }
+        }
+        if users.is_some() {
+            actions.push(Action::Users(listed));
         }
         if let Some(at) = groups.or(users) {
             steps.push(Step {
@@ -397,19 +458,39 @@ impl<'n> CloudInit<'n> {
                 actions,
             });
         }
-        if let Some((k, v)) = keys {
-            // Without a distro default user, top-level keys go to root (documented).
-            let spec = AuthorizedKeysSpec {
-                user: "root".into(),
-                keys: entries::ssh_keys(ctx, v, "ssh_authorized_keys"),
-                location: ctx.loc(k),
-            };
-            steps.push(Step {
-                name: "ssh".into(),
-                location: ctx.loc(k),
+        if let Some((k, _)) = keys {
+            if !keys_to_listed {
+                // Without a distro default user, top-level keys go to root (documented).
+                if !top_sources.is_empty() {
+                    fetch.push(AuthorizedKeysSpec {
+                        user: "root".into(),
+                        keys: Vec::new(),
+                        sources: top_sources,
+                        location: ctx.loc(k),
+                    });
+                }
+                let spec = AuthorizedKeysSpec {
+                    user: "root".into(),
+                    keys: top_keys,
+                    sources: Vec::new(),
+                    location: ctx.loc(k),
+                };
+                steps.push(Step {
+                    name: "ssh".into(),
+                    location: ctx.loc(k),
+                    conditions: Conditions::default(),
+                    frequency: Frequency::Once,
+                    actions: vec![Action::AuthorizedKeys(vec![spec])],
+                });
+            }
+        }
+        if let Some(first) = fetch.first() {
+            network.push(Step {
+                name: "ssh_import_keys".into(),
+                location: first.location.clone(),
                 conditions: Conditions::default(),
                 frequency: Frequency::Once,
-                actions: vec![Action::AuthorizedKeys(vec![spec])],
+                actions: vec![Action::AuthorizedKeys(fetch)],
             });
         }
     }
@@ -476,11 +557,11 @@ impl<'n> CloudInit<'n> {
     }
 }
 
-fn cloud_users(ctx: &mut Ctx, node: &Node) -> Vec<crate::model::UserSpec> {
+fn cloud_users(ctx: &mut Ctx, node: &Node, semantics: UserSemantics) -> Vec<UserSpec> {
     let mut out = Vec::new();
     let mut one = |ctx: &mut Ctx, item: &Node| match &item.kind {
         NodeKind::Map(_) => {
-            if let Some(u) = entries::user(ctx, item, None, UserSemantics::CloudInit) {
+            if let Some(u) = entries::user(ctx, item, None, semantics) {
                 out.push(u);
             }
         }
@@ -506,9 +587,7 @@ fn cloud_users(ctx: &mut Ctx, node: &Node) -> Vec<crate::model::UserSpec> {
                     tag: None,
                     kind: NodeKind::Map(Vec::new()),
                 };
-                if let Some(u) =
-                    entries::user(ctx, &empty, Some((&name, &n)), UserSemantics::CloudInit)
-                {
+                if let Some(u) = entries::user(ctx, &empty, Some((&name, &n)), semantics) {
                     out.push(u);
                 }
             }
@@ -523,9 +602,7 @@ fn cloud_users(ctx: &mut Ctx, node: &Node) -> Vec<crate::model::UserSpec> {
         NodeKind::Map(entries) => {
             for (k, v) in entries {
                 if let Some(name) = k.scalar() {
-                    if let Some(u) =
-                        entries::user(ctx, v, Some((name, k)), UserSemantics::CloudInit)
-                    {
+                    if let Some(u) = entries::user(ctx, v, Some((name, k)), semantics) {
                         out.push(u);
                     }
                 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::diag::{Diagnostics, Location, Pos};
+use crate::model::Dialect;
 use crate::yaml::{Node, NodeKind};
 
 pub struct Ctx<'d> {
@@ -13,6 +14,10 @@ pub struct Ctx<'d> {
     pub diags: &'d mut Diagnostics,
     /// What decoded file bodies may still take, shared by every document of a load.
     pub budget: &'d mut DecodeBudget,
+    /// The file's dialect (decides what top-level `users:` and `hostname:` mean).
+    pub dialect: Dialect,
+    /// Why the file has that dialect, for messages.
+    pub dialect_reason: String,
 }
 
 /// The bytes all decoded file bodies of one load (every file, every document) may take
@@ -58,6 +63,8 @@ impl<'d> Ctx<'d> {
             file,
             diags,
             budget,
+            dialect: Dialect::CloudInit,
+            dialect_reason: String::new(),
         }
     }
 

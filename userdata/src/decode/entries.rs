@@ -5,8 +5,8 @@
 use super::ctx::Ctx;
 use super::values;
 use crate::model::{
-    CertSpec, DirSpec, DownloadSpec, FileSpec, GroupSpec, Located, Mode, Owner, Password,
-    SudoRules, UserSemantics, UserSpec,
+    CertSpec, DirSpec, DownloadSpec, FileSpec, GroupSpec, KeyProvider, KeySource, Located, Mode,
+    Owner, Password, SudoRules, UserSemantics, UserSpec,
 };
 use crate::yaml::{Node, NodeKind};
 
@@ -41,6 +41,7 @@ const USER_KEYS: &[&str] = &[
     "coreos_ssh_import_github_users",
     "coreos_ssh_import_gitlab",
     "coreos_ssh_import_gitlab_users",
+    "passwordExpiry",
 ];
 
 /// A user from a mapping. `name` comes from the mapping (cloud-init) or the map key (yip).
@@ -69,6 +70,7 @@ pub fn user(
         no_log_init: false,
         sudo: SudoRules::default(),
         ssh_authorized_keys: Vec::new(),
+        key_sources: Vec::new(),
         expiredate: None,
         inactive: None,
     };
@@ -106,7 +108,13 @@ pub fn user(
             }
             "passwd" | "hashed_passwd" | "plain_text_passwd" => {
                 if let Some(p) = ctx.opt_string(value, k) {
-                    spec.password = Some(classify_password(k, p, semantics));
+                    let password = classify_password(k, p, semantics);
+                    if let Password::Hashed(h) = &password {
+                        if !looks_like_crypt(h) {
+                            not_a_hash(ctx, key, value, semantics);
+                        }
+                    }
+                    spec.password = Some(password);
                 }
             }
             "no_create_home" => spec.no_create_home = ctx.boolean(value, k).unwrap_or(false),
@@ -115,7 +123,8 @@ pub fn user(
             "system" => spec.system = ctx.boolean(value, k).unwrap_or(false),
             "uid" => spec.uid = ctx.uint(value, "uid"),
             "ssh_authorized_keys" => {
-                spec.ssh_authorized_keys = ssh_keys(ctx, value, "ssh_authorized_keys")
+                (spec.ssh_authorized_keys, spec.key_sources) =
+                    ssh_keys(ctx, value, "ssh_authorized_keys")
             }
             "sudo" => spec.sudo = sudo(ctx, value),
             "expiredate" => spec.expiredate = ctx.opt_string(value, k),
@@ -129,9 +138,8 @@ pub fn user(
             | "coreos_ssh_import_github"
             | "coreos_ssh_import_github_users"
             | "coreos_ssh_import_gitlab"
-            | "coreos_ssh_import_gitlab_users" => {
-                ctx.unsupported(key, "a user entry", unsupported_user_reason(k))
-            }
+            | "coreos_ssh_import_gitlab_users"
+            | "passwordExpiry" => ctx.unsupported(key, "a user entry", unsupported_user_reason(k)),
             _ => ctx.unknown_key(key, "a user entry", USER_KEYS),
         }
     }
@@ -145,7 +153,9 @@ pub fn user(
         ctx.error(name_node, format!("invalid user name: {e}"));
         return None;
     }
-    if (spec.system || spec.no_create_home) && !spec.ssh_authorized_keys.is_empty() {
+    if (spec.system || spec.no_create_home)
+        && !(spec.ssh_authorized_keys.is_empty() && spec.key_sources.is_empty())
+    {
         ctx.error(
             node,
             format!(
@@ -174,8 +184,43 @@ fn unsupported_user_reason(key: &str) -> &'static str {
         }
         "ssh_redirect_user" => "no distro default user exists to redirect to",
         "snapuser" => "snap users need Ubuntu Core",
+        "passwordExpiry" => "password ageing is not managed; set `expiredate` for the account",
         _ => "doas rules are not written",
     }
+}
+
+/// Does a shadow password field look like crypt(3) output, or a deliberate lock (`!`, `*`)?
+/// `$id$…` (MD5, SHA-256/512, yescrypt, bcrypt…) or the 13 characters of traditional DES.
+pub fn looks_like_crypt(field: &str) -> bool {
+    let f = field.trim_start_matches('!');
+    let crypt_chars = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | '$' | '=' | ','))
+    };
+    f.is_empty()
+        || f == "*"
+        || (f.starts_with('$') && f.matches('$').count() >= 2 && crypt_chars(f))
+        || (f.len() == 13 && crypt_chars(f) && !f.contains('$'))
+}
+
+/// The warning for a `passwd` that is not a hash where it is taken as one: the account is
+/// written with a password field no password can match.
+fn not_a_hash(ctx: &mut Ctx, key: &Node, value: &Node, semantics: UserSemantics) {
+    let k = key.scalar().unwrap_or("passwd");
+    let mut msg = format!(
+        "`{k}` is not a crypt(3) hash, but it is written to /etc/shadow as one: no password \
+         will match it and the account cannot log in with a password; give a hash \
+         (`mkpasswd -m sha-512`) or `plain_text_passwd`"
+    );
+    if k == "passwd" && semantics == UserSemantics::CloudInit {
+        msg.push_str(&format!(
+            ". This file is read as cloud-init ({}); if it was written for Kairos or Palette, \
+             where a plain `passwd` is hashed, put `#cairn-dialect: kairos` among its first lines \
+             (in a profile's os layer: `dialect: kairos` on the layer)",
+            ctx.dialect_reason
+        ));
+    }
+    ctx.warning(value, msg);
 }
 
 fn classify_password(key: &str, value: String, semantics: UserSemantics) -> Password {
@@ -221,12 +266,23 @@ fn sudo(ctx: &mut Ctx, node: &Node) -> SudoRules {
     SudoRules(rules)
 }
 
-/// SSH public keys: each must look like `[options] type base64 [comment]`.
-pub fn ssh_keys(ctx: &mut Ctx, node: &Node, what: &str) -> Vec<String> {
+/// SSH public keys: each must look like `[options] type base64 [comment]`. Entries
+/// `github:NAME`, `gitlab:NAME` and `https://…` are key sources (fetched when the step runs,
+/// as yip does) and come back separately.
+pub fn ssh_keys(ctx: &mut Ctx, node: &Node, what: &str) -> (Vec<String>, Vec<KeySource>) {
     let mut out = Vec::new();
+    let mut sources = Vec::new();
     for (key, pos) in ctx.strings(node, what, false) {
         let key = key.trim().to_string();
-        if key.contains('\n') || !key.split_whitespace().any(is_ssh_key_type) {
+        if let Some(provider) = key_provider(&key) {
+            let location = ctx.loc_at(pos);
+            match provider {
+                Ok(provider) => sources.push(KeySource { provider, location }),
+                Err(e) => ctx.diags.error(location, format!("{what}: {e}")),
+            }
+            continue;
+        }
+        if !is_ssh_public_key(&key) {
             let loc = ctx.loc_at(pos);
             ctx.diags.error(
                 loc,
@@ -236,7 +292,57 @@ pub fn ssh_keys(ctx: &mut Ctx, node: &Node, what: &str) -> Vec<String> {
         }
         out.push(key);
     }
-    out
+    (out, sources)
+}
+
+/// One line of an `authorized_keys` file as a public key: `[options] type base64 [comment]`.
+pub fn is_ssh_public_key(line: &str) -> bool {
+    !line.contains('\n') && line.split_whitespace().any(is_ssh_key_type)
+}
+
+/// `github:NAME`, `gitlab:NAME` or an `https://` URL: `None` when the entry is none of them
+/// (a literal key), an error when it is one written wrong.
+fn key_provider(entry: &str) -> Option<Result<KeyProvider, String>> {
+    if let Some(name) = entry.strip_prefix("github:") {
+        return Some(account(name, "github").map(KeyProvider::GitHub));
+    }
+    if let Some(name) = entry.strip_prefix("gitlab:") {
+        return Some(account(name, "gitlab").map(KeyProvider::GitLab));
+    }
+    if entry.starts_with("https://") {
+        let ok = entry.len() > "https://".len()
+            && !entry.chars().any(|c| c.is_whitespace() || c.is_control());
+        return Some(if ok {
+            Ok(KeyProvider::Url(entry.to_string()))
+        } else {
+            Err(format!("`{}` is not a valid URL", preview(entry)))
+        });
+    }
+    if entry.starts_with("http://") {
+        return Some(Err(format!(
+            "`{}`: keys are fetched over https only",
+            preview(entry)
+        )));
+    }
+    None
+}
+
+/// An account name on GitHub or GitLab: letters, digits, `-`, `_`, `.`, at most 255
+/// characters, not starting with `-` or `.` (it becomes part of a URL path).
+fn account(name: &str, provider: &str) -> Result<String, String> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with(['-', '.'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "`{provider}:{name}` does not name a {provider} account (letters, digits, `-`, `_`, `.`)"
+        ))
+    }
 }
 
 fn is_ssh_key_type(word: &str) -> bool {
@@ -429,6 +535,8 @@ impl Ownership {
                 self.mode = values::mode(ctx, value, "permissions");
                 self.ok &= self.mode.is_some();
             }
+            // yip leaves an empty owner-by-name unset (the numeric `owner` decides).
+            "owner_string" | "ownerstring" if value.scalar().is_some_and(|v| v.is_empty()) => {}
             "owner" | "owner_string" | "ownerstring" => match values::owner_pair(ctx, value, key) {
                 Some((user, group)) => {
                     self.owner = Some(user);

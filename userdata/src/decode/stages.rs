@@ -8,8 +8,8 @@ use super::ctx::Ctx;
 use super::{entries, values};
 use crate::model::{
     Action, AuthorizedKeysSpec, CommandSpec, Conditions, Config, DnsSpec, EnvSpec, Frequency,
-    HostnameSpec, KernelModule, KeyValue, Located, PackageRef, PackageSpec, Step, SystemctlSpec,
-    UnitOverride, UserSemantics,
+    KernelModule, KeyValue, Located, PackageRef, PackageSpec, Step, SystemctlSpec, UnitOverride,
+    UserSemantics,
 };
 use crate::stages as stage_names;
 use crate::yaml::{Node, NodeKind};
@@ -59,6 +59,19 @@ pub fn decode(ctx: &mut Ctx, node: &Node, config: &mut Config) {
             continue;
         };
         if !stage_names::is_known(&stage) {
+            if let Some(why) = stage_names::kairos_only(&stage) {
+                let n = match &steps.kind {
+                    NodeKind::Seq(items) => items.len(),
+                    _ => 0,
+                };
+                ctx.warning(
+                    key,
+                    format!(
+                        "stage `{stage}` is not run by Cairn ({why}); its {n} step(s) are skipped"
+                    ),
+                );
+                continue;
+            }
             let known = stage_names::all_names();
             let refs: Vec<&str> = known.iter().map(String::as_str).collect();
             let hint = super::suggest(&stage, &refs)
@@ -77,8 +90,12 @@ pub fn decode(ctx: &mut Ctx, node: &Node, config: &mut Config) {
             .iter()
             .enumerate()
         {
-            if let Some(step) = decode_step(ctx, &stage, index, item) {
+            if let Some(mut step) = decode_step(ctx, &stage, index, item) {
+                let fetch = keys_to_fetch_later(ctx, &stage, &mut step);
                 config.push_step(&stage, step);
+                if let Some(later) = fetch {
+                    config.push_step("network", later);
+                }
             }
         }
     }
@@ -193,9 +210,11 @@ fn decode_step(ctx: &mut Ctx, stage: &str, index: usize, node: &Node) -> Option<
                 let mut specs = Vec::new();
                 for (user_key, keys) in ctx.entries(value, "authorized_keys") {
                     if let Some(user) = values::account_name(ctx, user_key, "user name") {
+                        let (keys, sources) = entries::ssh_keys(ctx, keys, "authorized_keys");
                         specs.push(AuthorizedKeysSpec {
                             user,
-                            keys: entries::ssh_keys(ctx, keys, "authorized_keys"),
+                            keys,
+                            sources,
                             location: ctx.loc(user_key),
                         });
                     }
@@ -203,18 +222,8 @@ fn decode_step(ctx: &mut Ctx, stage: &str, index: usize, node: &Node) -> Option<
                 step.actions.push(Action::AuthorizedKeys(specs));
             }
             "hostname" => {
-                if let Some(h) = ctx.string(value, "hostname") {
-                    if h.contains("{{") {
-                        ctx.unsupported(key, "a step", "Go templates in hostname are not rendered");
-                    } else if let Err(e) = values::valid_hostname(&h) {
-                        ctx.error(value, e);
-                    } else {
-                        step.actions.push(Action::Hostname(HostnameSpec {
-                            hostname: h,
-                            fqdn: None,
-                            location: ctx.loc(value),
-                        }));
-                    }
+                if let Some(spec) = values::hostname(ctx, key, value, "hostname") {
+                    step.actions.push(Action::Hostname(spec));
                 }
             }
             "dns" => {
@@ -266,6 +275,68 @@ fn decode_step(ctx: &mut Ctx, stage: &str, index: usize, node: &Node) -> Option<
     }
     step.actions.sort_by_key(Action::rank);
     Some(step)
+}
+
+/// A step of a stage that runs before the network is up (`rootfs`…`first-boot`) that names
+/// `github:`/`gitlab:` keys: fetching them there fails on a device without network yet, so
+/// they are taken out into a step of stage `network` (what yip's cloud-config loader does
+/// for the same keys), with a warning at the first one. Returns that step.
+pub(super) fn keys_to_fetch_later(ctx: &mut Ctx, stage: &str, step: &mut Step) -> Option<Step> {
+    if !stage_names::before_network(stage) {
+        return None;
+    }
+    let mut moved: Vec<AuthorizedKeysSpec> = Vec::new();
+    for action in &mut step.actions {
+        match action {
+            Action::Users(users) => {
+                for u in users.iter_mut().filter(|u| !u.key_sources.is_empty()) {
+                    moved.push(AuthorizedKeysSpec {
+                        user: u.name.clone(),
+                        keys: Vec::new(),
+                        sources: std::mem::take(&mut u.key_sources),
+                        location: u.location.clone(),
+                    });
+                }
+            }
+            Action::AuthorizedKeys(specs) => {
+                let mut kept = Vec::new();
+                for mut spec in std::mem::take(specs) {
+                    if spec.sources.is_empty() {
+                        kept.push(spec);
+                        continue;
+                    }
+                    moved.push(AuthorizedKeysSpec {
+                        user: spec.user.clone(),
+                        keys: Vec::new(),
+                        sources: std::mem::take(&mut spec.sources),
+                        location: spec.location.clone(),
+                    });
+                    // An entry left with no key at all has nothing to do before the network.
+                    if !spec.keys.is_empty() {
+                        kept.push(spec);
+                    }
+                }
+                *specs = kept;
+            }
+            _ => {}
+        }
+    }
+    let first = moved.first()?.sources.first()?.clone();
+    ctx.diags.warning(
+        first.location.clone(),
+        format!(
+            "`{}` is fetched over the network, which is not up yet in stage `{stage}`: \
+             Cairn fetches the keys of step `{}` in stage `network` instead",
+            first.provider, step.name
+        ),
+    );
+    Some(Step {
+        name: format!("{} (keys)", step.name),
+        location: step.location.clone(),
+        conditions: step.conditions.clone(),
+        frequency: step.frequency,
+        actions: vec![Action::AuthorizedKeys(moved)],
+    })
 }
 
 pub fn valid_timezone(tz: &str) -> bool {

@@ -9,7 +9,8 @@ use base64::Engine;
 use regex::Regex;
 
 use super::ctx::{Ctx, DecodeBudget};
-use crate::model::{AbsPath, Mode, Owner};
+use crate::model::{AbsPath, HostnameSpec, HostsLine, Mode, Owner};
+use crate::template::{self, HostTemplate, TemplateError, TemplateValues};
 use crate::yaml::Node;
 
 /// Largest decoded file body accepted (after gzip), to bound memory on hostile input.
@@ -344,6 +345,58 @@ pub fn valid_hostname(name: &str) -> Result<(), String> {
         Err(format!(
             "`{name}` is not a valid hostname (letters, digits and `-` in dot-separated labels)"
         ))
+    }
+}
+
+/// A yip (Kairos) `hostname`: a name, or a Go template Cairn renders when it applies the
+/// step (see [`crate::template`]). The name goes on the `127.0.0.1` line of /etc/hosts.
+/// A template using something Cairn does not render is warned about and left out (`None`).
+pub fn hostname(ctx: &mut Ctx, key: &Node, node: &Node, what: &str) -> Option<HostnameSpec> {
+    let text = ctx.string(node, what)?;
+    let mut spec = HostnameSpec {
+        hostname: text.clone(),
+        fqdn: None,
+        template: None,
+        hosts: HostsLine::Loopback,
+        location: ctx.loc(node),
+    };
+    if !template::is_template(&text) {
+        if let Err(e) = valid_hostname(&text) {
+            ctx.error(node, e);
+            return None;
+        }
+        return Some(spec);
+    }
+    match HostTemplate::parse(&text) {
+        Ok(t) => {
+            // The literal parts must make a valid name with any value.
+            let sample = t.render(&TemplateValues {
+                machine_id: "0".repeat(32),
+                random: "a".repeat(32),
+                uuid: "00000000-0000-4000-8000-000000000000".into(),
+            });
+            if let Err(e) = valid_hostname(&sample) {
+                ctx.error(
+                    node,
+                    format!("the template renders to names like `{sample}`: {e}"),
+                );
+                return None;
+            }
+            spec.template = Some(t);
+            Some(spec)
+        }
+        Err(e @ TemplateError::Unsupported(_)) => {
+            let name = key.scalar().unwrap_or(what);
+            ctx.warning(
+                node,
+                format!("`{name}` is not set from the template `{text}`: {e}"),
+            );
+            None
+        }
+        Err(TemplateError::Syntax(e)) => {
+            ctx.error(node, format!("invalid hostname template `{text}`: {e}"));
+            None
+        }
     }
 }
 
