@@ -195,6 +195,51 @@ async fn admin_commands_drive_a_running_hub() {
     let shown = ok_json(&db, &["profile", "show", "edge"]);
     assert_eq!(shown["version"], 1);
 
+    // Tricky scalars in `values:` are typed the same by the hub (upload → what the agent
+    // fetches) and by the agent reading the same file (`cairn-agent apply/validate FILE`):
+    // both go through cairn_userdata::profile, and the test proves it end to end.
+    let tricky = dir.path().join("tricky.yaml");
+    let text = "name: edge\nlayers:\n  - kubernetes:\n      flavor: k3s\n      version: v1.31.4+k3s1\n      values:\n        hex: 0x10\n        float: 1.5\n        quoted: \"010\"\n        yes_word: yes\n        tilde: ~\n        big: 12345678901234567890\n        huge: 99999999999999999999\n        text: |\n          line one\n          line two\n";
+    std::fs::write(&tricky, text).unwrap();
+    ok_json(&db, &["profile", "upload", tricky.to_str().unwrap()]);
+    let r = client
+        .get(format!("{base}/v1/hosts/{host_id}/profile"))
+        .bearer_auth(&credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // As the daemon reads it (agent/src/daemon/worker.rs): the body is the profile.
+    let served: cairn_proto::profile::Profile =
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let local = cairn_userdata::profile::read(&tricky.display().to_string(), text)
+        .unwrap()
+        .profile;
+    let values = |p: &cairn_proto::profile::Profile| {
+        p.layers
+            .iter()
+            .find_map(|l| match l {
+                cairn_proto::profile::Layer::Kubernetes(k) => Some(k.values.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let (hub_values, agent_values) = (values(&served), values(&local));
+    assert_eq!(hub_values, agent_values);
+    assert_eq!(
+        serde_json::to_string(&hub_values).unwrap(),
+        serde_json::to_string(&agent_values).unwrap(),
+        "the same JSON, number forms included"
+    );
+    assert_eq!(hub_values["hex"], 16);
+    assert_eq!(hub_values["float"], 1.5);
+    assert_eq!(hub_values["quoted"], "010");
+    assert_eq!(hub_values["yes_word"], "yes");
+    assert!(hub_values["tilde"].is_null());
+    assert_eq!(hub_values["big"].as_u64(), Some(12_345_678_901_234_567_890));
+    assert_eq!(hub_values["huge"], "99999999999999999999");
+    assert_eq!(hub_values["text"], "line one\nline two\n");
+
     // Refusals from the CLI: exit 1 with a message naming the problem.
     let out = hub(&db, &["assign", "--host", "nope", "--profile", "edge"]);
     assert_eq!(out.status.code(), Some(1));
