@@ -661,3 +661,49 @@ fn plan_lists_every_file_its_url_and_verification() {
     assert!(up.requests().is_empty(), "{:?}", up.requests());
     assert!(packs::render_plan(&entries).contains("helm-v3.16.3-linux-arm64.tar.gz"));
 }
+
+/// `examples/` has a profile per flavor naming only versions: each is read, validated for
+/// amd64 and arm64 and planned against the real upstream locations (nothing is fetched),
+/// every file verified through a checksum file of its release.
+#[test]
+fn the_example_profile_of_each_flavor_names_only_versions_and_validates() {
+    let dir = common::repo_dir().join("examples");
+    let mut flavors = Vec::new();
+    for name in [
+        "profile-k3s.yaml",
+        "profile-rke2.yaml",
+        "profile-kubeadm.yaml",
+    ] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        let checked = cairn_userdata::profile::read(name, &text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            checked.warnings.is_empty(),
+            "{name}: {:?}",
+            checked.warnings
+        );
+        for layer in &checked.profile.layers {
+            match layer {
+                cairn_proto::profile::Layer::Kubernetes(k) => {
+                    assert!(k.artifacts.is_empty() && k.sha256.is_empty(), "{name}");
+                    flavors.push(k.flavor);
+                }
+                cairn_proto::profile::Layer::Cni(c) => {
+                    assert!(c.artifacts.is_empty() && c.sha256.is_empty(), "{name}")
+                }
+                _ => {}
+            }
+        }
+        let entries = packs::plan_entries(&checked, &ARCHES, &Settings::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!entries.is_empty(), "{name}");
+        for e in &entries {
+            assert_eq!(e.from, "pack", "{name}: {e:?}");
+            assert!(
+                e.url.starts_with("https://github.com/") || e.url.starts_with("https://dl.k8s.io/"),
+                "{name}: {e:?}"
+            );
+            assert_eq!(e.verify["by"], "checksum-file", "{name}: {e:?}");
+        }
+    }
+    assert_eq!(flavors, [Flavor::K3s, Flavor::Rke2, Flavor::Kubeadm]);
+}
