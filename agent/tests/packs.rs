@@ -628,8 +628,7 @@ fn checksum_files_are_read_over_verified_tls_only() {
         cache.path(),
         &settings,
     )
-    .err()
-    .expect("an untrusted mirror is refused");
+    .expect_err("an untrusted mirror is refused");
     assert!(matches!(err, ApplyError::Packs(_)), "{err}");
     common::assert_same(&before, &common::snapshot(root.path()));
 }

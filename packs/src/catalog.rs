@@ -282,6 +282,7 @@ impl Ctx<'_> {
 
     /// A file published without a checksum: pinned by the profile or the catalog, else a
     /// problem asking for the pin.
+    #[allow(clippy::too_many_arguments)]
     fn pinned(
         &mut self,
         layer: LayerKind,
