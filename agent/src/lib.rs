@@ -12,6 +12,7 @@ pub mod engine;
 pub mod events;
 pub mod host;
 pub mod kubernetes;
+pub mod packs;
 pub mod profile;
 pub mod state;
 pub mod steps;

@@ -10,6 +10,7 @@ use cairn_agent::engine::{self, ApplyOptions};
 use cairn_agent::events::{Emitter, HumanSink, JsonSink};
 use cairn_agent::host::Host;
 use cairn_agent::kubernetes;
+use cairn_agent::packs;
 use cairn_agent::profile;
 use cairn_proto::profile::Arch;
 use cairn_userdata::diag::Severity;
@@ -104,6 +105,19 @@ enum Command {
         /// and nothing started.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+    /// List every file a cluster profile's apply fetches — pack files resolved by version
+    /// and files listed in the profile — from where, and how each is verified (mirrors
+    /// from /etc/cairn/packs.json). Reads nothing else; exit status 1 when the profile
+    /// cannot be applied.
+    Plan {
+        /// The architecture to plan for (repeatable). [default: amd64 and arm64]
+        #[arg(long = "arch", value_enum, value_name = "ARCH")]
+        arches: Vec<ArchArg>,
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+        #[arg(value_name = "PROFILE")]
+        file: PathBuf,
     },
     /// Air-gap bundles: every artifact a cluster profile needs, verified by sha256.
     Bundle {
@@ -259,6 +273,11 @@ fn main() -> ExitCode {
                 apply(&root, &files, stages, dry_run, strict, output)
             }
         }
+        Command::Plan {
+            arches,
+            output,
+            file,
+        } => plan(&file, &arches, output),
         Command::Bundle { command } => bundle(command),
         Command::Stage { name, root, output } => {
             let sources: Vec<PathBuf> = DEVICE_SOURCES
@@ -630,7 +649,14 @@ fn apply_profile(
         eprintln!("{w}");
     }
     let host = Host::system(root);
-    let plan = match profile::validate(&checked, &profile::Machine::of(&host)) {
+    let settings = match packs::Settings::load_default() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}; nothing was applied");
+            return ExitCode::from(1);
+        }
+    };
+    let plan = match profile::validate_with(&checked, &profile::Machine::of(&host), &settings) {
         Ok(p) => p,
         Err(invalid) => {
             eprintln!("{invalid}");
@@ -670,6 +696,41 @@ fn apply_profile(
         }
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn plan(file: &Path, arches: &[ArchArg], output: Output) -> ExitCode {
+    let arches: Vec<Arch> = match arches {
+        [] => vec![Arch::Amd64, Arch::Arm64],
+        a => a.iter().map(|a| a.arch()).collect(),
+    };
+    let (checked, settings) = match (load::read_profile(file), packs::Settings::load_default()) {
+        (Ok(c), Ok(s)) => (c, s),
+        (Err(e), _) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+        (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match packs::plan_entries(&checked, &arches, &settings) {
+        Ok(entries) if output == Output::Json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&entries).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(entries) => {
+            print!("{}", packs::render_plan(&entries));
+            ExitCode::SUCCESS
+        }
+        Err(invalid) => {
+            eprintln!("{invalid}");
             ExitCode::from(1)
         }
     }

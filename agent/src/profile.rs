@@ -34,6 +34,7 @@ use crate::host::Host;
 use crate::kubernetes::addons::{self, AddonPlan};
 use crate::kubernetes::install::{self, InstallError, InstallOptions, Report};
 use crate::kubernetes::{self, PlanError, PlanErrorKind, Target};
+use crate::packs::{self, PacksError};
 use crate::state::{ApplyLock, LockError};
 
 /// The artifact cache of `cairn-agent apply --root DIR` when DIR has none of its own and
@@ -72,6 +73,11 @@ impl Machine {
 pub struct KubernetesPlan {
     pub node: kubernetes::Plan,
     pub addons: Option<AddonPlan>,
+    /// Every file the packs catalog added to the layers (those the profile did not list),
+    /// with how each is verified ([`crate::packs`]).
+    pub packs: Vec<cairn_packs::Planned>,
+    /// Where the packs came from: mirrors and their CA, used again to read checksum files.
+    pub settings: packs::Settings,
 }
 
 /// A profile validated for one machine, ready to apply.
@@ -127,10 +133,20 @@ fn document_path(field: &str, layers: &[Layer]) -> String {
         .unwrap_or_default()
 }
 
-/// Validate `checked` for `machine`: every rule that needs the Kubernetes knowledge of
-/// this agent or the machine's architecture. All problems are reported (one per layer at
-/// most: a flavor's planner stops at its first).
+/// Validate `checked` for `machine` with upstream packs ([`validate_with`]).
 pub fn validate<'a>(checked: &'a Checked, machine: &Machine) -> Result<Plan<'a>, Invalid> {
+    validate_with(checked, machine, &packs::Settings::default())
+}
+
+/// Validate `checked` for `machine`: the layers completed with the packs catalog's files
+/// for the machine's arch (through `settings`' mirrors; nothing is read), then every rule
+/// that needs the Kubernetes knowledge of this agent or the machine's architecture. All
+/// problems are reported (one per layer at most: a flavor's planner stops at its first).
+pub fn validate_with<'a>(
+    checked: &'a Checked,
+    machine: &Machine,
+    settings: &packs::Settings,
+) -> Result<Plan<'a>, Invalid> {
     let profile = &checked.profile;
     let mut problems = Vec::new();
     let mut problem = |e: PlanError| {
@@ -171,14 +187,31 @@ pub fn validate<'a>(checked: &'a Checked, machine: &Machine) -> Result<Plan<'a>,
             )),
             (_, Err(e)) => problem(e),
             (Some(c), Ok(target)) => {
-                let node = kubernetes::plan(k, c, &target).map_err(&mut problem).ok();
-                let addons = a.and_then(|a| {
-                    addons::plan(a, k.flavor, target.arch)
-                        .map_err(&mut problem)
-                        .ok()
-                });
-                if let Some(node) = node {
-                    kube = Some(KubernetesPlan { node, addons });
+                match packs::complete(k, Some(c), target.arch, &settings.mirrors) {
+                    Err(unresolved) => {
+                        for p in unresolved {
+                            problem(PlanError::new(p.field, p.message));
+                        }
+                    }
+                    Ok(done) => {
+                        let cni = done.cni.as_ref().unwrap_or(c);
+                        let node = kubernetes::plan(&done.kubernetes, cni, &target)
+                            .map_err(&mut problem)
+                            .ok();
+                        let addons = a.and_then(|a| {
+                            addons::plan(a, k.flavor, target.arch)
+                                .map_err(&mut problem)
+                                .ok()
+                        });
+                        if let Some(node) = node {
+                            kube = Some(KubernetesPlan {
+                                node,
+                                addons,
+                                packs: done.planned,
+                                settings: settings.clone(),
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -275,6 +308,9 @@ pub enum Outcome {
 pub enum ApplyError {
     #[error("the artifact cache: {0}")]
     Cache(#[source] ArtifactError),
+    /// A pack file's checksum file could not be had or gives no digest for it.
+    #[error("{0}; nothing was applied")]
+    Packs(#[source] PacksError),
     /// An artifact could not be fetched or did not match its sha256.
     #[error("{0}; nothing was applied")]
     Artifacts(#[source] InstallError),
@@ -313,19 +349,38 @@ pub fn apply(
         None => None,
         Some(k) => {
             let mut node = k.node.clone();
-            if let Some(proxy) = &opts.install.proxy {
+            let mut install_opts = opts.install.clone();
+            install_opts
+                .fetch
+                .ca_certs
+                .extend(k.settings.ca_certs.iter().cloned());
+            // The packs' digests, from their releases' checksum files, before any fetch.
+            let pending: Vec<cairn_packs::Planned> = k
+                .packs
+                .iter()
+                .filter(|p| matches!(p.verify, cairn_packs::Verify::ChecksumFile { .. }))
+                .cloned()
+                .collect();
+            let digests = packs::digests(&pending, &k.settings, &install_opts.fetch)
+                .map_err(ApplyError::Packs)?;
+            for f in node.fetch.iter_mut() {
+                if let Some(d) = digests.get(&(f.name.clone(), f.arch, f.url.clone())) {
+                    f.sha256 = d.clone();
+                }
+            }
+            if let Some(proxy) = &install_opts.proxy {
                 kubernetes::proxy::apply(&mut node, proxy);
             }
             let cache = artifact_cache(
                 host,
-                opts.install.cache_dir.as_deref(),
+                install_opts.cache_dir.as_deref(),
                 &opts.off_root_cache,
             )
             .map_err(ApplyError::Cache)?;
             let fetched =
-                install::fetch(&node, k.addons.as_ref(), cache, host, &opts.install, events)
+                install::fetch(&node, k.addons.as_ref(), cache, host, &install_opts, events)
                     .map_err(ApplyError::Artifacts)?;
-            Some((node, k.addons.as_ref(), fetched))
+            Some((node, k.addons.as_ref(), fetched, install_opts))
         }
     };
     let lock = ApplyLock::acquire(host).map_err(ApplyError::Locked)?;
@@ -347,9 +402,9 @@ pub fn apply(
         applied.unchanged += outcome.unchanged;
         applied.resumed += outcome.resumed;
     }
-    if let Some((node, addons, fetched)) = kube {
+    if let Some((node, addons, fetched, install_opts)) = kube {
         let report =
-            install::install_fetched(&node, addons, &fetched, host, &opts.install, events, &lock)
+            install::install_fetched(&node, addons, &fetched, host, &install_opts, events, &lock)
                 .map_err(ApplyError::Kubernetes)?;
         applied.changed += report.changes.len();
         applied.kubernetes = Some(report);
@@ -425,18 +480,21 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_artifact_for_the_machine_is_typed() {
+    fn an_artifact_the_profile_does_not_list_for_the_machine_comes_from_the_pack() {
+        // The profile lists k3s for amd64 only: on arm64 the pack supplies it, its digest
+        // pending until the release's checksum file is read at apply.
         let checked = read(&k3s("", CALICO));
-        let e = validate(&checked, &Machine::of_arch(Arch::Arm64)).unwrap_err();
-        assert_eq!(e.problems.len(), 1);
-        assert_eq!(
-            e.problems[0].kind,
-            PlanErrorKind::MissingArtifact {
-                name: "k3s".into(),
-                arch: Arch::Arm64
-            }
-        );
-        assert!(e.to_string().contains("p.yaml:"), "{e}");
+        let plan = validate(&checked, &Machine::of_arch(Arch::Arm64)).unwrap();
+        let k = plan.kubernetes.unwrap();
+        assert_eq!(k.node.fetch.len(), 1);
+        assert!(k.node.fetch[0].url.ends_with("/v1.31.4+k3s1/k3s-arm64"));
+        assert_eq!(k.node.fetch[0].sha256, packs::PENDING);
+        assert_eq!(k.packs.len(), 1);
+        // On amd64 the listed one is used as listed.
+        let plan = validate(&checked, &Machine::of_arch(Arch::Amd64)).unwrap();
+        let k = plan.kubernetes.unwrap();
+        assert_eq!(k.node.fetch[0].url, "https://example.org/k3s");
+        assert!(k.packs.is_empty());
     }
 
     #[test]

@@ -139,6 +139,8 @@ fn server(flavor: Flavor) -> KubernetesLayer {
         token: Some(TOKEN.into()),
         values: Value::Null,
         artifacts: k8s_artifacts(flavor),
+        components: Default::default(),
+        sha256: Default::default(),
     }
 }
 
@@ -164,6 +166,8 @@ fn cni(flavor: Flavor, t: CniType, pod: Option<&str>) -> CniLayer {
         pod_cidr: pod.map(str::to_string),
         values: Value::Null,
         artifacts: cni_artifacts(flavor, t),
+        components: Default::default(),
+        sha256: Default::default(),
     }
 }
 

@@ -145,22 +145,28 @@ fn an_rke2_agent_joining_on_the_api_port_writes_nothing() {
 
 #[test]
 fn a_missing_arm64_artifact_for_an_arm64_target_writes_nothing() {
+    // kubeadm's other files come from the packs catalog by version; Calico's operator
+    // manifest is published without a checksum, so an arm64 copy nobody pins is refused.
     let m = Mirror::start();
-    let (mut k, c) = k8s::publish(
+    let (mut k, mut c) = k8s::publish(
         &m,
-        Flavor::K3s,
+        Flavor::Kubeadm,
         CniType::Calico,
-        &k8s::version(Flavor::K3s, 31),
+        &k8s::version(Flavor::Kubeadm, 31),
         false,
     );
     k.artifacts.retain(|a| a.arch == Arch::Amd64);
+    c.artifacts.retain(|a| a.arch == Arch::Amd64);
     let env = TestEnv::new();
     make_arm64(&env.root);
     refused(
         &env,
         k,
         c,
-        &["artifact `k3s` is listed for amd64 but not for the target's arch arm64"],
+        &[
+            "`tigera-operator.yaml` of calico",
+            "published without a checksum",
+        ],
         true,
     );
     assert!(m.requests().is_empty(), "nothing was downloaded");

@@ -686,6 +686,21 @@ async fn oversized_malformed_and_invalid_bodies_are_refused() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["problems"][0]["location"], "upload:4:7", "{body}");
+    // A CNI version that does not support the Kubernetes version (issue 16): refused at
+    // its line, naming both versions.
+    let (status, body) = hub
+        .upload(
+            "",
+            "name: old\nlayers:\n  - kubernetes:\n      flavor: k3s\n      version: v1.28.9+k3s1\n  - cni:\n      type: cilium\n      version: 1.18.2\n",
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["problems"][0]["location"], "upload:8:16", "{body}");
+    let message = body["problems"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("1.18.2") && message.contains("v1.28.9+k3s1"),
+        "{body}"
+    );
     let (_, profiles) = hub.admin_get("/v1/admin/profiles").await;
     assert!(profiles.as_array().unwrap().is_empty(), "nothing published");
 

@@ -10,7 +10,7 @@
 //! (`layers[1].kubernetes.role`); readers that know positions (the hub's YAML loader, the
 //! agent's located tree) turn the path into `FILE:LINE:COL`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -135,8 +135,18 @@ pub struct KubernetesLayer {
     /// Passed to the flavor's configuration file; a mapping.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub values: serde_json::Value,
+    /// Overrides: files listed here are used instead of the pack's (per name and arch).
+    /// With a version the catalog resolves (`cairn_packs`), none is needed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<Artifact>,
+    /// Versions of the parts a flavor is assembled from (kubeadm: `containerd`, `runc`,
+    /// `cni-plugins`, `crictl`), each overriding the pack's default.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, String>,
+    /// Pinned digests, overriding the upstream checksum file: `NAME` for a file that is the
+    /// same on every arch, `NAME/ARCH` (`k3s/arm64`) for one per arch.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sha256: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,8 +168,16 @@ pub struct CniLayer {
     pub pod_cidr: Option<String>,
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub values: serde_json::Value,
+    /// Overrides of the pack's files (see [`KubernetesLayer::artifacts`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<Artifact>,
+    /// Versions of the tools the CNI is installed with (`helm`), overriding the pack's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, String>,
+    /// Pinned digests (see [`KubernetesLayer::sha256`]): needed for a CNI manifest or chart
+    /// whose project publishes no checksum and whose version the catalog has no pin for.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sha256: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -284,6 +302,32 @@ impl Checker {
     fn mapping(&mut self, path: &str, value: &serde_json::Value) {
         if !(value.is_null() || value.is_object()) {
             self.err(path, "values must be a mapping");
+        }
+    }
+
+    fn pins(&mut self, path: &str, pins: &BTreeMap<String, String>) {
+        for (key, digest) in pins {
+            let p = format!("{path}.{key}");
+            let name = match key.split_once('/') {
+                Some((name, arch)) => {
+                    if !matches!(arch, "amd64" | "arm64") {
+                        self.err(
+                            &p,
+                            format!("`{key}`: the part after `/` is an arch, amd64 or arm64"),
+                        );
+                    }
+                    name
+                }
+                None => key.as_str(),
+            };
+            self.non_empty_token(&p, "a pinned artifact's name", name);
+            self.sha256(&p, digest);
+        }
+    }
+
+    fn components(&mut self, path: &str, components: &BTreeMap<String, String>) {
+        for (name, version) in components {
+            self.non_empty_token(&format!("{path}.{name}"), "a component version", version);
         }
     }
 
@@ -429,6 +473,8 @@ impl Profile {
                     }
                     c.mapping(&format!("{base}.values"), &k.values);
                     c.artifacts(&format!("{base}.artifacts"), &k.artifacts);
+                    c.pins(&format!("{base}.sha256"), &k.sha256);
+                    c.components(&format!("{base}.components"), &k.components);
                 }
                 Layer::Cni(n) => {
                     if !has_kubernetes {
@@ -442,6 +488,8 @@ impl Profile {
                     }
                     c.mapping(&format!("{base}.values"), &n.values);
                     c.artifacts(&format!("{base}.artifacts"), &n.artifacts);
+                    c.pins(&format!("{base}.sha256"), &n.sha256);
+                    c.components(&format!("{base}.components"), &n.components);
                 }
                 Layer::Addons(a) => {
                     if !has_kubernetes {

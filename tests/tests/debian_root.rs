@@ -463,6 +463,8 @@ fn kubeadm_host_prep_installs_debian_containerd_which_reads_our_config() {
             .into_iter()
             .map(art)
             .collect(),
+        components: Default::default(),
+        sha256: Default::default(),
     };
     let cni = CniLayer {
         cni: CniType::Flannel,
@@ -470,6 +472,8 @@ fn kubeadm_host_prep_installs_debian_containerd_which_reads_our_config() {
         pod_cidr: None,
         values: serde_json::Value::Null,
         artifacts: Vec::new(),
+        components: Default::default(),
+        sha256: Default::default(),
     };
     let plan = kubernetes::plan(&layer, &cni, &Target::new("amd64", "edge-1").unwrap()).unwrap();
     assert_eq!(

@@ -216,6 +216,17 @@ fn finish(
         .into_iter()
         .map(|p| checked.finding(Severity::Error, &p.path, p.message))
         .collect();
+    // The packs' rules: CNI/Kubernetes versions that go together, pod networks a CNI can
+    // use, files that could not be verified (cairn_packs::compat).
+    if findings.is_empty() {
+        for p in cairn_packs::check(&checked.profile) {
+            let severity = match p.severity {
+                cairn_packs::Severity::Error => Severity::Error,
+                cairn_packs::Severity::Warning => Severity::Warning,
+            };
+            findings.push(checked.finding(severity, &p.path, p.message));
+        }
+    }
     for (i, layer) in checked.profile.layers.iter().enumerate() {
         if let Layer::Os(layer) = layer {
             let path = format!("layers[{i}].os.user_data");
@@ -845,6 +856,28 @@ layers:
 
     fn loc(f: &Finding) -> String {
         f.location.to_string()
+    }
+
+    #[test]
+    fn an_incompatible_cni_kubernetes_pair_is_refused_at_its_line_naming_both() {
+        let text = "\
+name: x
+layers:
+  - kubernetes:
+      flavor: rke2
+      version: v1.28.15+rke2r1
+  - cni:
+      type: cilium
+      version: 1.18.2
+";
+        let e = errors(text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(loc(&e[0]), "p.yaml:8:16", "{e:?}");
+        assert_eq!(e[0].path, "layers[1].cni.version");
+        assert!(e[0].message.contains("1.18.2"), "{e:?}");
+        assert!(e[0].message.contains("v1.28.15+rke2r1"), "{e:?}");
+        // The same pair on a newer Kubernetes is fine.
+        assert!(read("p.yaml", &text.replace("v1.28.15", "v1.31.4")).is_ok());
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub struct FetchOptions {
     pub backoff: Duration,
     /// Minimum interval between progress reports.
     pub progress_every: Duration,
+    /// CA certificates (PEM) trusted besides the system's: a site mirror's
+    /// ([`crate::packs::Settings::ca_certs`]).
+    pub ca_certs: Vec<String>,
 }
 
 impl Default for FetchOptions {
@@ -102,6 +105,7 @@ impl Default for FetchOptions {
             idle_timeout: Some(Duration::from_secs(60)),
             backoff: Duration::from_secs(1),
             progress_every: Duration::from_millis(500),
+            ca_certs: Vec::new(),
         }
     }
 }
@@ -263,11 +267,19 @@ pub fn download_to(
     opts: &FetchOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<[u8; 32], ArtifactError> {
-    let client = reqwest::blocking::Client::builder()
+    let mut builder = reqwest::blocking::Client::builder()
         .connect_timeout(opts.connect_timeout)
         // The blocking client applies this to connecting and to each read of the body,
         // so a stalled transfer is abandoned (and resumed) while a slow one goes on.
-        .timeout(opts.idle_timeout)
+        .timeout(opts.idle_timeout);
+    for pem in &opts.ca_certs {
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .map_err(|e| ArtifactError::Invalid(format!("a mirror CA certificate: {e}")))?;
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    let client = builder
         .build()
         .map_err(|e| ArtifactError::Invalid(format!("building the HTTP client: {e}")))?;
     let mut last = String::new();

@@ -337,7 +337,12 @@ impl Worker {
             return (Done::Applied, os_config(&v.checked));
         }
         let meta = json!({"profile": profile.name, "version": profile.version, "etag": sp.etag});
-        let plan = match profile::validate(&v.checked, &Machine::of(host)) {
+        // A site's pack mirrors; an unreadable settings file is reported and upstream used.
+        let settings = crate::packs::Settings::load_default().unwrap_or_else(|e| {
+            tracing::warn!("pack settings: {e}; using the upstream release locations");
+            crate::packs::Settings::default()
+        });
+        let plan = match profile::validate_with(&v.checked, &Machine::of(host), &settings) {
             Ok(plan) => plan,
             Err(invalid) => {
                 let problems: Vec<String> = invalid.findings().map(ToString::to_string).collect();

@@ -258,6 +258,8 @@ pub fn publish(
         token: None,
         values: Value::Null,
         artifacts: k_art,
+        components: Default::default(),
+        sha256: Default::default(),
     };
     let c = CniLayer {
         cni,
@@ -269,6 +271,8 @@ pub fn publish(
         pod_cidr: Some(POD.into()),
         values: json!(null),
         artifacts: c_art,
+        components: Default::default(),
+        sha256: Default::default(),
     };
     (k, c)
 }
