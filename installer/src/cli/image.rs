@@ -2,7 +2,9 @@
 
 use super::{report_json, with_kind, Error, Outcome, Output};
 
+// No group of its own: the flattened library `Args` has one by that name already.
 #[derive(clap::Args)]
+#[group(skip)]
 pub struct Args {
     #[command(flatten)]
     pub build: crate::image::Args,
