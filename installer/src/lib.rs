@@ -1,6 +1,7 @@
 //! Cairn's installer: builds bootable disk images and hybrid install media with the agent
 //! and the site's user-data baked in, writes an image to a disk safely, and replaces the
-//! user-data of an existing image or ISO.
+//! user-data of an existing image or ISO. The command line is [`cli`]: one module per
+//! subcommand; the binary only parses, logs and exits.
 //!
 //! Disk layout contract (shared by `image`, `install`, `customize` and the agent's
 //! `/oem` source; details and sizes in docs/installer.md). GPT, 1 MiB aligned, in order:
@@ -18,6 +19,7 @@
 //! Partitions are found by GPT name ([`oem::find_partition`]) and mounted by label, never by
 //! number or device name.
 
+pub mod cli;
 pub mod customize;
 pub mod image;
 pub mod install;
