@@ -2,11 +2,14 @@
 //!
 //! Stages run in canonical order, steps in document order, actions inside a step in
 //! [`Action::rank`] order. Each step emits one outcome event. The first failing step stops
-//! its stage and no later stage runs; the error names the step's file and line.
+//! its stage and no later stage runs; the error names the step's file and line. A
+//! best-effort step (`on_failure: continue`) is the exception: its failure is reported
+//! (`step_failed` with `continued: true`), kept in [`Outcome::tolerated`], and the apply
+//! goes on.
 
 use std::time::Instant;
 
-use cairn_proto::EventKind;
+use cairn_proto::{EventKind, StepFailed};
 use serde_json::json;
 
 use crate::events::Emitter;
@@ -14,7 +17,7 @@ use crate::host::osrelease::target_arch;
 use crate::host::{Cmd, Host};
 use crate::state::{self, State};
 use crate::steps::{self, StepCx};
-use cairn_userdata::model::{Config, Step};
+use cairn_userdata::model::{Config, OnFailure, Step};
 use cairn_userdata::stages;
 
 #[derive(Debug, Clone, Default)]
@@ -174,9 +177,12 @@ pub struct Outcome {
     pub resumed: usize,
     /// The journal asked to stop before a step: the apply did not finish.
     pub interrupted: bool,
+    /// Best-effort steps (`on_failure: continue`) that failed; the apply went on after each.
+    pub tolerated: Vec<Failure>,
 }
 
 impl Outcome {
+    /// No step stopped the apply (best-effort failures may have been tolerated).
     pub fn ok(&self) -> bool {
         self.failed.is_none()
     }
@@ -374,21 +380,28 @@ fn run(
                 Err(e) => {
                     failed += 1;
                     let message = e.to_string();
+                    let continued = config.on_failure(step) == OnFailure::Continue;
+                    let data = StepFailed { ms, continued };
                     events.emit(
                         EventKind::StepFailed,
                         &stage.name,
                         &step.name,
                         &source,
                         &message,
-                        json!({"ms": ms}),
+                        data.to_data(),
                     );
-                    outcome.failed = Some(Failure {
+                    let failure = Failure {
                         kind: FailureKind::Step,
                         stage: stage.name.clone(),
                         step: step.name.clone(),
                         source: step.location.to_string(),
                         message,
-                    });
+                    };
+                    if continued {
+                        outcome.tolerated.push(failure);
+                    } else {
+                        outcome.failed = Some(failure);
+                    }
                 }
             }
             if !opts.dry_run && state.commands.len() != before {

@@ -566,8 +566,21 @@ fn apply(
             started.elapsed().as_millis()
         );
     }
+    for f in &outcome.tolerated {
+        eprintln!(
+            "warning: {}: stage {}, best-effort step `{}` failed (the apply went on): {}",
+            f.source, f.stage, f.step, f.message
+        );
+    }
     match outcome.failed {
-        None => ExitCode::SUCCESS,
+        None if outcome.tolerated.is_empty() => ExitCode::SUCCESS,
+        None => {
+            eprintln!(
+                "applied with {} best-effort step(s) failed (exit status {EXIT_TOLERATED})",
+                outcome.tolerated.len()
+            );
+            ExitCode::from(EXIT_TOLERATED)
+        }
         Some(f) if f.step.is_empty() => {
             eprintln!("error: {}", f.message);
             ExitCode::from(1)
@@ -581,6 +594,10 @@ fn apply(
         }
     }
 }
+
+/// The exit status of an apply that completed but had best-effort steps
+/// (`on_failure: continue`) fail: not a success (0), not a stopped apply (1).
+const EXIT_TOLERATED: u8 = 4;
 
 fn emitter_for(output: Output) -> Emitter {
     let host_name = nix::unistd::gethostname()
@@ -660,6 +677,13 @@ fn apply_profile(
                     a.unchanged,
                     started.elapsed().as_millis()
                 );
+            }
+            if a.tolerated > 0 {
+                eprintln!(
+                    "applied with {} best-effort step(s) failed (exit status {EXIT_TOLERATED})",
+                    a.tolerated
+                );
+                return ExitCode::from(EXIT_TOLERATED);
             }
             ExitCode::SUCCESS
         }

@@ -256,6 +256,8 @@ pub struct Applied {
     pub unchanged: usize,
     /// Steps an interrupted earlier apply had completed (not run again).
     pub resumed: usize,
+    /// Best-effort steps of the os layer that failed (the apply went on).
+    pub tolerated: usize,
     /// The Kubernetes install, when the profile has a `kubernetes` layer.
     pub kubernetes: Option<Report>,
 }
@@ -346,6 +348,7 @@ pub fn apply(
         applied.changed += outcome.changed;
         applied.unchanged += outcome.unchanged;
         applied.resumed += outcome.resumed;
+        applied.tolerated += outcome.tolerated.len();
     }
     if let Some((node, addons, fetched)) = kube {
         let report =

@@ -275,6 +275,7 @@ impl Worker {
                                     version: profile.version,
                                     etag: profile.etag.clone(),
                                     changed: outcome.changed,
+                                    tolerated: outcome.tolerated.len(),
                                     reconcile: true,
                                     ..ProfileApplied::default()
                                 }
@@ -489,6 +490,7 @@ impl Worker {
                 changed: applied.changed,
                 unchanged: applied.unchanged,
                 resumed: applied.resumed,
+                tolerated: applied.tolerated,
                 unsupported_layers: unsupported,
                 ..ProfileApplied::default()
             }
