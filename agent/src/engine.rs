@@ -269,6 +269,15 @@ fn run(
     events: &mut Emitter,
     journal: &mut dyn StepJournal,
 ) -> Outcome {
+    // A dry run acts on a view of the target whose runner refuses every command: no step
+    // kind can execute anything, not even a query, on its dry-run path.
+    let dry_host;
+    let host = if opts.dry_run {
+        dry_host = host.for_dry_run();
+        &dry_host
+    } else {
+        host
+    };
     let mut outcome = Outcome::default();
     let mut order: Vec<&cairn_userdata::model::Stage> = config.stages.iter().collect();
     order.sort_by_key(|s| stages::order_key(&s.name));
@@ -318,7 +327,10 @@ fn run(
                     break;
                 }
             }
-            if let Some(reason) = unmet_condition(host, step) {
+            // A dry run does not run an `if:` command: it says it would evaluate it, and
+            // reports the step's changes as conditional on it.
+            let would_evaluate = step.conditions.if_cmd.as_deref().filter(|_| opts.dry_run);
+            if let Some(reason) = unmet_condition(host, step, opts.dry_run) {
                 outcome.skipped += 1;
                 // A skipped step is an unchanged one (its event is step_unchanged), as in
                 // the stage_finished counts; `skipped` says how many of them were skipped.
@@ -355,25 +367,46 @@ fn run(
                 Ok(changes) if changes.is_empty() => {
                     unchanged += 1;
                     outcome.unchanged += 1;
+                    let (message, data) = match would_evaluate {
+                        Some(cond) => (
+                            format!("would evaluate `if: {cond}`; nothing to change either way"),
+                            json!({"ms": ms, "would_evaluate": cond}),
+                        ),
+                        None => (String::new(), json!({"ms": ms})),
+                    };
                     events.emit(
                         EventKind::StepUnchanged,
                         &stage.name,
                         &step.name,
                         &source,
-                        "",
-                        json!({"ms": ms}),
+                        message,
+                        data,
                     );
                 }
                 Ok(changes) => {
                     changed += 1;
                     outcome.changed += 1;
+                    let (message, data) = match would_evaluate {
+                        Some(cond) => (
+                            format!(
+                                "would evaluate `if: {cond}`; would run if it succeeds: {} change(s)",
+                                changes.len()
+                            ),
+                            json!({"changes": changes, "ms": ms, "dry_run": true,
+                                   "would_evaluate": cond}),
+                        ),
+                        None => (
+                            format!("{} change(s)", changes.len()),
+                            json!({"changes": changes, "ms": ms, "dry_run": opts.dry_run}),
+                        ),
+                    };
                     events.emit(
                         EventKind::StepChanged,
                         &stage.name,
                         &step.name,
                         &source,
-                        format!("{} change(s)", changes.len()),
-                        json!({"changes": changes, "ms": ms, "dry_run": opts.dry_run}),
+                        message,
+                        data,
                     );
                     outcome.changes.extend(changes.iter().cloned());
                 }
@@ -536,8 +569,9 @@ fn run_step(step: &Step, cx: &mut StepCx) -> Result<Vec<String>, ActionError> {
     Ok(all)
 }
 
-/// The first condition of `step` that is not met, described, or `None` to run it.
-fn unmet_condition(host: &Host, step: &Step) -> Option<String> {
+/// The first condition of `step` that is not met, described, or `None` to run it. A dry
+/// run never runs the `if:` command (it is left to the caller to report).
+fn unmet_condition(host: &Host, step: &Step, dry_run: bool) -> Option<String> {
     let c = &step.conditions;
     if c.is_empty() {
         return None;
@@ -588,7 +622,7 @@ fn unmet_condition(host: &Host, step: &Step) -> Option<String> {
     if let Some(p) = c.if_files_none.iter().find(|p| exists(p)) {
         return Some(format!("{p} (if_files.none) exists"));
     }
-    if let Some(cond) = &c.if_cmd {
+    if let Some(cond) = c.if_cmd.as_ref().filter(|_| !dry_run) {
         match host.run_in_target(Cmd::new("/bin/sh").arg("-c").arg(cond)) {
             Ok(out) if out.status == 0 => {}
             Ok(out) => return Some(format!("`if` exited with status {}", out.status)),

@@ -147,3 +147,172 @@ fn validation_refuses_unknown_on_failure_values() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// dry run: nothing runs, nothing says "ran"
+
+/// A command runner that records every command it is asked to run (and runs none).
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl cairn_agent::host::Runner for Recorder {
+    fn run(
+        &self,
+        cmd: &cairn_agent::host::Cmd,
+    ) -> Result<cairn_agent::host::Output, cairn_agent::host::RunError> {
+        self.0.lock().unwrap().push(cmd.display());
+        Ok(cairn_agent::host::Output {
+            status: 0,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        })
+    }
+}
+
+/// Does `text` contain the word "ran"?
+fn says_ran(text: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|w| w.eq_ignore_ascii_case("ran"))
+}
+
+/// A Debian-looking root with every step kind of the dry-run test in reach.
+fn dry_run_root(env: &TestEnv) -> std::path::PathBuf {
+    env.write("/etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n");
+    env.write(
+        "/var/lib/dpkg/status",
+        "Package: base-files\nStatus: install ok installed\nVersion: 12.4\n\n",
+    );
+    env.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n");
+    env.write("/etc/group", "root:x:0:\n");
+    env.write("/etc/shadow", "root:*:19000:0:99999:7:::\n");
+    env.write("/etc/gshadow", "root:*::\n");
+    env.write("/usr/share/zoneinfo/Europe/Berlin", "TZif2");
+    env.write(
+        "/etc/systemd/system/sink.service",
+        "[Service]\nExecStart=/bin/true\n",
+    );
+    env.yaml(
+        "all.yaml",
+        r#"stages:
+  boot:
+    - name: guarded
+      if: "test -e /etc/never-there"
+      files: [{path: /etc/guarded, content: x}]
+      commands: ["echo hi >> /log"]
+    - name: guarded but settled
+      if: "false"
+      directories: [{path: /etc}]
+    - name: everything
+      hostname: dry-host
+      dns: {nameservers: [10.0.0.53]}
+      environment: {A: "1"}
+      sysctl: {vm.swappiness: "10"}
+      modules: [overlay]
+      timesyncd: {NTP: pool.example}
+      timezone: Europe/Berlin
+      groups: [{name: ops}]
+      users:
+        op:
+          passwd: op
+          groups: [ops]
+          sudo: "ALL=(ALL) NOPASSWD:ALL"
+          ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl op@x"]
+      directories: [{path: /opt/d}]
+      files: [{path: /etc/f, content: f}]
+      packages: {install: [jq], refresh: true, upgrade: true}
+      systemctl: {enable: [sink], mask: [other], start: [sink]}
+      commands: ["echo once >> /log", ["/bin/echo", "two"]]
+"#,
+    )
+}
+
+#[test]
+fn a_dry_run_executes_nothing_and_never_says_ran() {
+    let env = TestEnv::empty();
+    let file = dry_run_root(&env);
+    let loaded = cairn_userdata::load::load(&[file], false).unwrap();
+    assert!(!loaded.diags.has_errors());
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let host = cairn_agent::host::Host::new(&env.root, recorder.clone());
+    let sink = cairn_agent::events::MemorySink::default();
+    let mut emitter = cairn_agent::events::Emitter::new("t").with_sink(Box::new(sink.clone()));
+    let before = common::snapshot(&env.root);
+    let outcome = cairn_agent::engine::apply(
+        &loaded.config,
+        &host,
+        &cairn_agent::engine::ApplyOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+        &mut emitter,
+    );
+    let events = sink.events();
+    let described: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} {} {} {}", e.kind.as_str(), e.step, e.message, e.data))
+        .collect();
+    let described = described.join("\n");
+    assert!(outcome.ok(), "{described}");
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        Vec::<String>::new(),
+        "a dry run executed commands:\n{described}"
+    );
+    assert!(
+        !events.iter().any(|e| e.kind == EventKind::StepFailed),
+        "{described}"
+    );
+    common::assert_same(&before, &common::snapshot(&env.root));
+    assert!(!says_ran(&described), "{described}");
+    // The `if:` is reported as something to evaluate; its step as conditional on it.
+    let guarded = events
+        .iter()
+        .find(|e| e.step == "guarded" && e.kind == EventKind::StepChanged)
+        .unwrap_or_else(|| panic!("{described}"));
+    assert!(
+        guarded
+            .message
+            .contains("would evaluate `if: test -e /etc/never-there`"),
+        "{}",
+        guarded.message
+    );
+    assert!(
+        guarded.message.contains("would run if"),
+        "{}",
+        guarded.message
+    );
+    assert_eq!(guarded.data["would_evaluate"], "test -e /etc/never-there");
+    let settled = events
+        .iter()
+        .find(|e| e.step == "guarded but settled")
+        .unwrap();
+    assert_eq!(settled.kind, EventKind::StepUnchanged, "{described}");
+    assert!(
+        settled.message.contains("would evaluate"),
+        "{}",
+        settled.message
+    );
+    assert!(outcome
+        .changes
+        .iter()
+        .any(|c| c == "would run `echo once >> /log`"));
+}
+
+#[test]
+fn the_dry_run_cli_text_never_says_ran() {
+    let env = TestEnv::empty();
+    let file = dry_run_root(&env);
+    let out = cli([
+        "apply".as_ref(),
+        "--dry-run".as_ref(),
+        "--root".as_ref(),
+        env.root.as_os_str(),
+        file.as_os_str(),
+    ]);
+    let text = common::stdout(&out) + &stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!says_ran(&text), "{text}");
+    assert!(text.contains("would evaluate `if: false`"), "{text}");
+    assert!(text.contains("would run if it succeeds"), "{text}");
+    assert!(!env.exists("/log"));
+}
