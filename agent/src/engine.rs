@@ -288,6 +288,17 @@ fn run(
         .as_ref()
         .map(|h| &h.key_sources)
         .unwrap_or(&cairn_userdata::model::NO_KEY_SOURCES);
+    // Every file entry of the steps this apply runs, in order: a path written by several
+    // entries (a write_files entry and an append, a deferred entry) is compared with the
+    // content the whole run leaves there.
+    let run_files = steps::RunFiles::plan(
+        order
+            .iter()
+            .filter(|s| selected(&s.name, &opts.stages))
+            .flat_map(|s| s.steps.iter())
+            .enumerate(),
+    );
+    let mut step_index = 0;
     for stage in order {
         if !selected(&stage.name, &opts.stages) {
             outcome.not_run.push(stage.name.clone());
@@ -304,6 +315,8 @@ fn run(
         );
         let (mut changed, mut unchanged, mut failed) = (0, 0, 0);
         for (index, step) in stage.steps.iter().enumerate() {
+            let this_step = step_index;
+            step_index += 1;
             let started = Instant::now();
             let source = step.location.short();
             match journal.before_step(&stage.name, index, step) {
@@ -360,6 +373,8 @@ fn run(
                 );
                 cx.drop_in_key = opts.owner.drop_in_key(&stage.name, &step.name);
                 cx.key_sources = key_sources;
+                cx.run_files = Some(&run_files);
+                cx.step_index = this_step;
                 run_step(step, &mut cx)
             };
             let ms = started.elapsed().as_millis() as u64;

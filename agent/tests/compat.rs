@@ -316,3 +316,121 @@ fn the_dry_run_cli_text_never_says_ran() {
     assert!(text.contains("would run if it succeeds"), "{text}");
     assert!(!env.exists("/log"));
 }
+
+// ---------------------------------------------------------------------------------------
+// idempotence across the file entries of one run
+
+fn mtime(env: &TestEnv, inside: &str) -> std::time::SystemTime {
+    std::fs::metadata(env.p(inside))
+        .unwrap()
+        .modified()
+        .unwrap()
+}
+
+fn assert_nothing_changed(run: &common::Run) {
+    let changed: Vec<&cairn_proto::Event> = run
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::StepChanged)
+        .collect();
+    assert!(changed.is_empty(), "{}", run.describe());
+    assert!(run.outcome.ok(), "{}", run.describe());
+}
+
+#[test]
+fn a_file_written_then_appended_settles_after_one_apply() {
+    let env = TestEnv::empty();
+    let yaml = r#"#cloud-config
+write_files:
+  - path: /etc/app.conf
+    content: "base\n"
+  - path: /etc/app.conf
+    append: true
+    content: "extra\n"
+  - path: /etc/app.conf
+    append: true
+    permissions: "0600"
+    content: "more\n"
+  - path: /etc/split.conf
+    content: "now\n"
+  - path: /etc/split.conf
+    append: true
+    defer: true
+    content: "deferred\n"
+  - path: /etc/replaced.conf
+    content: "first\n"
+  - path: /etc/replaced.conf
+    defer: true
+    content: "second\n"
+"#;
+    let f = env.yaml("wf.yaml", yaml);
+    let first = common::apply(&env.root, &[f.clone()], &Default::default()).ok();
+    assert!(first.outcome.changed > 0);
+    let want = [
+        ("/etc/app.conf", "base\nextra\nmore\n"),
+        ("/etc/split.conf", "now\ndeferred\n"),
+        ("/etc/replaced.conf", "second\n"),
+    ];
+    for (path, content) in want {
+        assert_eq!(env.read(path), content, "{path} after 1 apply");
+    }
+    assert_eq!(env.mode("/etc/app.conf"), 0o600);
+    let times: Vec<_> = want.iter().map(|(p, _)| mtime(&env, p)).collect();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    for _ in 0..2 {
+        let again = common::apply(&env.root, &[f.clone()], &Default::default());
+        assert_nothing_changed(&again);
+    }
+    for (i, (path, content)) in want.iter().enumerate() {
+        assert_eq!(env.read(path), *content, "{path} after 3 applies");
+        assert_eq!(mtime(&env, path), times[i], "{path} was touched");
+    }
+    assert_eq!(env.mode("/etc/app.conf"), 0o600);
+}
+
+#[test]
+fn files_entries_of_different_steps_and_stages_settle() {
+    let env = TestEnv::empty();
+    let yaml = r#"stages:
+  boot:
+    - name: base
+      files:
+        - {path: /etc/multi.conf, content: "a\n"}
+        - {path: /etc/multi.conf, content: "b\n", append: true}
+  network:
+    - name: more
+      files:
+        - {path: /etc/multi.conf, content: "c\n", append: true}
+"#;
+    let f = env.yaml("multi.yaml", yaml);
+    common::apply(&env.root, &[f.clone()], &Default::default()).ok();
+    assert_eq!(env.read("/etc/multi.conf"), "a\nb\nc\n");
+    let before = mtime(&env, "/etc/multi.conf");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again = common::apply(&env.root, &[f.clone()], &Default::default());
+    assert_nothing_changed(&again);
+    assert_eq!(mtime(&env, "/etc/multi.conf"), before);
+    // Drift is repaired: the file ends up as the run leaves it.
+    env.write("/etc/multi.conf", "edited\n");
+    let repaired = common::apply(&env.root, &[f], &Default::default()).ok();
+    assert!(repaired.outcome.changed > 0);
+    assert_eq!(env.read("/etc/multi.conf"), "a\nb\nc\n");
+}
+
+#[test]
+fn a_lone_append_still_converges_on_an_existing_file() {
+    let env = TestEnv::empty();
+    env.write("/etc/existing.conf", "mine\n");
+    let yaml = "stages:\n  boot:\n    - name: add\n      files:\n        - {path: /etc/existing.conf, content: \"added\\n\", append: true}\n";
+    let f = env.yaml("a.yaml", yaml);
+    let run = common::apply(&env.root, &[f.clone()], &Default::default()).ok();
+    assert!(
+        run.changes()
+            .contains("appended 6 bytes to /etc/existing.conf"),
+        "{}",
+        run.changes()
+    );
+    assert_eq!(env.read("/etc/existing.conf"), "mine\nadded\n");
+    assert_nothing_changed(&common::apply(&env.root, &[f], &Default::default()));
+    assert_eq!(env.read("/etc/existing.conf"), "mine\nadded\n");
+}
