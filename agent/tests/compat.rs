@@ -364,7 +364,7 @@ write_files:
     content: "second\n"
 "#;
     let f = env.yaml("wf.yaml", yaml);
-    let first = common::apply(&env.root, &[f.clone()], &Default::default()).ok();
+    let first = common::apply(&env.root, std::slice::from_ref(&f), &Default::default()).ok();
     assert!(first.outcome.changed > 0);
     let want = [
         ("/etc/app.conf", "base\nextra\nmore\n"),
@@ -378,7 +378,7 @@ write_files:
     let times: Vec<_> = want.iter().map(|(p, _)| mtime(&env, p)).collect();
     std::thread::sleep(std::time::Duration::from_millis(20));
     for _ in 0..2 {
-        let again = common::apply(&env.root, &[f.clone()], &Default::default());
+        let again = common::apply(&env.root, std::slice::from_ref(&f), &Default::default());
         assert_nothing_changed(&again);
     }
     for (i, (path, content)) in want.iter().enumerate() {
@@ -403,11 +403,11 @@ fn files_entries_of_different_steps_and_stages_settle() {
         - {path: /etc/multi.conf, content: "c\n", append: true}
 "#;
     let f = env.yaml("multi.yaml", yaml);
-    common::apply(&env.root, &[f.clone()], &Default::default()).ok();
+    common::apply(&env.root, std::slice::from_ref(&f), &Default::default()).ok();
     assert_eq!(env.read("/etc/multi.conf"), "a\nb\nc\n");
     let before = mtime(&env, "/etc/multi.conf");
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let again = common::apply(&env.root, &[f.clone()], &Default::default());
+    let again = common::apply(&env.root, std::slice::from_ref(&f), &Default::default());
     assert_nothing_changed(&again);
     assert_eq!(mtime(&env, "/etc/multi.conf"), before);
     // Drift is repaired: the file ends up as the run leaves it.
@@ -423,7 +423,7 @@ fn a_lone_append_still_converges_on_an_existing_file() {
     env.write("/etc/existing.conf", "mine\n");
     let yaml = "stages:\n  boot:\n    - name: add\n      files:\n        - {path: /etc/existing.conf, content: \"added\\n\", append: true}\n";
     let f = env.yaml("a.yaml", yaml);
-    let run = common::apply(&env.root, &[f.clone()], &Default::default()).ok();
+    let run = common::apply(&env.root, std::slice::from_ref(&f), &Default::default()).ok();
     assert!(
         run.changes()
             .contains("appended 6 bytes to /etc/existing.conf"),
