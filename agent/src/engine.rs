@@ -2,11 +2,14 @@
 //!
 //! Stages run in canonical order, steps in document order, actions inside a step in
 //! [`Action::rank`] order. Each step emits one outcome event. The first failing step stops
-//! its stage and no later stage runs; the error names the step's file and line.
+//! its stage and no later stage runs; the error names the step's file and line. A
+//! best-effort step (`on_failure: continue`) is the exception: its failure is reported
+//! (`step_failed` with `continued: true`), kept in [`Outcome::tolerated`], and the apply
+//! goes on.
 
 use std::time::Instant;
 
-use cairn_proto::EventKind;
+use cairn_proto::{EventKind, StepFailed};
 use serde_json::json;
 
 use crate::events::Emitter;
@@ -14,7 +17,7 @@ use crate::host::osrelease::target_arch;
 use crate::host::{Cmd, Host};
 use crate::state::{self, State};
 use crate::steps::{self, StepCx};
-use cairn_userdata::model::{Config, Step};
+use cairn_userdata::model::{Config, OnFailure, Step};
 use cairn_userdata::stages;
 
 #[derive(Debug, Clone, Default)]
@@ -174,9 +177,12 @@ pub struct Outcome {
     pub resumed: usize,
     /// The journal asked to stop before a step: the apply did not finish.
     pub interrupted: bool,
+    /// Best-effort steps (`on_failure: continue`) that failed; the apply went on after each.
+    pub tolerated: Vec<Failure>,
 }
 
 impl Outcome {
+    /// No step stopped the apply (best-effort failures may have been tolerated).
     pub fn ok(&self) -> bool {
         self.failed.is_none()
     }
@@ -263,6 +269,15 @@ fn run(
     events: &mut Emitter,
     journal: &mut dyn StepJournal,
 ) -> Outcome {
+    // A dry run acts on a view of the target whose runner refuses every command: no step
+    // kind can execute anything, not even a query, on its dry-run path.
+    let dry_host;
+    let host = if opts.dry_run {
+        dry_host = host.for_dry_run();
+        &dry_host
+    } else {
+        host
+    };
     let mut outcome = Outcome::default();
     let mut order: Vec<&cairn_userdata::model::Stage> = config.stages.iter().collect();
     order.sort_by_key(|s| stages::order_key(&s.name));
@@ -273,6 +288,17 @@ fn run(
         .as_ref()
         .map(|h| &h.key_sources)
         .unwrap_or(&cairn_userdata::model::NO_KEY_SOURCES);
+    // Every file entry of the steps this apply runs, in order: a path written by several
+    // entries (a write_files entry and an append, a deferred entry) is compared with the
+    // content the whole run leaves there.
+    let run_files = steps::RunFiles::plan(
+        order
+            .iter()
+            .filter(|s| selected(&s.name, &opts.stages))
+            .flat_map(|s| s.steps.iter())
+            .enumerate(),
+    );
+    let mut step_index = 0;
     for stage in order {
         if !selected(&stage.name, &opts.stages) {
             outcome.not_run.push(stage.name.clone());
@@ -289,6 +315,8 @@ fn run(
         );
         let (mut changed, mut unchanged, mut failed) = (0, 0, 0);
         for (index, step) in stage.steps.iter().enumerate() {
+            let this_step = step_index;
+            step_index += 1;
             let started = Instant::now();
             let source = step.location.short();
             match journal.before_step(&stage.name, index, step) {
@@ -312,7 +340,10 @@ fn run(
                     break;
                 }
             }
-            if let Some(reason) = unmet_condition(host, step) {
+            // A dry run does not run an `if:` command: it says it would evaluate it, and
+            // reports the step's changes as conditional on it.
+            let would_evaluate = step.conditions.if_cmd.as_deref().filter(|_| opts.dry_run);
+            if let Some(reason) = unmet_condition(host, step, opts.dry_run) {
                 outcome.skipped += 1;
                 // A skipped step is an unchanged one (its event is step_unchanged), as in
                 // the stage_finished counts; `skipped` says how many of them were skipped.
@@ -342,6 +373,8 @@ fn run(
                 );
                 cx.drop_in_key = opts.owner.drop_in_key(&stage.name, &step.name);
                 cx.key_sources = key_sources;
+                cx.run_files = Some(&run_files);
+                cx.step_index = this_step;
                 run_step(step, &mut cx)
             };
             let ms = started.elapsed().as_millis() as u64;
@@ -349,46 +382,74 @@ fn run(
                 Ok(changes) if changes.is_empty() => {
                     unchanged += 1;
                     outcome.unchanged += 1;
+                    let (message, data) = match would_evaluate {
+                        Some(cond) => (
+                            format!("would evaluate `if: {cond}`; nothing to change either way"),
+                            json!({"ms": ms, "would_evaluate": cond}),
+                        ),
+                        None => (String::new(), json!({"ms": ms})),
+                    };
                     events.emit(
                         EventKind::StepUnchanged,
                         &stage.name,
                         &step.name,
                         &source,
-                        "",
-                        json!({"ms": ms}),
+                        message,
+                        data,
                     );
                 }
                 Ok(changes) => {
                     changed += 1;
                     outcome.changed += 1;
+                    let (message, data) = match would_evaluate {
+                        Some(cond) => (
+                            format!(
+                                "would evaluate `if: {cond}`; would run if it succeeds: {} change(s)",
+                                changes.len()
+                            ),
+                            json!({"changes": changes, "ms": ms, "dry_run": true,
+                                   "would_evaluate": cond}),
+                        ),
+                        None => (
+                            format!("{} change(s)", changes.len()),
+                            json!({"changes": changes, "ms": ms, "dry_run": opts.dry_run}),
+                        ),
+                    };
                     events.emit(
                         EventKind::StepChanged,
                         &stage.name,
                         &step.name,
                         &source,
-                        format!("{} change(s)", changes.len()),
-                        json!({"changes": changes, "ms": ms, "dry_run": opts.dry_run}),
+                        message,
+                        data,
                     );
                     outcome.changes.extend(changes.iter().cloned());
                 }
                 Err(e) => {
                     failed += 1;
                     let message = e.to_string();
+                    let continued = config.on_failure(step) == OnFailure::Continue;
+                    let data = StepFailed { ms, continued };
                     events.emit(
                         EventKind::StepFailed,
                         &stage.name,
                         &step.name,
                         &source,
                         &message,
-                        json!({"ms": ms}),
+                        data.to_data(),
                     );
-                    outcome.failed = Some(Failure {
+                    let failure = Failure {
                         kind: FailureKind::Step,
                         stage: stage.name.clone(),
                         step: step.name.clone(),
                         source: step.location.to_string(),
                         message,
-                    });
+                    };
+                    if continued {
+                        outcome.tolerated.push(failure);
+                    } else {
+                        outcome.failed = Some(failure);
+                    }
                 }
             }
             if !opts.dry_run && state.commands.len() != before {
@@ -523,8 +584,9 @@ fn run_step(step: &Step, cx: &mut StepCx) -> Result<Vec<String>, ActionError> {
     Ok(all)
 }
 
-/// The first condition of `step` that is not met, described, or `None` to run it.
-fn unmet_condition(host: &Host, step: &Step) -> Option<String> {
+/// The first condition of `step` that is not met, described, or `None` to run it. A dry
+/// run never runs the `if:` command (it is left to the caller to report).
+fn unmet_condition(host: &Host, step: &Step, dry_run: bool) -> Option<String> {
     let c = &step.conditions;
     if c.is_empty() {
         return None;
@@ -575,7 +637,7 @@ fn unmet_condition(host: &Host, step: &Step) -> Option<String> {
     if let Some(p) = c.if_files_none.iter().find(|p| exists(p)) {
         return Some(format!("{p} (if_files.none) exists"));
     }
-    if let Some(cond) = &c.if_cmd {
+    if let Some(cond) = c.if_cmd.as_ref().filter(|_| !dry_run) {
         match host.run_in_target(Cmd::new("/bin/sh").arg("-c").arg(cond)) {
             Ok(out) if out.status == 0 => {}
             Ok(out) => return Some(format!("`if` exited with status {}", out.status)),

@@ -170,6 +170,9 @@ impl<W: Write + Send> EventSink for HumanSink<W> {
                     format!("  {mark} {} {word}", e.step)
                 };
                 if e.kind == EventKind::StepChanged {
+                    if e.data.get("would_evaluate").is_some() {
+                        l.push_str(&format!(": {}", e.message));
+                    }
                     if let Some(changes) = e.data.get("changes").and_then(Value::as_array) {
                         for c in changes.iter().filter_map(Value::as_str) {
                             l.push_str(&format!("\n      {c}"));

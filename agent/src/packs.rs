@@ -171,10 +171,7 @@ pub enum PacksError {
 }
 
 fn arch_str(a: Arch) -> &'static str {
-    match a {
-        Arch::Amd64 => "amd64",
-        Arch::Arm64 => "arm64",
-    }
+    a.as_str()
 }
 
 /// The HTTPS-only client checksum files are read with: the system's roots plus

@@ -190,7 +190,18 @@ pub fn validate_with<'a>(
                 match packs::complete(k, Some(c), target.arch, &settings.mirrors) {
                     Err(unresolved) => {
                         for p in unresolved {
-                            problem(PlanError::new(p.field, p.message));
+                            // A file the target's arch needs and nothing can verify is a
+                            // missing artifact (`validate` without `--arch` tells an arch
+                            // the profile is not meant for from one it is).
+                            problem(match &p.artifact {
+                                Some(name) => PlanError::missing_artifact(
+                                    p.field,
+                                    p.message,
+                                    name,
+                                    target.arch,
+                                ),
+                                None => PlanError::new(p.field, p.message),
+                            });
                         }
                     }
                     Ok(done) => {
@@ -289,6 +300,8 @@ pub struct Applied {
     pub unchanged: usize,
     /// Steps an interrupted earlier apply had completed (not run again).
     pub resumed: usize,
+    /// Best-effort steps of the os layer that failed (the apply went on).
+    pub tolerated: usize,
     /// The Kubernetes install, when the profile has a `kubernetes` layer.
     pub kubernetes: Option<Report>,
 }
@@ -401,6 +414,7 @@ pub fn apply(
         applied.changed += outcome.changed;
         applied.unchanged += outcome.unchanged;
         applied.resumed += outcome.resumed;
+        applied.tolerated += outcome.tolerated.len();
     }
     if let Some((node, addons, fetched, install_opts)) = kube {
         let report =

@@ -201,7 +201,7 @@ fn dry_run_on_a_fresh_root_changes_nothing_and_lists_the_changes() {
         "linked /etc/localtime",
         "downloaded http://",
         "installed jq",
-        "ran `echo once >> /commands.log`",
+        "would run `echo once >> /commands.log`",
         "would change",
     ] {
         assert!(out.contains(expected), "`{expected}` missing from:\n{out}");

@@ -223,10 +223,7 @@ fn catalog_pin(source: Source, version: &str, file: &str) -> Option<&'static str
 }
 
 fn arch_key(arch: Arch) -> &'static str {
-    match arch {
-        Arch::Amd64 => "amd64",
-        Arch::Arm64 => "arm64",
-    }
+    arch.as_str()
 }
 
 struct Ctx<'a> {

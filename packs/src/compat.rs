@@ -131,9 +131,18 @@ pub fn check(profile: &Profile) -> Vec<Problem> {
         }
     }
     // Files that cannot be verified: reported once, for the arches the layer does not list
-    // the file for itself.
+    // the file for itself. A profile that lists its own files for some architectures only
+    // is meant for those: on the others an unverifiable file is a warning here (applying on
+    // such a device is still refused, before anything is written).
     let cni = c.map(|(_, c)| c);
+    let listed: Vec<Arch> = k
+        .artifacts
+        .iter()
+        .chain(cni.iter().flat_map(|c| c.artifacts.iter()))
+        .map(|a| a.arch)
+        .collect();
     for arch in [Arch::Amd64, Arch::Arm64] {
+        let elsewhere = !listed.is_empty() && !listed.contains(&arch);
         if let Err(problems) = resolve(k, cni, arch, &Mirrors::default()) {
             for p in problems {
                 let (layer_index, rest) = match p.field.split_once('.') {
@@ -146,10 +155,23 @@ pub fn check(profile: &Profile) -> Vec<Problem> {
                 } else {
                     format!("layers[{layer_index}].{}.{}", rest.0, rest.1)
                 };
-                let finding = Problem {
-                    path,
-                    severity: Severity::Error,
-                    message: p.message,
+                let finding = if elsewhere {
+                    Problem {
+                        path,
+                        severity: Severity::Warning,
+                        message: format!(
+                            "{} (the profile lists files for {} only: it cannot be applied on {} devices)",
+                            p.message,
+                            listed_names(&listed),
+                            arch.as_str()
+                        ),
+                    }
+                } else {
+                    Problem {
+                        path,
+                        severity: Severity::Error,
+                        message: p.message,
+                    }
                 };
                 if !out.contains(&finding) {
                     out.push(finding);
@@ -158,6 +180,13 @@ pub fn check(profile: &Profile) -> Vec<Problem> {
         }
     }
     out
+}
+
+fn listed_names(listed: &[Arch]) -> String {
+    let mut names: Vec<&str> = listed.iter().map(|a| a.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names.join(", ")
 }
 
 #[cfg(test)]
@@ -173,6 +202,33 @@ mod tests {
             ]
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn an_unverifiable_file_is_an_error_only_for_the_arches_the_profile_is_for() {
+        let mut v = serde_json::json!({
+            "name": "p",
+            "layers": [
+                {"kubernetes": {"flavor": "kubeadm", "version": "v1.31.4"}},
+                {"cni": {"type": "calico", "version": "v3.29.1", "pod_cidr": "10.244.0.0/16"}}
+            ]
+        });
+        // No files listed: every arch is meant, the unpinned manifest is an error.
+        let p = check(&serde_json::from_value(v.clone()).unwrap());
+        assert!(p.iter().any(|p| p.severity == Severity::Error), "{p:?}");
+        // The manifest listed (pinned) for amd64 only: arm64 is a warning naming the arch.
+        v["layers"][1]["cni"]["artifacts"] = serde_json::json!([{
+            "name": "tigera-operator", "arch": "amd64",
+            "url": "https://example.org/tigera-operator.yaml",
+            "sha256": "0".repeat(64)
+        }]);
+        let p = check(&serde_json::from_value(v).unwrap());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].severity, Severity::Warning);
+        assert!(
+            p[0].message.contains("amd64 only") && p[0].message.contains("arm64"),
+            "{p:?}"
+        );
     }
 
     #[test]

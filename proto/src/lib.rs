@@ -16,4 +16,4 @@ pub mod protocol;
 
 pub use event::{Event, EventKind};
 pub use profile::Profile;
-pub use progress::{FleetPhase, Phase, PhaseStatus, ProfileApplied};
+pub use progress::{FleetPhase, Phase, PhaseStatus, ProfileApplied, StepFailed};

@@ -228,6 +228,16 @@ pub enum Arch {
     Arm64,
 }
 
+impl Arch {
+    /// The Go spelling, as profiles and release assets write it: `amd64`, `arm64`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+}
+
 /// A file the layer needs, per architecture, verified by SHA-256 before use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -206,6 +206,36 @@ pub struct ProfileApplied {
     /// The periodic `reconcile` stage ran; the profile is (still) applied.
     #[serde(default, skip_serializing_if = "is_false")]
     pub reconcile: bool,
+    /// Best-effort steps (`on_failure: continue`) that failed; the apply went on.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tolerated: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// `data` of a `step_failed` event: how long the step ran, and whether the apply went on
+/// after it (`continued`: the step is best-effort, `on_failure: continue`). A failure with
+/// `continued: false` stopped the apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepFailed {
+    #[serde(default)]
+    pub ms: u64,
+    #[serde(default)]
+    pub continued: bool,
+}
+
+impl StepFailed {
+    /// The event's `data`.
+    pub fn to_data(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// Read an event's `data` (missing fields default: an older agent's failure stopped).
+    pub fn from_data(data: &serde_json::Value) -> StepFailed {
+        serde_json::from_value(data.clone()).unwrap_or_default()
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -227,6 +257,26 @@ impl ProfileApplied {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_failed_payload_shape() {
+        let d = StepFailed {
+            ms: 12,
+            continued: true,
+        }
+        .to_data();
+        assert_eq!(d, serde_json::json!({"ms": 12, "continued": true}));
+        assert_eq!(
+            StepFailed::from_data(&d),
+            StepFailed {
+                ms: 12,
+                continued: true
+            }
+        );
+        // An older agent's failure (no `continued`) stopped its apply.
+        assert!(!StepFailed::from_data(&serde_json::json!({"ms": 1})).continued);
+        assert!(!StepFailed::from_data(&serde_json::Value::Null).continued);
+    }
 
     #[test]
     fn phases_are_spelled_as_on_the_wire() {

@@ -22,6 +22,40 @@ pub struct Config {
     pub hub: Option<HubSettings>,
     /// `install:` settings, read by the installer's live environment.
     pub install: Option<InstallSettings>,
+    /// What to do when a step fails, by the step's location: `on_failure:` of the step, or
+    /// of its document. A step not listed stops the apply (fail-fast, the default).
+    pub on_failure: std::collections::HashMap<Location, OnFailure>,
+}
+
+/// What the engine does when a step fails (`on_failure:` of a step or a document).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// Stop: no later step or stage runs, the apply fails (the default).
+    #[default]
+    Stop,
+    /// Best-effort: report the failure (`step_failed` with `continued: true`) and go on
+    /// with the next step, as yip does.
+    Continue,
+}
+
+impl OnFailure {
+    /// The values `on_failure:` accepts.
+    pub const VALUES: [&'static str; 2] = ["stop", "continue"];
+
+    pub fn parse(s: &str) -> Option<OnFailure> {
+        match s {
+            "stop" => Some(OnFailure::Stop),
+            "continue" => Some(OnFailure::Continue),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Stop => "stop",
+            OnFailure::Continue => "continue",
+        }
+    }
 }
 
 impl Config {
@@ -39,6 +73,15 @@ impl Config {
         if other.install.is_some() {
             self.install = other.install;
         }
+        self.on_failure.extend(other.on_failure);
+    }
+
+    /// What to do when `step` fails.
+    pub fn on_failure(&self, step: &Step) -> OnFailure {
+        self.on_failure
+            .get(&step.location)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Add a step to the named stage, creating the stage if needed.

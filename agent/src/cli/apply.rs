@@ -125,8 +125,24 @@ pub fn user_data(
             started.elapsed().as_millis()
         );
     }
+    for f in &outcome.tolerated {
+        eprintln!(
+            "warning: {}: stage {}, best-effort step `{}` failed (the apply went on): {}",
+            f.source, f.stage, f.step, f.message
+        );
+    }
     match outcome.failed {
-        None => Ok(Outcome::Done),
+        None if outcome.tolerated.is_empty() => Ok(Outcome::Done),
+        None => {
+            eprintln!(
+                "applied with {} best-effort step(s) failed (exit status {})",
+                outcome.tolerated.len(),
+                super::EXIT_TOLERATED
+            );
+            Ok(Outcome::Tolerated {
+                failed: outcome.tolerated.len(),
+            })
+        }
         Some(f) => Err(Error::Failed(f)),
     }
 }
@@ -215,6 +231,16 @@ fn apply_profile(
                     a.unchanged,
                     started.elapsed().as_millis()
                 );
+            }
+            if a.tolerated > 0 {
+                eprintln!(
+                    "applied with {} best-effort step(s) failed (exit status {})",
+                    a.tolerated,
+                    super::EXIT_TOLERATED
+                );
+                return Ok(Outcome::Tolerated {
+                    failed: a.tolerated,
+                });
             }
             Ok(Outcome::Done)
         }

@@ -19,6 +19,10 @@ pub mod stage;
 pub mod status;
 pub mod validate;
 
+/// The exit status of an apply that completed but had best-effort steps
+/// (`on_failure: continue`) fail: not a success (0), not a stopped apply (1).
+pub const EXIT_TOLERATED: u8 = 4;
+
 /// The exit statuses, as `--help` shows them. Keep in step with [`exit_code`].
 const EXIT_STATUS: &str = "\
 Exit status:
@@ -26,6 +30,7 @@ Exit status:
   1  invalid input, refused or failed (validate: errors found; status: the last apply
      failed or the hub refuses this host)
   2  usage error: bad arguments, an unknown stage, a target root that is not a directory
+  4  apply/stage completed, but best-effort steps (`on_failure: continue`) failed
 `run` exits 0 when stopped by SIGTERM, 1 when it cannot start, 2 on a usage error.";
 
 #[derive(Parser, Debug)]
@@ -151,6 +156,9 @@ pub enum Outcome {
     Unhealthy,
     /// `run`: the daemon stopped with this exit status (it reports why itself).
     Stopped { code: u8 },
+    /// `apply`/`stage` completed, but this many best-effort steps (`on_failure: continue`)
+    /// failed (each printed as a warning).
+    Tolerated { failed: usize },
 }
 
 /// Why a subcommand did not do what was asked. Each is printed once as `error: MESSAGE`;
@@ -243,6 +251,7 @@ pub fn exit_code(result: &Result<Outcome, Error>) -> u8 {
         Ok(Outcome::Done) => 0,
         Ok(Outcome::Invalid { .. } | Outcome::Unhealthy) => 1,
         Ok(Outcome::Stopped { code }) => *code,
+        Ok(Outcome::Tolerated { .. }) => EXIT_TOLERATED,
         Err(e) if e.is_usage() => 2,
         Err(_) => 1,
     }

@@ -177,6 +177,13 @@ pub fn check_profile(path: &Path, arches: &[ArchArg]) -> Result<Vec<Finding>, lo
                     kubernetes::arch_name(arch)
                 );
             }
+            if missing {
+                // The reader already warned about this file for the arches the profile does
+                // not list files for; this finding says it for this arch, once.
+                out.retain(|f| {
+                    !(f.severity == Severity::Warning && f.location == problem.finding.location)
+                });
+            }
             if !out.contains(&problem.finding) {
                 out.push(problem.finding);
             }

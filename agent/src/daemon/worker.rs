@@ -275,6 +275,7 @@ impl Worker {
                                     version: profile.version,
                                     etag: profile.etag.clone(),
                                     changed: outcome.changed,
+                                    tolerated: outcome.tolerated.len(),
                                     reconcile: true,
                                     ..ProfileApplied::default()
                                 }
@@ -494,6 +495,7 @@ impl Worker {
                 changed: applied.changed,
                 unchanged: applied.unchanged,
                 resumed: applied.resumed,
+                tolerated: applied.tolerated,
                 unsupported_layers: unsupported,
                 ..ProfileApplied::default()
             }

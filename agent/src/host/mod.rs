@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 pub use osrelease::OsRelease;
-pub use runner::{Cmd, Output, RunError, Runner, SystemRunner};
+pub use runner::{Cmd, DryRunRunner, Output, RunError, Runner, SystemRunner};
 
 pub struct Host {
     root: PathBuf,
@@ -48,6 +48,16 @@ impl Host {
     /// A host with the real process runner.
     pub fn system(root: impl Into<PathBuf>) -> Self {
         Host::new(root, Arc::new(SystemRunner))
+    }
+
+    /// The same target seen by a dry run: every command is refused
+    /// ([`RunError::DryRun`]) rather than run, whatever this host's runner is.
+    pub fn for_dry_run(&self) -> Host {
+        Host {
+            root: self.root.clone(),
+            runner: Arc::new(DryRunRunner),
+            os: self.os.clone(),
+        }
     }
 
     pub fn root(&self) -> &Path {

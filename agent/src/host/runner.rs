@@ -123,12 +123,28 @@ pub enum RunError {
         status: i32,
         stderr_tail: String,
     },
+    /// A dry run asked to execute a command; nothing was run.
+    #[error("a dry run runs no commands; `{argv}` was not run")]
+    DryRun { argv: String },
     #[error("`{argv}` did not finish within {secs} s and was killed{}", tail_suffix(.stderr_tail))]
     Timeout {
         argv: String,
         secs: u64,
         stderr_tail: String,
     },
+}
+
+/// The runner of a dry run: refuses every command, so a step's dry-run path that would
+/// execute something fails loudly instead of changing (or even querying) the target.
+#[derive(Debug, Default, Clone)]
+pub struct DryRunRunner;
+
+impl Runner for DryRunRunner {
+    fn run(&self, cmd: &Cmd) -> Result<Output, RunError> {
+        Err(RunError::DryRun {
+            argv: cmd.display(),
+        })
+    }
 }
 
 fn tail_suffix(tail: &str) -> String {

@@ -53,10 +53,11 @@ pub fn apply(cx: &mut StepCx, cmds: &[CommandSpec]) -> Result<Changes, StepError
     }
     let mut changes = Vec::new();
     for c in cmds {
-        changes.push(format!("ran `{}`", c.display()));
         if cx.dry_run {
+            changes.push(format!("would run `{}`", c.display()));
             continue;
         }
+        changes.push(format!("ran `{}`", c.display()));
         let cmd = match c {
             CommandSpec::Shell(s, _) => Cmd::new("/bin/sh").arg("-c").arg(s),
             CommandSpec::Exec(argv, _) => Cmd::new(&argv[0]).args(argv[1..].iter().cloned()),

@@ -8,6 +8,7 @@
 mod certificates;
 mod commands;
 mod files;
+pub use files::RunFiles;
 pub mod keys;
 mod packages;
 mod system;
@@ -58,6 +59,10 @@ pub struct StepCx<'a> {
     pub boot_id: String,
     /// Where `github:`/`gitlab:` SSH keys are fetched from (`cairn.key_sources`).
     pub key_sources: &'a KeySourceSettings,
+    /// The file entries of the whole apply ([`RunFiles`]) and this step's position in it:
+    /// a path is compared with its final content across the run.
+    pub run_files: Option<&'a RunFiles<'a>>,
+    pub step_index: usize,
     accounts: Option<Accounts>,
 }
 
@@ -79,6 +84,8 @@ impl<'a> StepCx<'a> {
             frequency,
             boot_id,
             key_sources: &cairn_userdata::model::NO_KEY_SOURCES,
+            run_files: None,
+            step_index: 0,
             accounts: None,
         }
     }

@@ -35,6 +35,11 @@ pub trait PackageBackend: Send + Sync {
     fn upgrade(&self) -> Cmd;
     fn install(&self, pkgs: &[PackageRef]) -> Cmd;
     fn remove(&self, pkgs: &[String]) -> Cmd;
+    /// The installed version of one package, asked after an install to check a pin
+    /// (`None`: not installed). By default read from [`PackageBackend::installed`].
+    fn installed_version(&self, host: &Host, name: &str) -> Result<Option<String>, StepError> {
+        Ok(self.installed(host)?.remove(name))
+    }
     /// Does this failure mean "another process holds the lock"? Read from the package
     /// manager's stderr: its exit status does not tell a held lock from any other failure
     /// (apt and dnf exit 1 or 100 for both), and this only decides whether to wait and try
@@ -83,7 +88,13 @@ pub fn apply(cx: &mut StepCx, spec: &PackageSpec) -> Result<Changes, StepError> 
             os.id
         ))
     })?;
-    let installed = backend.installed(cx.host)?;
+    let installed = match backend.installed(cx.host) {
+        Ok(installed) => installed,
+        // Reading the rpm database takes a command, which a dry run does not run: every
+        // package is then listed as one the step would install if it is missing.
+        Err(StepError::Run(RunError::DryRun { .. })) if cx.dry_run => Versions::new(),
+        Err(e) => return Err(e),
+    };
     let to_install: Vec<PackageRef> = spec
         .install
         .iter()
@@ -124,6 +135,9 @@ pub fn apply(cx: &mut StepCx, spec: &PackageSpec) -> Result<Changes, StepError> 
     }
     if !to_install.is_empty() {
         run_pm(cx, backend.as_ref(), backend.install(&to_install))?;
+        if !cx.dry_run {
+            verify_pins(cx.host, backend.as_ref(), &to_install)?;
+        }
         let names: Vec<String> = to_install.iter().map(ToString::to_string).collect();
         changes.push(format!("installed {}", names.join(" ")));
     }
@@ -132,6 +146,40 @@ pub fn apply(cx: &mut StepCx, spec: &PackageSpec) -> Result<Changes, StepError> 
         changes.push(format!("removed {}", to_remove.join(" ")));
     }
     Ok(changes)
+}
+
+/// After an install: every pinned package must now be installed at its pinned version
+/// (a package manager can exit 0 and leave another version in place), else the step fails
+/// naming the package, the version wanted and the one installed.
+fn verify_pins(
+    host: &Host,
+    backend: &dyn PackageBackend,
+    installed: &[PackageRef],
+) -> Result<(), StepError> {
+    let mut wrong = Vec::new();
+    for p in installed {
+        let Some(want) = &p.version else { continue };
+        match backend.installed_version(host, &p.name)? {
+            Some(have) if version_matches(&have, want) => {}
+            Some(have) => wrong.push(format!(
+                "package `{}`: wanted version {want}, installed {have}",
+                p.name
+            )),
+            None => wrong.push(format!(
+                "package `{}`: wanted version {want}, not installed",
+                p.name
+            )),
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(StepError::msg(format!(
+            "{} did not install the pinned version: {}",
+            backend.name(),
+            wrong.join("; ")
+        )))
+    }
 }
 
 /// Run a package-manager command in the target, retrying while another process holds the
@@ -213,6 +261,28 @@ impl PackageBackend for Apt {
     fn installed(&self, host: &Host) -> Result<Versions, StepError> {
         let text = read_db(host, "/var/lib/dpkg/status")?;
         Ok(parse_dpkg_status(&text))
+    }
+
+    /// Asked of dpkg itself (`dpkg-query`) in the target, not of a file Cairn parses.
+    fn installed_version(&self, host: &Host, name: &str) -> Result<Option<String>, StepError> {
+        let out = host.run_in_target(
+            Cmd::new("dpkg-query")
+                .args([
+                    "--show",
+                    "--showformat=${db:Status-Status} ${Version}\\n",
+                    "--",
+                ])
+                .arg(name),
+        )?;
+        if out.status != 0 {
+            // dpkg-query exits 1 for a package it does not know.
+            return Ok(None);
+        }
+        let text = out.stdout_str();
+        Ok(text.lines().find_map(|l| {
+            let (status, version) = l.split_once(' ')?;
+            (status == "installed").then(|| version.trim().to_string())
+        }))
     }
 
     fn lists_refreshed(&self, host: &Host) -> Option<SystemTime> {
@@ -433,6 +503,100 @@ fn apk() -> Cmd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A runner double: `apt-get` succeeds without installing anything, `dpkg-query`
+    /// reports what the test says is installed; every command is recorded.
+    struct AptDouble {
+        dpkg_query: &'static str,
+        calls: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl crate::host::Runner for AptDouble {
+        fn run(&self, cmd: &Cmd) -> Result<crate::host::Output, RunError> {
+            let argv = cmd.display();
+            self.calls.lock().unwrap().push(argv.clone());
+            let (status, stdout) = if argv.contains("dpkg-query") {
+                if self.dpkg_query.is_empty() {
+                    (1, "")
+                } else {
+                    (0, self.dpkg_query)
+                }
+            } else {
+                (0, "")
+            };
+            Ok(crate::host::Output {
+                status,
+                stdout: stdout.as_bytes().to_vec(),
+                stderr: Vec::new(),
+            })
+        }
+    }
+
+    fn pin_step(dpkg_query: &'static str) -> (Result<Changes, StepError>, Vec<String>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+        std::fs::write(root.join("etc/os-release"), "ID=debian\n").unwrap();
+        std::fs::write(
+            root.join("var/lib/dpkg/status"),
+            "Package: hello\nStatus: install ok installed\nVersion: 2.10-3\n\n",
+        )
+        .unwrap();
+        let runner = std::sync::Arc::new(AptDouble {
+            dpkg_query,
+            calls: Default::default(),
+        });
+        let host = Host::new(root, runner.clone());
+        let mut state = crate::state::State::default();
+        let mut cx = StepCx::new(
+            &host,
+            false,
+            &mut state,
+            "boot/pkgs".into(),
+            cairn_userdata::model::Frequency::Always,
+            String::new(),
+        );
+        let spec = PackageSpec {
+            install: vec![PackageRef {
+                name: "hello".into(),
+                version: Some("2.12-1".into()),
+            }],
+            ..PackageSpec::default()
+        };
+        let result = apply(&mut cx, &spec);
+        let calls = runner.calls.lock().unwrap().clone();
+        (result, calls)
+    }
+
+    #[test]
+    fn a_pin_apt_did_not_install_fails_naming_the_versions() {
+        let (result, calls) = pin_step("installed 2.10-3\n");
+        let err = result.expect_err("the pin was not installed").to_string();
+        assert!(err.contains("`hello`"), "{err}");
+        assert!(err.contains("wanted version 2.12-1"), "{err}");
+        assert!(err.contains("installed 2.10-3"), "{err}");
+        assert!(
+            calls.iter().any(|c| c.contains("dpkg-query")),
+            "the version is asked of dpkg: {calls:?}"
+        );
+        let (result, _) = pin_step("");
+        let err = result.expect_err("not installed at all").to_string();
+        assert!(
+            err.contains("wanted version 2.12-1, not installed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_pin_apt_installed_passes() {
+        let (result, _) = pin_step("installed 2.12-1\n");
+        let changes = result.unwrap();
+        assert!(
+            changes.iter().any(|c| c == "installed hello=2.12-1"),
+            "{changes:?}"
+        );
+    }
 
     #[test]
     fn dpkg_status_parsing() {

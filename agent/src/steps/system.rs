@@ -563,6 +563,34 @@ fn unit_state(cx: &StepCx, unit: &str) -> Result<String, StepError> {
     Ok(state)
 }
 
+/// In a dry run: does the unit look already enabled / disabled / masked, judging by its
+/// links in /etc/systemd/system (enabled: linked from some `*.wants` or `*.requires`
+/// directory; masked: linked to /dev/null)?
+fn dry_run_unit_done(cx: &StepCx, verb: &str, unit: &str) -> bool {
+    let dir = "/etc/systemd/system";
+    let masked = cx
+        .host
+        .read_link(&format!("{dir}/{unit}"))
+        .ok()
+        .flatten()
+        .is_some_and(|t| t == std::path::Path::new("/dev/null"));
+    let wanted = cx
+        .host
+        .read_dir(dir)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .iter()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".wants") || n.ends_with(".requires"))
+        .any(|n| cx.host.exists(&format!("{dir}/{n}/{unit}")));
+    match verb {
+        "enable" => wanted,
+        "disable" => !wanted,
+        _ => masked,
+    }
+}
+
 pub fn systemctl(cx: &mut StepCx, spec: &SystemctlSpec) -> Result<Changes, StepError> {
     let mut changes = Vec::new();
     let mut reload = false;
@@ -606,6 +634,14 @@ pub fn systemctl(cx: &mut StepCx, spec: &SystemctlSpec) -> Result<Changes, StepE
     for (verb, units, done_states) in verbs {
         for u in units {
             let unit = unit_name(u);
+            if cx.dry_run {
+                // systemctl is not run in a dry run: the state is read from the unit's
+                // links under /etc/systemd/system instead.
+                if !dry_run_unit_done(cx, verb, &unit) {
+                    changes.push(format!("would {verb} {unit}"));
+                }
+                continue;
+            }
             let state = unit_state(cx, &unit)?;
             if done_states.contains(&state.as_str()) {
                 continue;
@@ -626,6 +662,10 @@ pub fn systemctl(cx: &mut StepCx, spec: &SystemctlSpec) -> Result<Changes, StepE
     if cx.host.is_live() {
         for u in &spec.start {
             let unit = unit_name(u);
+            if cx.dry_run {
+                changes.push(format!("would start {unit} unless it is running"));
+                continue;
+            }
             let out = cx.host.runner().run(
                 &Cmd::new("systemctl")
                     .args(["is-active", "--quiet"])

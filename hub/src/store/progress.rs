@@ -4,7 +4,7 @@
 //! status (`status_seq`): a late, re-sent or out-of-order old event is stored but cannot
 //! pull the status back.
 
-use cairn_proto::{Event, EventKind, FleetPhase, ProfileApplied};
+use cairn_proto::{Event, EventKind, FleetPhase, ProfileApplied, StepFailed};
 use serde::Serialize;
 
 /// Where a host is in its life.
@@ -125,6 +125,16 @@ pub(crate) fn advance(p: &mut Progress, events: &[&Event]) {
                 }
                 p.step = ev.step.clone();
             }
+            // A best-effort step failed and the apply went on: the host is still applying;
+            // the failure is shown as its last error.
+            EventKind::StepFailed if StepFailed::from_data(&ev.data).continued => {
+                p.status = HostStatus::Applying;
+                if !ev.stage.is_empty() {
+                    p.stage = ev.stage.clone();
+                }
+                p.step = ev.step.clone();
+                p.last_error = format!("{} (best-effort; the apply went on)", describe_failure(ev));
+            }
             EventKind::StepFailed | EventKind::Error => {
                 p.status = HostStatus::Failed;
                 if !ev.stage.is_empty() {
@@ -153,8 +163,12 @@ pub(crate) fn advance(p: &mut Progress, events: &[&Event]) {
                 p.status = HostStatus::Applied;
                 p.stage.clear();
                 p.step.clear();
-                p.last_error.clear();
-                if let Some(applied) = ProfileApplied::from_data(&ev.data) {
+                let applied = ProfileApplied::from_data(&ev.data);
+                // Best-effort failures of this apply stay visible as the last error.
+                if applied.as_ref().is_none_or(|a| a.tolerated == 0) {
+                    p.last_error.clear();
+                }
+                if let Some(applied) = applied {
                     p.applied_profile = Some(applied.profile);
                     p.applied_version = Some(applied.version);
                 }
@@ -301,6 +315,49 @@ mod tests {
             p.last_error,
             "stage network, step dns (user-data.yaml:12): resolv.conf: permission denied"
         );
+    }
+
+    #[test]
+    fn a_best_effort_failure_keeps_the_host_applying_and_shows_it() {
+        let mut p = fresh();
+        let mut f = ev(
+            5,
+            EventKind::StepFailed,
+            "boot",
+            "reload",
+            "networkctl: exit 1",
+        );
+        f.data = StepFailed {
+            ms: 3,
+            continued: true,
+        }
+        .to_data();
+        advance(&mut p, &[&f]);
+        assert_eq!(p.status, HostStatus::Applying);
+        assert_eq!(p.step, "reload");
+        assert!(
+            p.last_error.contains("networkctl: exit 1"),
+            "{}",
+            p.last_error
+        );
+        assert!(p.last_error.contains("best-effort"), "{}", p.last_error);
+        let mut done = ev(6, EventKind::ProfileApplied, "", "", "");
+        done.data = ProfileApplied {
+            profile: "edge".into(),
+            version: 2,
+            tolerated: 1,
+            ..ProfileApplied::default()
+        }
+        .to_data();
+        advance(&mut p, &[&done]);
+        assert_eq!(p.status, HostStatus::Applied);
+        assert!(p.last_error.contains("networkctl"), "{}", p.last_error);
+        // The same event without `continued` stops the apply: failed.
+        let mut q = fresh();
+        let mut stop = f.clone();
+        stop.data = serde_json::json!({"ms": 3});
+        advance(&mut q, &[&stop]);
+        assert_eq!(q.status, HostStatus::Failed);
     }
 
     #[test]

@@ -157,10 +157,12 @@ fn decode_document(ctx: &mut Ctx, doc: &Node) -> Config {
     }
     let entries = ctx.entries(doc, "a user-data document");
     let mut cloud = cloudinit::CloudInit::default();
+    let mut document_on_failure = None;
     for (key, value) in entries {
         let Some(name) = key.scalar() else { continue };
         match name {
             "stages" => stages::decode(ctx, value, &mut config),
+            "on_failure" => document_on_failure = stages::on_failure_value(ctx, value),
             "cairn" => config.hub = hub::decode_cairn(ctx, value),
             "stylus" => {
                 let hub = hub::decode_stylus(ctx, value, &mut config);
@@ -182,13 +184,25 @@ fn decode_document(ctx: &mut Ctx, doc: &Node) -> Config {
                 }
             }
             _ => {
-                let mut known: Vec<&str> = vec!["stages", "cairn", "stylus", "install"];
+                let mut known: Vec<&str> =
+                    vec!["stages", "cairn", "stylus", "install", "on_failure"];
                 known.extend(cloudinit::IMPLEMENTED);
                 ctx.unknown_key(key, "the document's top level", &known);
             }
         }
     }
     cloud.into_steps(ctx, &mut config);
+    // A document's `on_failure:` is the default of its steps; a step's own value wins.
+    if let Some(policy) = document_on_failure {
+        for stage in &config.stages {
+            for step in &stage.steps {
+                config
+                    .on_failure
+                    .entry(step.location.clone())
+                    .or_insert(policy);
+            }
+        }
+    }
     config
 }
 

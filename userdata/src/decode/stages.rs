@@ -8,8 +8,8 @@ use super::ctx::Ctx;
 use super::{entries, values};
 use crate::model::{
     Action, AuthorizedKeysSpec, CommandSpec, Conditions, Config, DnsSpec, EnvSpec, Frequency,
-    KernelModule, KeyValue, Located, PackageRef, PackageSpec, Step, SystemctlSpec, UnitOverride,
-    UserSemantics,
+    KernelModule, KeyValue, Located, OnFailure, PackageRef, PackageSpec, Step, SystemctlSpec,
+    UnitOverride, UserSemantics,
 };
 use crate::stages as stage_names;
 use crate::yaml::{Node, NodeKind};
@@ -51,6 +51,7 @@ const STEP_KEYS: &[&str] = &[
     "certificates",
     "timezone",
     "frequency",
+    "on_failure",
 ];
 
 pub fn decode(ctx: &mut Ctx, node: &Node, config: &mut Config) {
@@ -90,7 +91,10 @@ pub fn decode(ctx: &mut Ctx, node: &Node, config: &mut Config) {
             .iter()
             .enumerate()
         {
-            if let Some(mut step) = decode_step(ctx, &stage, index, item) {
+            if let Some((mut step, on_failure)) = decode_step(ctx, &stage, index, item) {
+                if let Some(policy) = on_failure {
+                    config.on_failure.insert(step.location.clone(), policy);
+                }
                 let fetch = keys_to_fetch_later(ctx, &stage, &mut step);
                 config.push_step(&stage, step);
                 if let Some(later) = fetch {
@@ -101,7 +105,13 @@ pub fn decode(ctx: &mut Ctx, node: &Node, config: &mut Config) {
     }
 }
 
-fn decode_step(ctx: &mut Ctx, stage: &str, index: usize, node: &Node) -> Option<Step> {
+/// A step and its own `on_failure:`, if it has one.
+fn decode_step(
+    ctx: &mut Ctx,
+    stage: &str,
+    index: usize,
+    node: &Node,
+) -> Option<(Step, Option<OnFailure>)> {
     if !matches!(node.kind, NodeKind::Map(_)) {
         ctx.error(
             node,
@@ -121,6 +131,7 @@ fn decode_step(ctx: &mut Ctx, stage: &str, index: usize, node: &Node) -> Option<
     };
     let mut env_file = None;
     let mut env_vars: Option<(Vec<KeyValue>, &Node)> = None;
+    let mut on_failure = None;
     for (key, value) in ctx.entries(node, "a step") {
         let k = key.scalar().unwrap_or_default();
         match k {
@@ -163,6 +174,7 @@ fn decode_step(ctx: &mut Ctx, stage: &str, index: usize, node: &Node) -> Option<
                     }
                 }
             }
+            "on_failure" => on_failure = on_failure_value(ctx, value),
             "commands" => step
                 .actions
                 .push(Action::Commands(commands(ctx, value, "commands"))),
@@ -274,7 +286,7 @@ fn decode_step(ctx: &mut Ctx, stage: &str, index: usize, node: &Node) -> Option<
         }));
     }
     step.actions.sort_by_key(Action::rank);
-    Some(step)
+    Some((step, on_failure))
 }
 
 /// A step of a stage that runs before the network is up (`rootfs`…`first-boot`) that names
@@ -337,6 +349,22 @@ pub(super) fn keys_to_fetch_later(ctx: &mut Ctx, stage: &str, step: &mut Step) -
         frequency: step.frequency,
         actions: vec![Action::AuthorizedKeys(moved)],
     })
+}
+
+/// An `on_failure:` value (`stop` or `continue`); anything else is an error.
+pub fn on_failure_value(ctx: &mut Ctx, value: &Node) -> Option<OnFailure> {
+    let v = ctx.string(value, "on_failure")?;
+    let parsed = OnFailure::parse(&v);
+    if parsed.is_none() {
+        ctx.error(
+            value,
+            format!(
+                "on_failure must be `{}`, not `{v}`",
+                OnFailure::VALUES.join("` or `")
+            ),
+        );
+    }
+    parsed
 }
 
 pub fn valid_timezone(tz: &str) -> bool {
