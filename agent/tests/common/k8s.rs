@@ -231,8 +231,10 @@ pub fn publish(
     for arch in [Arch::Amd64, Arch::Arm64] {
         let x = arch_name(arch);
         let d = |part: &str| double(part, v, arch, fail_start);
-        let tool = |name: &str| {
-            let mut b = double("tool", v, arch, false);
+        // The tools' own release versions, whatever the Kubernetes version: one file
+        // per URL, as on the real release pages.
+        let tool = |name: &str, version: &str| {
+            let mut b = double("tool", version, arch, false);
             b.extend_from_slice(format!("# {name}\n").as_bytes());
             b
         };
@@ -319,7 +321,7 @@ pub fn publish(
                     k_art.push(m.released(b, arch, &path, body, &format!("{path}.sha256"), sum));
                 }
                 // cri-tools: `crictl-vX-linux-ARCH.tar.gz` holding `crictl` at the top.
-                let crictl = tarball(&[("crictl", tool("crictl"), 0o755)]);
+                let crictl = tarball(&[("crictl", tool("crictl", "v1.31.1"), 0o755)]);
                 let file = format!("crictl-v1.31.1-linux-{x}.tar.gz");
                 let path = format!("/kubernetes-sigs/cri-tools/releases/download/v1.31.1/{file}");
                 let sums = sha256sum(&[(file.as_str(), &crictl)]);
@@ -334,9 +336,9 @@ pub fn publish(
                 // containernetworking/plugins: `cni-plugins-linux-ARCH-vX.tgz`, the plugins
                 // at the top with LICENSE and README.md.
                 let cni_tgz = tarball(&[
-                    ("./bridge", tool("bridge"), 0o755),
-                    ("./host-local", tool("host-local"), 0o755),
-                    ("./loopback", tool("loopback"), 0o755),
+                    ("./bridge", tool("bridge", "v1.6.1"), 0o755),
+                    ("./host-local", tool("host-local", "v1.6.1"), 0o755),
+                    ("./loopback", tool("loopback", "v1.6.1"), 0o755),
                     ("./LICENSE", b"double\n".to_vec(), 0o644),
                     ("./README.md", b"double\n".to_vec(), 0o644),
                 ]);
@@ -360,11 +362,15 @@ pub fn publish(
                     ),
                     (
                         "bin/containerd-shim-runc-v2",
-                        tool("containerd-shim-runc-v2"),
+                        tool("containerd-shim-runc-v2", "v1.7.24"),
                         0o755,
                     ),
-                    ("bin/containerd-stress", tool("containerd-stress"), 0o755),
-                    ("bin/ctr", tool("ctr"), 0o755),
+                    (
+                        "bin/containerd-stress",
+                        tool("containerd-stress", "v1.7.24"),
+                        0o755,
+                    ),
+                    ("bin/ctr", tool("ctr", "v1.7.24"), 0o755),
                 ]);
                 let file = format!("containerd-1.7.24-linux-{x}.tar.gz");
                 let path = format!("/containerd/containerd/releases/download/v1.7.24/{file}");
@@ -378,7 +384,7 @@ pub fn publish(
                     sums,
                 ));
                 // runc: raw `runc.ARCH`, one `runc.sha256sum` listing every arch.
-                let runc = tool("runc");
+                let runc = tool("runc", "v1.2.3");
                 let file = format!("runc.{x}");
                 let dir = "/opencontainers/runc/releases/download/v1.2.3";
                 let sums = sha256sum(&[(file.as_str(), &runc)]);
@@ -407,7 +413,7 @@ pub fn publish(
                         ));
                         // get.helm.sh: `helm-vX-linux-ARCH.tar.gz` holding `linux-ARCH/helm`,
                         // LICENSE and README.md, with `.sha256sum` (`<digest>  <name>`).
-                        let helm = helm_tarball(arch, d("helm"));
+                        let helm = helm_tarball(arch, double("helm", "v3.16.3", arch, false));
                         let file = format!("helm-v3.16.3-linux-{x}.tar.gz");
                         let sums = sha256sum(&[(file.as_str(), &helm)]);
                         c_art.push(m.released(
