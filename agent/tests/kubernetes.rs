@@ -113,7 +113,7 @@ fn cni_artifacts(flavor: Flavor, cni: CniType) -> Vec<Artifact> {
                 out.push(art(
                     "helm",
                     arch,
-                    &format!("https://cni.test/helm-linux-{x}"),
+                    &format!("https://get.helm.sh/helm-v3.16.3-linux-{x}.tar.gz"),
                 ));
             }
             CniType::Flannel => {}
@@ -384,7 +384,16 @@ fn cni_pod_cidr(p: &Plan) -> Option<String> {
                 ..
             },
         ) => {
-            assert!(p.fetch.iter().any(|f| f.name == "helm"));
+            // Helm publishes a tarball: its `linux-ARCH/helm` becomes /usr/local/bin/helm.
+            let helm = p.fetch.iter().find(|f| f.name == "helm").unwrap();
+            assert_eq!(
+                helm.place,
+                Placement::Member {
+                    member: format!("linux-{}/helm", kubernetes::arch_name(helm.arch)),
+                    path: "/usr/local/bin/helm".into(),
+                    mode: 0o755
+                }
+            );
             assert!(chart_artifact.ends_with("cilium-1.16.1.tgz"));
             cilium(&doc(content(p, values_file)))
         }

@@ -971,3 +971,126 @@ fn kubeadm_upgrade_applies_the_new_version_then_restarts_the_kubelet() {
         .contains(&format!("kubelet double {new}")));
     assert_eq!(phase_status(&b, "cni-ready"), "done");
 }
+
+/// kubeadm: the kubelet refuses to start with swap on, so host preparation comments out
+/// the target's fstab swap entries (and only those, byte for byte otherwise); applying
+/// again changes nothing.
+#[test]
+fn kubeadm_turns_swap_off_persistently_and_only_once() {
+    let m = Mirror::start();
+    let (k, c) = k8s::publish(
+        &m,
+        Flavor::Kubeadm,
+        CniType::Flannel,
+        &k8s::version(Flavor::Kubeadm, 31),
+        false,
+    );
+    let root = K8sRoot::new();
+    let fstab = "# <file system> <mount point> <type> <options> <dump> <pass>\n\
+        UUID=0a1b / ext4 errors=remount-ro 0 1\n\
+        /swapfile none swap sw 0 0\n\
+        \tUUID=ef01   none\tswap   sw,pri=5  0 0\n\
+        # /old-swap none swap sw 0 0\n\
+        /dev/sdb1 /srv/swap ext4 defaults 0 2";
+    let path = root.path().join("etc/fstab");
+    std::fs::write(&path, fstab).unwrap();
+    let mut o = opts();
+    o.start = false;
+    let a = apply(&root, &k, &c, &o);
+    assert!(
+        a.result.is_ok(),
+        "{}",
+        describe(&root, &a, "kubelet.service")
+    );
+    assert_eq!(phase_status(&a, "host-prep"), "done");
+    let after = std::fs::read_to_string(&path).unwrap();
+    let active_swap: Vec<&str> = after
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter(|l| l.split_whitespace().nth(2) == Some("swap"))
+        .collect();
+    assert!(active_swap.is_empty(), "swap left in fstab:\n{after}");
+    let want: Vec<String> = fstab
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 2 || i == 3 {
+                format!("{}{l}", kubernetes::kubeadm::SWAP_OFF_MARK)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert_eq!(after, want.join("\n"), "only the swap entries changed");
+    let mtime = path.metadata().unwrap().modified().unwrap();
+    let again = apply(&root, &k, &c, &o);
+    assert!(
+        again.result.is_ok(),
+        "{}",
+        describe(&root, &again, "kubelet.service")
+    );
+    assert_eq!(phase_status(&again, "host-prep"), "unchanged");
+    assert_eq!(path.metadata().unwrap().modified().unwrap(), mtime);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), after);
+}
+
+/// k3s runs its kubelet with swap allowed: its host preparation leaves fstab alone.
+#[test]
+fn k3s_leaves_swap_alone() {
+    let m = Mirror::start();
+    let (k, c) = k8s::publish(
+        &m,
+        Flavor::K3s,
+        CniType::Flannel,
+        &k8s::version(Flavor::K3s, 31),
+        false,
+    );
+    let root = K8sRoot::new();
+    let fstab = "/swapfile none swap sw 0 0\n";
+    let path = root.path().join("etc/fstab");
+    std::fs::write(&path, fstab).unwrap();
+    let mut o = opts();
+    o.start = false;
+    let a = apply(&root, &k, &c, &o);
+    assert!(a.result.is_ok(), "{}", describe(&root, &a, "k3s.service"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), fstab);
+}
+
+/// Helm's release tarball is unpacked: /usr/local/bin/helm is its `linux-ARCH/helm`
+/// (the double), executable, not the archive.
+#[test]
+fn kubeadm_cilium_places_helm_from_its_release_tarball() {
+    let m = Mirror::start();
+    let (k, c) = k8s::publish(
+        &m,
+        Flavor::Kubeadm,
+        CniType::Cilium,
+        &k8s::version(Flavor::Kubeadm, 31),
+        false,
+    );
+    let helm_art = c.artifacts.iter().find(|a| a.name == "helm").unwrap();
+    assert!(helm_art.url.ends_with(".tar.gz"), "{}", helm_art.url);
+    let root = K8sRoot::new();
+    let mut o = opts();
+    o.start = false;
+    let a = apply(&root, &k, &c, &o);
+    assert!(
+        a.result.is_ok(),
+        "{}",
+        describe(&root, &a, "kubelet.service")
+    );
+    let helm = root.path().join("usr/local/bin/helm");
+    let body = std::fs::read(&helm).unwrap();
+    assert!(
+        body.starts_with(b"#!/bin/sh\n# Cairn test double `helm`"),
+        "not the helm binary: {:?}",
+        String::from_utf8_lossy(&body[..body.len().min(40)])
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        helm.metadata().unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+    assert!(!root.path().join("usr/local/bin/linux-amd64").exists());
+    assert!(!root.path().join("usr/local/bin/LICENSE").exists());
+}

@@ -36,23 +36,24 @@ pub fn import(cache: &ArtifactCache, bundle: &Path) -> Result<usize, ArtifactErr
             path: bundle.to_path_buf(),
             source: e,
         })?;
-        let status = std::process::Command::new("tar")
-            .arg("-xf")
-            .arg(bundle)
-            .arg("-C")
-            .arg(tmp.path())
-            .status()
-            .map_err(|e| ArtifactError::Io {
-                action: "extracting",
-                path: bundle.to_path_buf(),
-                source: e,
-            })?;
-        if !status.success() {
-            return Err(ArtifactError::Invalid(format!(
-                "extracting bundle {} failed ({status})",
-                bundle.display()
-            )));
-        }
+        // Unpacked in-process through the host seam (a bundle's members cannot escape
+        // the temp dir: no absolute names, `..` or links out).
+        let file = std::fs::File::open(bundle).map_err(|e| ArtifactError::Io {
+            action: "opening",
+            path: bundle.to_path_buf(),
+            source: e,
+        })?;
+        let host = crate::host::Host::system(tmp.path());
+        crate::host::untar::unpack(
+            &host,
+            std::io::BufReader::new(file),
+            crate::host::untar::Compression::None,
+            "/",
+            None,
+        )
+        .map_err(|e| {
+            ArtifactError::Invalid(format!("extracting bundle {}: {e}", bundle.display()))
+        })?;
         (tmp.path().to_path_buf(), Some(tmp))
     };
     let manifest_path = dir.join(MANIFEST);

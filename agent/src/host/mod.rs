@@ -14,6 +14,7 @@ pub mod fs;
 pub mod osrelease;
 pub mod runner;
 pub mod shadow;
+pub mod untar;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

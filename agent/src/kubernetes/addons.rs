@@ -48,21 +48,6 @@ pub struct AddonPlan {
     pub fetch: Vec<Fetch>,
 }
 
-fn static_charts(flavor: Flavor) -> &'static str {
-    match flavor {
-        Flavor::Rke2 => "/var/lib/rancher/rke2/server/static/charts",
-        _ => "/var/lib/rancher/k3s/server/static/charts",
-    }
-}
-
-fn manifests_dir(flavor: Flavor) -> Option<&'static str> {
-    match flavor {
-        Flavor::K3s => Some(super::k3s::MANIFESTS_DIR),
-        Flavor::Rke2 => Some(super::rke2::MANIFESTS_DIR),
-        Flavor::Kubeadm => None,
-    }
-}
-
 fn chart_artifact<'a>(a: &'a AddonsLayer, chart: &str, arch: Arch) -> Option<&'a Artifact> {
     a.artifacts
         .iter()
@@ -72,7 +57,8 @@ fn chart_artifact<'a>(a: &'a AddonsLayer, chart: &str, arch: Arch) -> Option<&'a
 /// Plan the layer for the flavor and the target's arch.
 pub fn plan(a: &AddonsLayer, flavor: Flavor, arch: Arch) -> Result<AddonPlan, PlanError> {
     let mut out = AddonPlan::default();
-    let dir = manifests_dir(flavor);
+    let flavor = super::distribution(flavor);
+    let dir = flavor.manifests_dir();
     for (i, m) in a.manifests.iter().enumerate() {
         let file = format!("cairn-addon-{}.yaml", m.name);
         let path = match dir {
@@ -138,8 +124,8 @@ pub fn plan(a: &AddonsLayer, flavor: Flavor, arch: Arch) -> Result<AddonPlan, Pl
                 arch,
             ));
         }
-        match dir {
-            Some(d) => {
+        match dir.zip(flavor.static_charts_dir()) {
+            Some((d, static_charts)) => {
                 let mut spec = json!({
                     "targetNamespace": ns,
                     "createNamespace": true,
@@ -150,7 +136,7 @@ pub fn plan(a: &AddonsLayer, flavor: Flavor, arch: Arch) -> Result<AddonPlan, Pl
                     out.fetch.push(super::fetch(
                         art,
                         Placement::Into {
-                            dir: static_charts(flavor).into(),
+                            dir: static_charts.into(),
                             file: file.clone(),
                         },
                     ));

@@ -41,11 +41,6 @@ pub enum BundleError {
         #[source]
         source: std::io::Error,
     },
-    #[error("writing {} with tar failed ({status})", path.display())]
-    Tar {
-        path: PathBuf,
-        status: std::process::ExitStatus,
-    },
 }
 
 /// The artifacts of a profile for `arches` (all arches when empty), in layer order,
@@ -142,23 +137,14 @@ pub fn create(
             .unwrap_or_default(),
         std::process::id()
     ));
-    let status = std::process::Command::new("tar")
-        .arg("-cf")
-        .arg(&tmp)
-        .arg("-C")
-        .arg(staging.path())
-        .arg(".")
-        .status()
-        .map_err(|source| BundleError::Io {
-            action: "running tar for",
-            path: out.to_path_buf(),
-            source,
-        })?;
-    if !status.success() {
+    // Written in-process (no tar(1)): plain ustar members of regular files, owned by
+    // root, in a stable order; what `bundle import` unpacks through the host seam.
+    if let Err(e) = write_tar(&tmp, staging.path()) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(BundleError::Tar {
-            path: out.to_path_buf(),
-            status,
+        return Err(BundleError::Io {
+            action: "writing the bundle archive",
+            path: tmp,
+            source: e,
         });
     }
     std::fs::rename(&tmp, out).map_err(|source| BundleError::Io {
@@ -171,4 +157,29 @@ pub fn create(
         bytes,
         path: out.to_path_buf(),
     })
+}
+
+/// A tar archive at `out` of the regular files directly in `dir` (a bundle directory: the
+/// artifacts named by their sha256, and `manifest.json`).
+fn write_tar(out: &Path, dir: &Path) -> std::io::Result<()> {
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    let file = std::fs::File::create(out)?;
+    let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
+    builder.mode(tar::HeaderMode::Deterministic);
+    builder.follow_symlinks(false);
+    for name in names {
+        let path = dir.join(&name);
+        if !std::fs::symlink_metadata(&path)?.is_file() {
+            continue;
+        }
+        builder.append_path_with_name(&path, &name)?;
+    }
+    let file = builder
+        .into_inner()?
+        .into_inner()
+        .map_err(|e| e.into_error())?;
+    file.sync_all()
 }

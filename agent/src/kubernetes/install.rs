@@ -17,7 +17,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cairn_proto::profile::{Flavor, Role};
+use cairn_proto::profile::Role;
 use cairn_proto::{EventKind, Phase, PhaseStatus};
 use serde_json::{json, Value};
 
@@ -638,7 +638,7 @@ fn phase_artifacts(r: &mut Run) -> Result<PhaseOut, InstallError> {
 fn phase_host_prep(r: &mut Run) -> Result<PhaseOut, InstallError> {
     // Missing distribution packages (kubeadm's containerd without a containerd artifact)
     // are installed by the host-prep step itself; say what to do if that cannot work.
-    let changes = r
+    let mut changes = r
         .engine_steps(Phase::HostPrep, &[(super::HOST_PREP_STAGE, "host-prep")])
         .map_err(|mut e| {
             if let Some(pkg) = r.plan.packages.iter().find(|p| !r.host.target_has(p)) {
@@ -649,6 +649,13 @@ fn phase_host_prep(r: &mut Run) -> Result<PhaseOut, InstallError> {
             }
             e
         })?;
+    // What the flavor prepares itself (kubeadm: swap off).
+    changes.extend(
+        r.plan
+            .distribution()
+            .prepare_host(r.host, r.plan)
+            .map_err(|e| fail(Phase::HostPrep, e.to_string()))?,
+    );
     let status = PhaseStatus::changed(!changes.is_empty());
     let msg = format!(
         "{} kernel module(s), {} sysctl(s), {} package(s) checked; {} change(s)",
@@ -664,19 +671,20 @@ fn phase_host_prep(r: &mut Run) -> Result<PhaseOut, InstallError> {
 type InstallOut = (PhaseStatus, String, Value, bool);
 
 fn phase_install(r: &mut Run, previous: Option<&Record>) -> Result<InstallOut, InstallError> {
-    // Whether containerd's configuration is about to change (read before it is written).
+    // Whether the runtime's configuration is about to change (read before it is written).
+    let dist = r.plan.distribution();
     let config_differs = r
         .plan
         .files
         .iter()
-        .filter(|f| super::kubeadm::is_containerd_input(&f.path))
+        .filter(|f| dist.is_runtime_input(&f.path))
         .any(|f| r.host.read_opt(&f.path).ok().flatten().as_deref() != Some(f.content.as_bytes()));
     let placed = place::place_all(r.host, r.cache, &r.plan.fetch, previous)
         .map_err(|e| fail(Phase::Install, e.to_string()))?;
     r.restart_containerd = config_differs
         || placed
             .iter()
-            .any(|p| super::kubeadm::CONTAINERD_ARTIFACTS.contains(&p.name.as_str()));
+            .any(|p| dist.runtime_artifacts().contains(&p.name.as_str()));
     let mut changes: Vec<String> = placed.iter().map(ToString::to_string).collect();
     changes.extend(r.engine_steps(
         Phase::Install,
@@ -739,74 +747,65 @@ fn phase_start(
     let unit = format!("{svc}.service");
     let mut started = Vec::new();
     let result = (|| -> Result<(), InstallError> {
-        if r.plan.flavor == Flavor::Kubeadm {
-            if r.restart_containerd || !probe::is_active(r.host, "containerd.service") {
-                r.systemctl(Phase::Start, "restart", "containerd.service")?;
-                started.push("containerd.service".to_string());
+        let dist = r.plan.distribution();
+        if let Some(runtime) = dist.runtime_unit() {
+            if r.restart_containerd || !probe::is_active(r.host, runtime) {
+                r.systemctl(Phase::Start, "restart", runtime)?;
+                started.push(runtime.to_string());
             }
-            if let Some(argv) = r.plan.bootstrap.clone() {
-                let marker = if argv.get(1).map(String::as_str) == Some("init") {
-                    super::kubeadm::KUBECONFIG
-                } else {
-                    "/etc/kubernetes/kubelet.conf"
-                };
-                if !r.host.exists(marker) {
-                    let cmd = Cmd::new(argv[0].clone())
-                        .args(argv[1..].iter().cloned())
-                        .timeout(r.opts.timeouts.start);
-                    let out = r
-                        .host
-                        .run_in_target(cmd)
-                        .map_err(|e| fail(Phase::Start, format!("`{}`: {e}", argv.join(" "))))?;
-                    if out.status != 0 {
-                        return Err(fail(
-                            Phase::Start,
-                            format!(
-                                "`{}` exited with status {}: {}; kubelet log: {}",
-                                argv.join(" "),
-                                out.status,
-                                crate::host::runner::tail(&out.stderr),
-                                probe::log_tail(r.host, "kubelet.service")
-                            ),
-                        ));
-                    }
-                    started.push(unit.clone());
-                    return Ok(());
+        }
+        if let (Some(argv), Some(marker)) =
+            (r.plan.bootstrap.clone(), dist.bootstrapped_marker(r.plan))
+        {
+            if !r.host.exists(marker) {
+                let cmd = Cmd::new(argv[0].clone())
+                    .args(argv[1..].iter().cloned())
+                    .timeout(r.opts.timeouts.start);
+                let out = r
+                    .host
+                    .run_in_target(cmd)
+                    .map_err(|e| fail(Phase::Start, format!("`{}`: {e}", argv.join(" "))))?;
+                if out.status != 0 {
+                    return Err(fail(
+                        Phase::Start,
+                        format!(
+                            "`{}` exited with status {}: {}; {} log: {}",
+                            argv.join(" "),
+                            out.status,
+                            crate::host::runner::tail(&out.stderr),
+                            unit,
+                            probe::log_tail(r.host, &unit)
+                        ),
+                    ));
                 }
-                // Bootstrapped earlier with another version: upgrade the control plane
-                // (or this node's configuration) with the new kubeadm before the kubelet
-                // restarts on its new binary, as the kubeadm upgrade procedure goes.
-                let old = previous.map(|p| p.version.as_str()).unwrap_or("");
-                if !old.is_empty() && old != r.plan.version {
-                    let upgrade: Vec<String> = if argv.get(1).map(String::as_str) == Some("init") {
-                        vec![
-                            argv[0].clone(),
-                            "upgrade".into(),
-                            "apply".into(),
-                            r.plan.version.clone(),
-                            "--yes".into(),
-                        ]
-                    } else {
-                        vec![argv[0].clone(), "upgrade".into(), "node".into()]
-                    };
-                    let cmd = Cmd::new(upgrade[0].clone())
-                        .args(upgrade[1..].iter().cloned())
-                        .timeout(r.opts.timeouts.start);
-                    let out = r
-                        .host
-                        .run_in_target(cmd)
-                        .map_err(|e| fail(Phase::Start, format!("`{}`: {e}", upgrade.join(" "))))?;
-                    if out.status != 0 {
-                        return Err(fail(
-                            Phase::Start,
-                            format!(
-                                "`{}` (from {old}) exited with status {}: {}",
-                                upgrade.join(" "),
-                                out.status,
-                                crate::host::runner::tail(&out.stderr)
-                            ),
-                        ));
-                    }
+                started.push(unit.clone());
+                return Ok(());
+            }
+            // Bootstrapped earlier with another version: upgrade the control plane (or
+            // this node's configuration) with the new binaries before the service
+            // restarts on them, as the flavor's upgrade procedure goes.
+            let old = previous.map(|p| p.version.as_str()).unwrap_or("");
+            if let Some(upgrade) = dist
+                .upgrade_command(r.plan)
+                .filter(|_| !old.is_empty() && old != r.plan.version)
+            {
+                let cmd = Cmd::new(upgrade[0].clone())
+                    .args(upgrade[1..].iter().cloned())
+                    .timeout(r.opts.timeouts.start);
+                let out = r
+                    .host
+                    .run_in_target(cmd)
+                    .map_err(|e| fail(Phase::Start, format!("`{}`: {e}", upgrade.join(" "))))?;
+                if out.status != 0 {
+                    return Err(fail(
+                        Phase::Start,
+                        format!(
+                            "`{}` (from {old}) exited with status {}: {}",
+                            upgrade.join(" "),
+                            out.status,
+                            crate::host::runner::tail(&out.stderr)
+                        ),
+                    ));
                 }
             }
         }
@@ -926,7 +925,15 @@ fn phase_node_ready(r: &mut Run) -> Result<PhaseOut, InstallError> {
             chart_artifact,
             values_file,
         } => {
-            let helm = format!("{}/helm", super::kubeadm::BIN_DIR);
+            let helm = r.plan.distribution().helm().ok_or_else(|| {
+                fail(
+                    Phase::NodeReady,
+                    format!(
+                        "{} has no helm to install {release}",
+                        r.plan.distribution().name()
+                    ),
+                )
+            })?;
             let cmd = Cmd::new(helm)
                 .args(["upgrade", "--install", &release, &chart_artifact])
                 .args(["--namespace", &namespace, "--values", &values_file])
@@ -962,6 +969,9 @@ fn phase_addons(r: &mut Run) -> Result<PhaseOut, InstallError> {
         return Ok((PhaseStatus::Skipped, "no add-ons".into(), Value::Null));
     };
     let deadline = Instant::now() + r.opts.timeouts.addons;
+    // Without an auto-deploy directory the agent applies the add-ons itself.
+    let dist = r.plan.distribution();
+    let applies_itself = dist.manifests_dir().is_none();
     let mut changes: Vec<String> = place::place_all(r.host, r.cache, &addons.fetch, None)
         .map_err(|e| fail(Phase::Addons, e.to_string()))?
         .iter()
@@ -993,7 +1003,7 @@ fn phase_addons(r: &mut Run) -> Result<PhaseOut, InstallError> {
                         changes.push(format!("wrote {path}"));
                     }
                 }
-                if r.plan.flavor == Flavor::Kubeadm {
+                if applies_itself {
                     let cmd = probe::kubectl_cmd(
                         r.plan,
                         &["apply", "--server-side", "--force-conflicts", "-f", path],
@@ -1027,7 +1037,16 @@ fn phase_addons(r: &mut Run) -> Result<PhaseOut, InstallError> {
                 {
                     changes.push(format!("wrote {values_file}"));
                 }
-                let helm = format!("{}/helm", super::kubeadm::BIN_DIR);
+                let (Some(helm), Some(kubeconfig)) = (dist.helm(), r.plan.kubeconfig.clone())
+                else {
+                    return Err(fail(
+                        Phase::Addons,
+                        format!(
+                            "chart `{release}`: {} installs charts from its auto-deploy directory, not with helm",
+                            dist.name()
+                        ),
+                    ));
+                };
                 let mut cmd = Cmd::new(helm).args(["upgrade", "--install", release, chart]);
                 if let Some(repo) = repo {
                     cmd = cmd.args(["--repo", repo]);
@@ -1036,7 +1055,7 @@ fn phase_addons(r: &mut Run) -> Result<PhaseOut, InstallError> {
                     .args(["--version", version, "--namespace", namespace])
                     .arg("--create-namespace")
                     .args(["--values", values_file])
-                    .args(["--kubeconfig", super::kubeadm::KUBECONFIG])
+                    .args(["--kubeconfig", &kubeconfig])
                     .timeout(deadline.saturating_duration_since(Instant::now()));
                 let out = r.host.run_in_target(cmd).map_err(|e| {
                     fail(Phase::Addons, format!("helm install of `{release}`: {e}"))
@@ -1055,7 +1074,7 @@ fn phase_addons(r: &mut Run) -> Result<PhaseOut, InstallError> {
         }
     }
     r.report.changes.extend(changes.iter().cloned());
-    let how = if r.plan.flavor == Flavor::Kubeadm {
+    let how = if applies_itself {
         "applied"
     } else {
         "handed to the auto-deploy directory"

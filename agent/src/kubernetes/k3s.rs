@@ -23,6 +23,8 @@ pub const CAIRN_DROPIN: &str = "/etc/rancher/k3s/config.yaml.d/90-cairn.yaml";
 pub const TOKEN_FILE: &str = "/etc/rancher/k3s/cairn-token";
 pub const REGISTRIES: &str = "/etc/rancher/k3s/registries.yaml";
 pub const MANIFESTS_DIR: &str = "/var/lib/rancher/k3s/server/manifests";
+/// Chart archives served to the helm-controller (`/static/charts/FILE` on the API).
+pub const STATIC_CHARTS_DIR: &str = "/var/lib/rancher/k3s/server/static/charts";
 pub const IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
 pub const KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
 pub const DEFAULT_POD_CIDR: &str = "10.42.0.0/16";
@@ -236,4 +238,53 @@ pub fn plan(k: &KubernetesLayer, cni: &CniLayer, target: &Target) -> Result<Plan
         cni_delivery,
         notes,
     })
+}
+
+/// k3s as a [`Distribution`](super::Distribution).
+pub struct K3s;
+
+impl super::Distribution for K3s {
+    fn name(&self) -> &'static str {
+        "k3s"
+    }
+
+    fn plan(
+        &self,
+        k: &KubernetesLayer,
+        cni: &CniLayer,
+        target: &Target,
+    ) -> Result<Plan, PlanError> {
+        plan(k, cni, target)
+    }
+
+    /// k3s's supervisor shares the API server's port.
+    fn join_port(&self) -> u16 {
+        super::API_PORT
+    }
+
+    fn join_port_mistake(&self, host: &str, port: u16) -> Option<String> {
+        super::api_join_port_mistake(self.name(), host, port)
+    }
+
+    /// The multi-call binary's `k3s kubectl`.
+    fn kubectl(&self) -> Vec<String> {
+        vec![BIN.into(), "kubectl".into()]
+    }
+
+    fn manifests_dir(&self) -> Option<&'static str> {
+        Some(MANIFESTS_DIR)
+    }
+
+    fn static_charts_dir(&self) -> Option<&'static str> {
+        Some(STATIC_CHARTS_DIR)
+    }
+
+    fn helm(&self) -> Option<String> {
+        None
+    }
+
+    /// install.sh puts the proxy variables into the unit's env file.
+    fn apply_proxy(&self, plan: &mut Plan, env_lines: &str) {
+        super::proxy::append_to_env_file(plan, env_lines);
+    }
 }

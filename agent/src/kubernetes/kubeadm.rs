@@ -10,13 +10,21 @@ use cairn_proto::profile::{CniLayer, CniType, KubernetesLayer, Role};
 use serde_json::{json, Value};
 
 use super::cni;
+use super::flavor::HostPrepError;
 use super::render;
 use super::{
     artifact, common, fetch, file, host_port, networks, secret_file, unknown_artifacts,
     url_file_name, CniDelivery, FileStage, Placement, Plan, PlanError, PlanFile, Target, HEADER,
 };
+use crate::host::{Cmd, Host};
 
 pub const BIN_DIR: &str = "/usr/local/bin";
+/// The helm the agent runs (Cilium as the CNI, add-on charts).
+pub const HELM: &str = "/usr/local/bin/helm";
+/// The target's filesystem table, whose swap entries are commented out.
+pub const FSTAB: &str = "/etc/fstab";
+/// What precedes a swap entry Cairn commented out in [`FSTAB`].
+pub const SWAP_OFF_MARK: &str = "#cairn: swap off for the kubelet# ";
 pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
 pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
 pub const CERTS_D: &str = "/etc/containerd/certs.d";
@@ -45,6 +53,8 @@ pub const INIT_CONFIG: &str = "/etc/cairn/kubeadm/init.yaml";
 pub const JOIN_CONFIG: &str = "/etc/cairn/kubeadm/join.yaml";
 pub const CNI_DIR: &str = "/var/lib/cairn/kubernetes/cni";
 pub const KUBECONFIG: &str = "/etc/kubernetes/admin.conf";
+/// The kubelet's kubeconfig, written by `kubeadm join` (and init).
+pub const KUBELET_KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
 pub const CRI_SOCKET: &str = "unix:///var/run/containerd/containerd.sock";
 pub const API_VERSION: &str = "kubeadm.k8s.io/v1beta4";
 /// kubeadm has no pod CIDR of its own; Flannel's is the common choice.
@@ -683,10 +693,13 @@ pub fn plan(k: &KubernetesLayer, cni: &CniLayer, target: &Target) -> Result<Plan
                         file: chart_file.clone(),
                     },
                 ));
+                // Helm publishes only `helm-vX.Y.Z-linux-ARCH.tar.gz`, with the binary at
+                // `linux-ARCH/helm`.
                 fetches.push(fetch(
                     helm,
-                    Placement::Binary {
-                        path: format!("{BIN_DIR}/helm"),
+                    Placement::Member {
+                        member: helm_member(arch),
+                        path: HELM.into(),
                         mode: 0o755,
                     },
                 ));
@@ -730,4 +743,166 @@ pub fn plan(k: &KubernetesLayer, cni: &CniLayer, target: &Target) -> Result<Plan
         cni_delivery,
         notes,
     })
+}
+
+/// The path of the helm binary inside Helm's release tarball for `arch`.
+pub fn helm_member(arch: cairn_proto::profile::Arch) -> String {
+    format!("linux-{}/helm", super::arch_name(arch))
+}
+
+/// `fstab` with every active swap entry (third field `swap`) commented out, byte for byte
+/// otherwise; `None` when there is none.
+pub fn fstab_without_swap(text: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() + 64);
+    let mut changed = false;
+    for line in text.split_inclusive(|b| *b == b'\n') {
+        let trimmed = line.trim_ascii_start();
+        let swap = !trimmed.starts_with(b"#")
+            && trimmed
+                .split(|b| b.is_ascii_whitespace())
+                .filter(|f| !f.is_empty())
+                .nth(2)
+                == Some(b"swap".as_slice());
+        if swap {
+            out.extend_from_slice(SWAP_OFF_MARK.as_bytes());
+            changed = true;
+        }
+        out.extend_from_slice(line);
+    }
+    changed.then_some(out)
+}
+
+/// Turn swap off for good: the target's fstab swap entries commented out (so no swap unit
+/// is generated at the next boot), and on the running system `swapoff -a` while
+/// `/proc/swaps` lists an active area.
+pub fn disable_swap(host: &Host) -> Result<Vec<String>, HostPrepError> {
+    let fs = |what: &str| {
+        let what = what.to_string();
+        move |source| HostPrepError::Fs { what, source }
+    };
+    let mut changes = Vec::new();
+    if let Some(text) = host.read_opt(FSTAB).map_err(fs("reading /etc/fstab"))? {
+        if let Some(new) = fstab_without_swap(&text) {
+            let meta = host.meta(FSTAB).map_err(fs("inspecting /etc/fstab"))?;
+            let (mode, owner) = meta
+                .map(|m| (m.mode, Some((m.uid, m.gid))))
+                .unwrap_or((0o644, None));
+            let owner = owner.filter(|_| nix::unistd::geteuid().is_root());
+            host.write_atomic(FSTAB, &new, mode, owner)
+                .map_err(fs("writing /etc/fstab"))?;
+            changes.push(format!("commented out the swap entries of {FSTAB}"));
+        }
+    }
+    if host.is_live() {
+        let active = host
+            .read_text("/proc/swaps")
+            .is_some_and(|t| t.lines().skip(1).any(|l| !l.trim().is_empty()));
+        if active {
+            host.check_in_target(Cmd::new("swapoff").arg("-a"))
+                .map_err(|source| HostPrepError::Run {
+                    what: "turning swap off (`swapoff -a`)".into(),
+                    source,
+                })?;
+            changes.push("turned swap off (swapoff -a)".into());
+        }
+    }
+    Ok(changes)
+}
+
+/// kubeadm as a [`Distribution`](super::Distribution).
+pub struct Kubeadm;
+
+impl super::Distribution for Kubeadm {
+    fn name(&self) -> &'static str {
+        "kubeadm"
+    }
+
+    fn plan(
+        &self,
+        k: &KubernetesLayer,
+        cni: &CniLayer,
+        target: &Target,
+    ) -> Result<Plan, PlanError> {
+        plan(k, cni, target)
+    }
+
+    fn join_port(&self) -> u16 {
+        super::API_PORT
+    }
+
+    fn join_port_mistake(&self, host: &str, port: u16) -> Option<String> {
+        super::api_join_port_mistake(self.name(), host, port)
+    }
+
+    /// The `kubectl` artifact.
+    fn kubectl(&self) -> Vec<String> {
+        vec![format!("{BIN_DIR}/kubectl")]
+    }
+
+    fn manifests_dir(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn static_charts_dir(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn helm(&self) -> Option<String> {
+        Some(HELM.into())
+    }
+
+    /// Drop-ins for containerd and the kubelet.
+    fn apply_proxy(&self, plan: &mut Plan, env_lines: &str) {
+        super::proxy::systemd_dropins(plan, env_lines, &["containerd", "kubelet"]);
+    }
+
+    /// The kubelet refuses to start with swap on (unless configured for swap, which
+    /// Cairn does not do): swap is turned off persistently.
+    fn prepare_host(&self, host: &Host, _plan: &Plan) -> Result<Vec<String>, HostPrepError> {
+        disable_swap(host)
+    }
+
+    fn runtime_unit(&self) -> Option<&'static str> {
+        Some("containerd.service")
+    }
+
+    fn is_runtime_input(&self, path: &str) -> bool {
+        is_containerd_input(path)
+    }
+
+    fn runtime_artifacts(&self) -> &'static [&'static str] {
+        CONTAINERD_ARTIFACTS
+    }
+
+    /// `kubeadm init` writes the admin kubeconfig; `join` the kubelet's.
+    fn bootstrapped_marker(&self, plan: &Plan) -> Option<&'static str> {
+        let argv = plan.bootstrap.as_ref()?;
+        Some(if is_init(argv) {
+            KUBECONFIG
+        } else {
+            KUBELET_KUBECONFIG
+        })
+    }
+
+    /// `kubeadm upgrade apply VERSION --yes` on the first control-plane node, `kubeadm
+    /// upgrade node` on joined ones, with the new kubeadm.
+    fn upgrade_command(&self, plan: &Plan) -> Option<Vec<String>> {
+        let argv = plan.bootstrap.as_ref()?;
+        let kubeadm = argv.first()?.clone();
+        Some(if is_init(argv) {
+            vec![
+                kubeadm,
+                "upgrade".into(),
+                "apply".into(),
+                plan.version.clone(),
+                "--yes".into(),
+            ]
+        } else {
+            vec![kubeadm, "upgrade".into(), "node".into()]
+        })
+    }
+}
+
+fn is_init(argv: &[String]) -> bool {
+    argv.get(1).map(String::as_str) == Some("init")
 }

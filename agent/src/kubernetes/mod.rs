@@ -14,6 +14,7 @@
 pub mod addons;
 pub mod bundle;
 pub mod cni;
+pub mod flavor;
 pub mod install;
 pub mod k3s;
 pub mod kubeadm;
@@ -35,6 +36,8 @@ use cairn_userdata::model::{
     PackageRef, PackageSpec, Step, SystemctlSpec,
 };
 use render::{cidr_list, Cidr};
+
+pub use flavor::{distribution, Distribution};
 
 /// The machine the plan is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +172,12 @@ pub enum Placement {
     Extract { dir: String },
     /// Copy into a directory under its own file name (air-gap image archives, manifests).
     Into { dir: String, file: String },
+    /// Unpack one member of a `.tar.gz` as the file `path` (Helm's `linux-ARCH/helm`).
+    Member {
+        member: String,
+        path: String,
+        mode: u32,
+    },
 }
 
 /// An artifact to fetch through the cache (`crate::artifacts`), already chosen for the arch.
@@ -245,6 +254,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The plan's flavor implementation.
+    pub fn distribution(&self) -> &'static dyn Distribution {
+        distribution(self.flavor)
+    }
+
     pub fn file(&self, path: &str) -> Option<&PlanFile> {
         self.files.iter().find(|f| f.path == path)
     }
@@ -365,12 +379,9 @@ impl Plan {
 /// The engine stage that carries host preparation (modules, sysctls).
 pub const HOST_PREP_STAGE: &str = "kubernetes.before";
 
+/// The flavor's name as profiles spell it (see [`Distribution::name`]).
 pub fn flavor_name(f: Flavor) -> &'static str {
-    match f {
-        Flavor::K3s => "k3s",
-        Flavor::Rke2 => "rke2",
-        Flavor::Kubeadm => "kubeadm",
-    }
+    distribution(f).name()
 }
 
 pub fn cni_name(c: CniType) -> &'static str {
@@ -381,13 +392,10 @@ pub fn cni_name(c: CniType) -> &'static str {
     }
 }
 
-/// Plan one node: dispatch on the flavor after the checks every flavor shares.
+/// Plan one node: the flavor's [`Distribution::plan`] (each flavor runs the checks every
+/// flavor shares, [`common`], first).
 pub fn plan(k: &KubernetesLayer, cni: &CniLayer, target: &Target) -> Result<Plan, PlanError> {
-    match k.flavor {
-        Flavor::K3s => k3s::plan(k, cni, target),
-        Flavor::Rke2 => rke2::plan(k, cni, target),
-        Flavor::Kubeadm => kubeadm::plan(k, cni, target),
-    }
+    distribution(k.flavor).plan(k, cni, target)
 }
 
 /// What every flavor checks first: version, node name, join server and token, values.
@@ -457,10 +465,7 @@ pub(crate) fn common<'a>(k: &'a KubernetesLayer, target: &Target) -> Result<Comm
 /// The port a node joins an existing cluster on, when the `server:` URL names none: RKE2's
 /// supervisor (9345); the API server for k3s (whose supervisor shares it) and kubeadm.
 pub fn join_port(flavor: Flavor) -> u16 {
-    match flavor {
-        Flavor::Rke2 => rke2::SUPERVISOR_PORT,
-        Flavor::K3s | Flavor::Kubeadm => API_PORT,
-    }
+    distribution(flavor).join_port()
 }
 
 /// The Kubernetes API server's port.
@@ -471,27 +476,22 @@ pub const API_PORT: u16 = 6443;
 /// API port 6443; k3s and kubeadm join through the API port, and 9345 is RKE2's. (Another
 /// port, e.g. a load balancer's 443, is the operator's choice.)
 fn check_join_port(flavor: Flavor, server: &str) -> Result<(), PlanError> {
-    let (host, port) = host_port(server, join_port(flavor))?;
-    let wrong = match flavor {
-        Flavor::Rke2 => port == API_PORT,
-        Flavor::K3s | Flavor::Kubeadm => port == rke2::SUPERVISOR_PORT,
-    };
-    if !wrong {
-        return Ok(());
+    let d = distribution(flavor);
+    let (host, port) = host_port(server, d.join_port())?;
+    match d.join_port_mistake(&host, port) {
+        None => Ok(()),
+        Some(message) => Err(PlanError::new("kubernetes.server", message)),
     }
-    let message = match flavor {
-        Flavor::Rke2 => format!(
-            "RKE2 nodes join the supervisor on port {}, not the API port {API_PORT}: use https://{host}:{}",
-            rke2::SUPERVISOR_PORT,
+}
+
+/// The message for a k3s/kubeadm `server:` on RKE2's supervisor port.
+pub(crate) fn api_join_port_mistake(name: &str, host: &str, port: u16) -> Option<String> {
+    (port == rke2::SUPERVISOR_PORT).then(|| {
+        format!(
+            "{name} nodes join through the API server (port {API_PORT}), not on {}, RKE2's supervisor port: use https://{host}:{API_PORT}",
             rke2::SUPERVISOR_PORT
-        ),
-        Flavor::K3s | Flavor::Kubeadm => format!(
-            "{} nodes join through the API server (port {API_PORT}), not on {}, RKE2's supervisor port: use https://{host}:{API_PORT}",
-            flavor_name(flavor),
-            rke2::SUPERVISOR_PORT
-        ),
-    };
-    Err(PlanError::new("kubernetes.server", message))
+        )
+    })
 }
 
 fn check_node_name(name: &str) -> Result<(), PlanError> {

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::{Fetch, Placement};
 use crate::artifacts::{parse_sha256, sha256_reader, ArtifactCache, ArtifactError, BadSha256};
 use crate::host::fs::FsError;
-use crate::host::{Cmd, Host, RunError};
+use crate::host::untar::{self, Compression};
+use crate::host::Host;
 
 /// Why placing an artifact (or recording what was placed) failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,14 +69,8 @@ pub enum InstallIo {
     Gone,
 }
 
-/// Why tar(1) could not unpack an archive into the target.
-#[derive(Debug, thiserror::Error)]
-pub enum UnpackError {
-    #[error(transparent)]
-    Fs(#[from] FsError),
-    #[error(transparent)]
-    Run(#[from] RunError),
-}
+/// Why an archive could not be unpacked into the target.
+pub type UnpackError = crate::host::untar::UntarError;
 
 /// One artifact that changed on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,18 +170,36 @@ pub fn place(
             if recorded {
                 return Ok(None);
             }
-            // The directory is made (and resolved) by the seam; tar(1) then unpacks into the
-            // host path the seam resolved (see `extract`).
             host.create_dir_all(dir).map_err(|source| PlaceError::Dir {
                 name: f.name.clone(),
                 dir: dir.clone(),
                 source,
             })?;
-            extract(host, &src, dir).map_err(|source| PlaceError::Unpack {
+            let archive = open_cached(cache, &sha, &src, f)?;
+            untar::unpack(host, archive, Compression::Gzip, dir, Some(&sha)).map_err(|source| {
+                PlaceError::Unpack {
+                    name: f.name.clone(),
+                    source,
+                }
+            })?;
+            Ok(Some(format!("unpacked {} into {dir}", f.name)))
+        }
+        Placement::Member { member, path, mode } => {
+            let archive = open_cached(cache, &sha, &src, f)?;
+            let written = untar::unpack_member(
+                host,
+                archive,
+                Compression::Gzip,
+                member,
+                path,
+                *mode,
+                Some(&sha),
+            )
+            .map_err(|source| PlaceError::Unpack {
                 name: f.name.clone(),
                 source,
             })?;
-            Ok(Some(format!("unpacked {} into {dir}", f.name)))
+            Ok(written.then(|| format!("installed {} ({member}) at {path}", f.name)))
         }
     }
 }
@@ -238,20 +251,24 @@ fn copy_if_different(
     Ok(Some(format!("installed {} at {target}", f.name)))
 }
 
-/// Unpack a `.tar.gz` with tar(1) (present on every target: Debian's `tar` is essential),
-/// never restoring owners from the archive and refusing members that climb out.
-///
-/// tar works by path: the destination is the host path the seam resolved (inside the root,
-/// link budget and unsafe-link rule applied), and tar itself refuses members that climb
-/// out. A link planted *below* the destination after that is not guarded against here.
-fn extract(host: &Host, archive: &Path, dir: &str) -> Result<(), UnpackError> {
-    let dest = host.resolved_path(dir)?;
-    let cmd = Cmd::new("tar")
-        .arg("-xzf")
-        .arg(archive.display().to_string())
-        .arg("-C")
-        .arg(dest.display().to_string())
-        .args(["--no-same-owner", "--no-overwrite-dir"]);
-    host.runner().check(&cmd)?;
-    Ok(())
+/// The cached archive of `f`, opened for unpacking (its digest is checked again while it
+/// streams).
+fn open_cached(
+    cache: &ArtifactCache,
+    sha: &[u8; 32],
+    src: &Path,
+    f: &Fetch,
+) -> Result<std::fs::File, PlaceError> {
+    cache
+        .open(sha)
+        .map_err(|e| PlaceError::Install {
+            name: f.name.clone(),
+            target: src.display().to_string(),
+            source: Box::new(e.into()),
+        })?
+        .ok_or_else(|| PlaceError::NotCached {
+            name: f.name.clone(),
+            sha256: f.sha256.clone(),
+            cache: cache.dir().to_path_buf(),
+        })
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use cairn_proto::profile::{CniType, Flavor};
+use cairn_proto::profile::CniType;
 use serde_json::Value;
 
 use super::{CniDelivery, Plan};
@@ -19,11 +19,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The flavor's kubectl, as argv: k3s's multi-call binary, RKE2's kubectl (which RKE2
 /// unpacks into its data dir on start, not on PATH), kubeadm's `kubectl` artifact.
 pub fn kubectl(plan: &Plan) -> Vec<String> {
-    match plan.flavor {
-        Flavor::K3s => vec![super::k3s::BIN.into(), "kubectl".into()],
-        Flavor::Rke2 => vec!["/var/lib/rancher/rke2/bin/kubectl".into()],
-        Flavor::Kubeadm => vec![format!("{}/kubectl", super::kubeadm::BIN_DIR)],
-    }
+    plan.distribution().kubectl()
 }
 
 /// A kubectl command with the plan's admin kubeconfig.

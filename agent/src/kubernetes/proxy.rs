@@ -5,8 +5,6 @@
 //! service networks, the cluster's service domains and the node itself — otherwise pulls
 //! work but in-cluster traffic breaks (the provider-rke2 rule, reference/k8s-install.md).
 
-use cairn_proto::profile::Flavor;
-
 use super::{file, Plan};
 
 /// Proxy settings, usually the agent's own environment ([`Proxy::from_env`]).
@@ -91,34 +89,40 @@ impl Proxy {
     }
 }
 
-/// Put the proxy into the plan's service environment.
+/// Put the proxy into the plan's service environment, the way its flavor takes it
+/// ([`super::Distribution::apply_proxy`]).
 pub fn apply(plan: &mut Plan, proxy: &Proxy) {
     let env = proxy.env_lines(plan);
-    match plan.flavor {
-        Flavor::K3s | Flavor::Rke2 => {
-            let suffix = format!("{}.service.env", plan.service);
-            let rke2_env = format!("/{}.env", plan.service);
-            for f in plan.files.iter_mut() {
-                if f.path.ends_with(&suffix) || f.path.ends_with(&rke2_env) {
-                    if !f.content.is_empty() && !f.content.ends_with('\n') {
-                        f.content.push('\n');
-                    }
-                    f.content.push_str(&env);
-                }
+    plan.distribution().apply_proxy(plan, &env);
+}
+
+/// k3s/RKE2: append the lines to the service's env file (`<service>.service.env`, or
+/// RKE2's `<service>.env`) already in the plan.
+pub(crate) fn append_to_env_file(plan: &mut Plan, env: &str) {
+    let suffix = format!("{}.service.env", plan.service);
+    let rke2_env = format!("/{}.env", plan.service);
+    for f in plan.files.iter_mut() {
+        if f.path.ends_with(&suffix) || f.path.ends_with(&rke2_env) {
+            if !f.content.is_empty() && !f.content.ends_with('\n') {
+                f.content.push('\n');
             }
+            f.content.push_str(env);
         }
-        Flavor::Kubeadm => {
-            let mut dropin = String::from("[Service]\n");
-            for line in env.lines() {
-                dropin.push_str(&format!("Environment=\"{line}\"\n"));
-            }
-            for unit in ["containerd", "kubelet"] {
-                plan.files.push(file(
-                    &format!("/etc/systemd/system/{unit}.service.d/http-proxy.conf"),
-                    dropin.clone(),
-                    0o644,
-                ));
-            }
-        }
+    }
+}
+
+/// kubeadm: an `http-proxy.conf` systemd drop-in with the lines as `Environment=` for
+/// each unit.
+pub(crate) fn systemd_dropins(plan: &mut Plan, env: &str, units: &[&str]) {
+    let mut dropin = String::from("[Service]\n");
+    for line in env.lines() {
+        dropin.push_str(&format!("Environment=\"{line}\"\n"));
+    }
+    for unit in units {
+        plan.files.push(file(
+            &format!("/etc/systemd/system/{unit}.service.d/http-proxy.conf"),
+            dropin.clone(),
+            0o644,
+        ));
     }
 }

@@ -22,6 +22,10 @@ pub const CAIRN_DROPIN: &str = "/etc/rancher/rke2/config.yaml.d/90-cairn.yaml";
 pub const TOKEN_FILE: &str = "/etc/rancher/rke2/cairn-token";
 pub const REGISTRIES: &str = "/etc/rancher/rke2/registries.yaml";
 pub const MANIFESTS_DIR: &str = "/var/lib/rancher/rke2/server/manifests";
+/// Chart archives served to the helm-controller (`/static/charts/FILE` on the API).
+pub const STATIC_CHARTS_DIR: &str = "/var/lib/rancher/rke2/server/static/charts";
+/// RKE2 unpacks kubectl here on start (not on PATH).
+pub const KUBECTL: &str = "/var/lib/rancher/rke2/bin/kubectl";
 pub const IMAGES_DIR: &str = "/var/lib/rancher/rke2/agent/images";
 pub const KUBECONFIG: &str = "/etc/rancher/rke2/rke2.yaml";
 pub const SUPERVISOR_PORT: u16 = 9345;
@@ -214,4 +218,57 @@ pub fn plan(k: &KubernetesLayer, cni: &CniLayer, target: &Target) -> Result<Plan
         cni_delivery,
         notes,
     })
+}
+
+/// RKE2 as a [`Distribution`](super::Distribution).
+pub struct Rke2;
+
+impl super::Distribution for Rke2 {
+    fn name(&self) -> &'static str {
+        "rke2"
+    }
+
+    fn plan(
+        &self,
+        k: &KubernetesLayer,
+        cni: &CniLayer,
+        target: &Target,
+    ) -> Result<Plan, PlanError> {
+        plan(k, cni, target)
+    }
+
+    /// Nodes register with the supervisor, not the API server.
+    fn join_port(&self) -> u16 {
+        SUPERVISOR_PORT
+    }
+
+    fn join_port_mistake(&self, host: &str, port: u16) -> Option<String> {
+        (port == super::API_PORT).then(|| {
+            format!(
+                "RKE2 nodes join the supervisor on port {SUPERVISOR_PORT}, not the API port {}: use https://{host}:{SUPERVISOR_PORT}",
+                super::API_PORT
+            )
+        })
+    }
+
+    fn kubectl(&self) -> Vec<String> {
+        vec![KUBECTL.into()]
+    }
+
+    fn manifests_dir(&self) -> Option<&'static str> {
+        Some(MANIFESTS_DIR)
+    }
+
+    fn static_charts_dir(&self) -> Option<&'static str> {
+        Some(STATIC_CHARTS_DIR)
+    }
+
+    fn helm(&self) -> Option<String> {
+        None
+    }
+
+    /// The units read `<unit dir>/%N.env`.
+    fn apply_proxy(&self, plan: &mut Plan, env_lines: &str) {
+        super::proxy::append_to_env_file(plan, env_lines);
+    }
 }

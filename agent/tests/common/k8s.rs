@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use cairn_agent::kubernetes;
 use cairn_proto::profile::{Arch, Artifact, CniLayer, CniType, Flavor, KubernetesLayer, Role};
 use serde_json::{json, Value};
 
@@ -41,30 +42,62 @@ pub fn double(part: &str, version: &str, arch: Arch, fail_start: bool) -> Vec<u8
     .into_bytes()
 }
 
-/// A .tar.gz of (path, content, mode) entries, made with tar(1).
+/// A .tar.gz of (path, content, mode) entries, each member named exactly as given (as
+/// the upstream release archives name theirs), owned by 0:0.
 pub fn tarball(entries: &[(&str, Vec<u8>, u32)]) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
     for (path, content, mode) in entries {
-        let p = src.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, content).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(*mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, content.as_slice()).unwrap();
     }
-    let out = dir.path().join("out.tar.gz");
-    let st = Command::new("tar")
-        .arg("-czf")
-        .arg(&out)
-        .arg("--owner=0")
-        .arg("--group=0")
-        .arg("-C")
-        .arg(&src)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::read(out).unwrap()
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// `sha256sum` output (`<hex>  <name>` lines), the form of k3s's and RKE2's
+/// `sha256sum-ARCH.txt`, Helm's and containerd's `.sha256sum` and runc's `runc.sha256sum`.
+pub fn sha256sum(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    entries
+        .iter()
+        .map(|(name, body)| format!("{}  {name}\n", crate::common::sha256_hex(body)))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// The digest a checksum file gives for `name`, read the way a person (or an install
+/// script) reads it: a `sha256sum` line for that name, or a file holding only the digest.
+pub fn digest_from(sums: &[u8], name: &str) -> String {
+    let text = std::str::from_utf8(sums).unwrap();
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let found = text.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (hex, file) = (f.next()?, f.next()?);
+        (file.trim_start_matches('*') == name).then(|| hex.to_string())
+    });
+    found.unwrap_or_else(|| {
+        let only = lines.next().unwrap().trim().to_string();
+        assert!(
+            lines.next().is_none() && !only.contains(' '),
+            "no `{name}` in {text}"
+        );
+        only
+    })
+}
+
+/// Helm's release tarball for `arch` with `helm` as its binary.
+pub fn helm_tarball(arch: Arch, helm: Vec<u8>) -> Vec<u8> {
+    let x = arch_name(arch);
+    tarball(&[
+        (&format!("linux-{x}/helm"), helm, 0o755),
+        (&format!("linux-{x}/LICENSE"), b"double\n".to_vec(), 0o644),
+        (&format!("linux-{x}/README.md"), b"double\n".to_vec(), 0o644),
+    ])
 }
 
 /// A loopback HTTP mirror serving many files; records every request path.
@@ -119,6 +152,40 @@ impl Mirror {
         }
     }
 
+    /// Serve `body` at `path` (no artifact entry: checksum files).
+    pub fn serve(&self, path: &str, body: Vec<u8>) {
+        self.files.lock().unwrap().insert(path.to_string(), body);
+    }
+
+    /// Serve `body` at `path` with its checksum file `sums` (in upstream's form) at
+    /// `sums_path`; the artifact entry's sha256 is the one read from the checksum file.
+    pub fn released(
+        &self,
+        name: &str,
+        arch: Arch,
+        path: &str,
+        body: Vec<u8>,
+        sums_path: &str,
+        sums: Vec<u8>,
+    ) -> Artifact {
+        let file = path.rsplit('/').next().unwrap().to_string();
+        let mut a = self.artifact(name, arch, path, body);
+        let digest = digest_from(&sums, &file);
+        assert_eq!(digest, a.sha256, "{sums_path} gives {file} its digest");
+        a.sha256 = digest;
+        // One checksum file may list several files (RKE2's, runc's): lines accumulate.
+        let mut all = self
+            .files
+            .lock()
+            .unwrap()
+            .get(sums_path)
+            .cloned()
+            .unwrap_or_default();
+        all.extend_from_slice(&sums);
+        self.serve(sums_path, all);
+        a
+    }
+
     /// Serve `body` at `path`; returns the artifact entry for a profile.
     pub fn artifact(&self, name: &str, arch: Arch, path: &str, body: Vec<u8>) -> Artifact {
         let sha = crate::common::sha256_hex(&body);
@@ -164,86 +231,199 @@ pub fn publish(
     for arch in [Arch::Amd64, Arch::Arm64] {
         let x = arch_name(arch);
         let d = |part: &str| double(part, v, arch, fail_start);
-        let tool = |name: &str| {
-            let mut b = double("tool", v, arch, false);
+        // The tools' own release versions, whatever the Kubernetes version: one file
+        // per URL, as on the real release pages.
+        let tool = |name: &str, version: &str| {
+            let mut b = double("tool", version, arch, false);
             b.extend_from_slice(format!("# {name}\n").as_bytes());
             b
         };
+        // Each artifact as upstream publishes it (reference/k8s-install.md §7, and the
+        // projects' release pages): file names, archive layouts and checksum files.
         match flavor {
             Flavor::K3s => {
+                // GitHub release: the raw binary (`k3s` on amd64, `k3s-ARCH` otherwise)
+                // and `sha256sum-ARCH.txt` naming it.
                 let file = if arch == Arch::Amd64 {
                     "k3s".to_string()
                 } else {
                     format!("k3s-{x}")
                 };
-                k_art.push(m.artifact("k3s", arch, &format!("/k3s/{tag}/{file}"), d("k3s")));
+                let body = d("k3s");
+                let sums = sha256sum(&[(file.as_str(), &body)]);
+                let dir = format!("/k3s-io/k3s/releases/download/{tag}");
+                k_art.push(m.released(
+                    "k3s",
+                    arch,
+                    &format!("{dir}/{file}"),
+                    body,
+                    &format!("{dir}/sha256sum-{x}.txt"),
+                    sums,
+                ));
             }
             Flavor::Rke2 => {
+                // `rke2.linux-ARCH.tar.gz` (scripts/package-bundle: bin/, lib/systemd/system/,
+                // share/rke2/) and `sha256sum-ARCH.txt` covering the arch's files.
+                let env = b"HOME=/root\n".to_vec();
                 let tgz = tarball(&[
                     ("bin/rke2", d("rke2"), 0o755),
+                    (
+                        "bin/rke2-killall.sh",
+                        b"#!/bin/sh\n# double\n".to_vec(),
+                        0o755,
+                    ),
+                    (
+                        "bin/rke2-uninstall.sh",
+                        b"#!/bin/sh\n# double\n".to_vec(),
+                        0o755,
+                    ),
+                    (
+                        "lib/systemd/system/rke2-server.service",
+                        kubernetes::rke2::unit(Role::Server).into_bytes(),
+                        0o644,
+                    ),
+                    ("lib/systemd/system/rke2-server.env", env.clone(), 0o644),
+                    (
+                        "lib/systemd/system/rke2-agent.service",
+                        kubernetes::rke2::unit(Role::Agent).into_bytes(),
+                        0o644,
+                    ),
+                    ("lib/systemd/system/rke2-agent.env", env, 0o644),
                     ("share/rke2/LICENSE.txt", b"double\n".to_vec(), 0o644),
+                    (
+                        "share/rke2/rke2-cis-sysctl.conf",
+                        b"# double\n".to_vec(),
+                        0o644,
+                    ),
                 ]);
-                k_art.push(m.artifact(
+                let file = format!("rke2.linux-{x}.tar.gz");
+                let bare = d("rke2");
+                let sums = sha256sum(&[
+                    (format!("rke2.linux-{x}").as_str(), &bare),
+                    (file.as_str(), &tgz),
+                ]);
+                let dir = format!("/rancher/rke2/releases/download/{tag}");
+                k_art.push(m.released(
                     "rke2",
                     arch,
-                    &format!("/rke2/{tag}/rke2.linux-{x}.tar.gz"),
+                    &format!("{dir}/{file}"),
                     tgz,
+                    &format!("{dir}/sha256sum-{x}.txt"),
+                    sums,
                 ));
             }
             Flavor::Kubeadm => {
+                // dl.k8s.io: raw binaries, each with a `.sha256` holding only the digest.
                 for b in ["kubeadm", "kubelet", "kubectl"] {
-                    k_art.push(m.artifact(b, arch, &format!("/k8s/{tag}/{x}/{b}"), d(b)));
+                    let body = d(b);
+                    let sum = format!("{}\n", crate::common::sha256_hex(&body)).into_bytes();
+                    let path = format!("/release/{tag}/bin/linux/{x}/{b}");
+                    k_art.push(m.released(b, arch, &path, body, &format!("{path}.sha256"), sum));
                 }
-                k_art.push(m.artifact(
+                // cri-tools: `crictl-vX-linux-ARCH.tar.gz` holding `crictl` at the top.
+                let crictl = tarball(&[("crictl", tool("crictl", "v1.31.1"), 0o755)]);
+                let file = format!("crictl-v1.31.1-linux-{x}.tar.gz");
+                let path = format!("/kubernetes-sigs/cri-tools/releases/download/v1.31.1/{file}");
+                let sums = sha256sum(&[(file.as_str(), &crictl)]);
+                k_art.push(m.released(
                     "crictl",
                     arch,
-                    &format!("/crictl/{tag}/crictl-linux-{x}.tar.gz"),
-                    tarball(&[("crictl", tool("crictl"), 0o755)]),
+                    &path,
+                    crictl,
+                    &format!("{path}.sha256"),
+                    sums,
                 ));
-                k_art.push(m.artifact(
+                // containernetworking/plugins: `cni-plugins-linux-ARCH-vX.tgz`, the plugins
+                // at the top with LICENSE and README.md.
+                let cni_tgz = tarball(&[
+                    ("./bridge", tool("bridge", "v1.6.1"), 0o755),
+                    ("./host-local", tool("host-local", "v1.6.1"), 0o755),
+                    ("./loopback", tool("loopback", "v1.6.1"), 0o755),
+                    ("./LICENSE", b"double\n".to_vec(), 0o644),
+                    ("./README.md", b"double\n".to_vec(), 0o644),
+                ]);
+                let file = format!("cni-plugins-linux-{x}-v1.6.1.tgz");
+                let path = format!("/containernetworking/plugins/releases/download/v1.6.1/{file}");
+                let sums = sha256sum(&[(file.as_str(), &cni_tgz)]);
+                k_art.push(m.released(
                     "cni-plugins",
                     arch,
-                    &format!("/cni/{tag}/cni-plugins-linux-{x}.tgz"),
-                    tarball(&[
-                        ("bridge", tool("bridge"), 0o755),
-                        ("host-local", tool("host-local"), 0o755),
-                        ("loopback", tool("loopback"), 0o755),
-                    ]),
+                    &path,
+                    cni_tgz,
+                    &format!("{path}.sha256"),
+                    sums,
                 ));
-                k_art.push(m.artifact(
+                // containerd: `containerd-X-linux-ARCH.tar.gz` with bin/, and `.sha256sum`.
+                let ctd = tarball(&[
+                    (
+                        "bin/containerd",
+                        double("containerd", "v1.7.24", arch, false),
+                        0o755,
+                    ),
+                    (
+                        "bin/containerd-shim-runc-v2",
+                        tool("containerd-shim-runc-v2", "v1.7.24"),
+                        0o755,
+                    ),
+                    (
+                        "bin/containerd-stress",
+                        tool("containerd-stress", "v1.7.24"),
+                        0o755,
+                    ),
+                    ("bin/ctr", tool("ctr", "v1.7.24"), 0o755),
+                ]);
+                let file = format!("containerd-1.7.24-linux-{x}.tar.gz");
+                let path = format!("/containerd/containerd/releases/download/v1.7.24/{file}");
+                let sums = sha256sum(&[(file.as_str(), &ctd)]);
+                k_art.push(m.released(
                     "containerd",
                     arch,
-                    &format!("/containerd/{tag}/containerd-linux-{x}.tar.gz"),
-                    tarball(&[
-                        (
-                            "bin/containerd",
-                            double("containerd", "v1.7.24", arch, false),
-                            0o755,
-                        ),
-                        ("bin/ctr", tool("ctr"), 0o755),
-                    ]),
+                    &path,
+                    ctd,
+                    &format!("{path}.sha256sum"),
+                    sums,
                 ));
-                k_art.push(m.artifact(
+                // runc: raw `runc.ARCH`, one `runc.sha256sum` listing every arch.
+                let runc = tool("runc", "v1.2.3");
+                let file = format!("runc.{x}");
+                let dir = "/opencontainers/runc/releases/download/v1.2.3";
+                let sums = sha256sum(&[(file.as_str(), &runc)]);
+                k_art.push(m.released(
                     "runc",
                     arch,
-                    &format!("/runc/{tag}/runc.{x}"),
-                    tool("runc"),
+                    &format!("{dir}/{file}"),
+                    runc,
+                    &format!("{dir}/runc.sha256sum"),
+                    sums,
                 ));
                 match cni {
                     CniType::Calico => c_art.push(m.artifact(
                         "tigera-operator",
                         arch,
-                        &format!("/calico/{tag}/{x}/tigera-operator.yaml"),
+                        &format!("/projectcalico/calico/releases/download/v3.29.1/{x}/tigera-operator.yaml"),
                         b"# tigera-operator double\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: installations.operator.tigera.io\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: tigera-operator\n  namespace: tigera-operator\n".to_vec(),
                     )),
                     CniType::Cilium => {
+                        // A Helm chart archive: `cilium/Chart.yaml` inside `cilium-X.tgz`.
                         c_art.push(m.artifact(
                             "cilium",
                             arch,
-                            &format!("/cilium/{tag}/{x}/cilium-1.16.5.tgz"),
+                            &format!("/cilium/charts/{x}/cilium-1.16.5.tgz"),
                             tarball(&[("cilium/Chart.yaml", b"name: cilium\nversion: 1.16.5\n".to_vec(), 0o644)]),
                         ));
-                        c_art.push(m.artifact("helm", arch, &format!("/helm/{tag}/{x}/helm"), d("helm")));
+                        // get.helm.sh: `helm-vX-linux-ARCH.tar.gz` holding `linux-ARCH/helm`,
+                        // LICENSE and README.md, with `.sha256sum` (`<digest>  <name>`).
+                        let helm = helm_tarball(arch, double("helm", "v3.16.3", arch, false));
+                        let file = format!("helm-v3.16.3-linux-{x}.tar.gz");
+                        let sums = sha256sum(&[(file.as_str(), &helm)]);
+                        c_art.push(m.released(
+                            "helm",
+                            arch,
+                            &format!("/helm/{file}"),
+                            helm,
+                            &format!("/helm/{file}.sha256sum"),
+                            sums,
+                        ));
                     }
                     CniType::Flannel => {}
                 }
