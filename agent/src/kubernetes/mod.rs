@@ -72,10 +72,7 @@ impl Target {
 
 /// The Go spelling of an architecture, as release assets use it.
 pub fn arch_name(arch: Arch) -> &'static str {
-    match arch {
-        Arch::Amd64 => "amd64",
-        Arch::Arm64 => "arm64",
-    }
+    arch.as_str()
 }
 
 /// Why a layer cannot be planned: the field at fault, what is wrong with it, and what kind
