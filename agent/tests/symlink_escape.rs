@@ -9,7 +9,9 @@
 //! - links planted at every temp name the old scheme used (a predictable
 //!   `.NAME.cairn-PID.tmp`, `.cairn-download-NAME.part`, `.localtime.cairn.tmp`);
 //! - a thread swapping directories for links and planting temp-name links continuously
-//!   while applies run.
+//!   while applies run;
+//! - the same chains under home directories (native account writer), Cairn's state in
+//!   the target (`state.json`, the apply lock) and the daemon's state directory.
 
 mod common;
 
@@ -520,5 +522,103 @@ fn a_users_link_to_a_system_file_is_refused() {
             e.message
         );
         assert_same(&before, &snapshot(&env.p("/etc")));
+    }
+}
+
+/// Home directories made for a new user (the native account writer): a chain planted at
+/// the parent of the home fails the step; nothing outside the root changes.
+#[test]
+fn home_directories_through_long_chains_fail_and_change_nothing_outside() {
+    common::require("useradd");
+    for n in [41, 1000] {
+        for style in [Style::Absolute, Style::Relative] {
+            let sentinel = Sentinel::new();
+            let env = TestEnv::new();
+            let _ = std::fs::remove_dir_all(env.p("/srv/homes"));
+            plant_chain(&env.root, "/srv/homes", n, sentinel.path(), style);
+            let before = sentinel.digest();
+            let run = env.apply_yaml(
+                "w.yaml",
+                "#cloud-config\nusers:\n  - name: bob\n    homedir: /srv/homes/bob\n    shell: /bin/sh\n",
+            );
+            assert!(!run.outcome.ok(), "{n} {style:?}: {}", run.describe());
+            let failed = run.outcome.failed.as_ref().unwrap();
+            assert!(
+                failed.message.contains("more than 40 symbolic links"),
+                "{n} {style:?}: {}",
+                failed.message
+            );
+            assert_same(&before, &sentinel.digest());
+        }
+    }
+}
+
+/// Cairn's own state in the target (`/var/lib/cairn/state.json`, saved after a drop-in
+/// step) and its apply lock: chains planted at either fail the apply, nothing outside
+/// changes.
+#[test]
+fn cairn_state_in_the_target_through_long_chains_fails_and_changes_nothing_outside() {
+    for n in [41, 1000] {
+        for style in [Style::Absolute, Style::Relative] {
+            for at in ["/var/lib/cairn/state.json", "/var/lib/cairn/apply.lock"] {
+                let sentinel = Sentinel::new();
+                let env = TestEnv::empty();
+                plant_chain(&env.root, at, n, sentinel.path(), style);
+                let before = sentinel.digest();
+                let run = env.apply_yaml(
+                    "w.yaml",
+                    "stages:\n  boot:\n    - name: w\n      sysctl:\n        vm.swappiness: \"10\"\n",
+                );
+                assert!(!run.outcome.ok(), "{at} {n} {style:?}: {}", run.describe());
+                let failed = run.outcome.failed.as_ref().unwrap();
+                assert!(
+                    failed.message.contains("more than 40 symbolic links"),
+                    "{at} {n} {style:?}: {}",
+                    failed.message
+                );
+                assert_same(&before, &sentinel.digest());
+            }
+        }
+    }
+}
+
+/// The daemon's state directory (identity, profile, journal, spool): a chain planted at
+/// a state file fails the write, a link planted at the directory or its spool is refused
+/// when the directory is set up; nothing outside changes.
+#[test]
+fn daemon_state_files_through_long_chains_fail_and_change_nothing_outside() {
+    use cairn_agent::daemon::store::{write_atomic, StateDir};
+    for n in [41, 1000] {
+        for style in [Style::Absolute, Style::Relative] {
+            for name in ["identity.json", "profile.json", "status.json", "seq"] {
+                let sentinel = Sentinel::new();
+                let work = tempfile::tempdir().unwrap();
+                let state = StateDir::new(work.path().join("state"));
+                state.create().unwrap();
+                plant_chain(&state.dir, &format!("/{name}"), n, sentinel.path(), style);
+                let before = sentinel.digest();
+                let e = write_atomic(&state.dir.join(name), b"{}\n").unwrap_err();
+                assert!(
+                    e.to_string().contains("more than 40 symbolic links"),
+                    "{name}: {e}"
+                );
+                assert_same(&before, &sentinel.digest());
+            }
+        }
+    }
+    // The directory itself, or its spool, a link to a directory outside: refused, and the
+    // outside directory's mode is not changed to 0700.
+    for at in ["state", "state/spool"] {
+        let sentinel = Sentinel::new();
+        let work = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(work.path().join("state")).unwrap();
+        let _ = std::fs::remove_dir(work.path().join(at));
+        symlink(sentinel.path(), work.path().join(at)).unwrap();
+        let before = sentinel.digest();
+        let e = StateDir::new(work.path().join("state"))
+            .create()
+            .unwrap_err();
+        assert!(e.to_string().contains("state directory"), "{at}: {e}");
+        assert_same(&before, &sentinel.digest());
     }
 }

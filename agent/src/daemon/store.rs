@@ -73,14 +73,26 @@ impl StateDir {
         self.dir.join("artifacts")
     }
 
-    /// Create the directory (and `spool/`) with mode 0700.
+    /// Create the directory (and `spool/`) with mode 0700. The mode is set on an opened
+    /// descriptor (`O_DIRECTORY|O_NOFOLLOW`): a link planted at either path is refused,
+    /// never followed to chmod something else.
     pub fn create(&self) -> io::Result<()> {
         for d in [self.dir.clone(), self.spool()] {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(&d)?;
-            fs::set_permissions(&d, fs::Permissions::from_mode(0o700))?;
+            let dir = OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+                .open(&d)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("opening the state directory {}: {e}", d.display()),
+                    )
+                })?;
+            dir.set_permissions(fs::Permissions::from_mode(0o700))?;
         }
         Ok(())
     }

@@ -765,12 +765,17 @@ impl Session {
         // After the databases: the home, the mail spool.
         if a.create_home {
             self.check_skel(host, &self.dflt.skel.clone())?;
-            let link = db::nofollow_path(host, &home)
-                .map_err(|e| Unsupported(format!("the home {home}: {e}")))?;
-            if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink())
-                && std::fs::metadata(&link).is_err()
-            {
-                return unsupported(format!("{home} is a dangling symlink"));
+            // Through the seam: a link at the home is followed inside the root only.
+            match host.read_link(&home) {
+                Ok(Some(_)) if matches!(host.meta(&home), Ok(None)) => {
+                    return unsupported(format!("{home} is a dangling symlink"));
+                }
+                Ok(_) => {}
+                // A link chain too long, or one a user steers out of their directories: not
+                // something to hand to useradd; creating the home refuses it and fails the
+                // step, as useradd fails when it cannot create the home.
+                Err(FsError::TooManyLinks { .. } | FsError::UnsafeLink { .. }) => {}
+                Err(e) => return unsupported(format!("the home {home}: {e}")),
             }
             let mode =
                 self.defs
