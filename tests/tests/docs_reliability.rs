@@ -119,9 +119,17 @@ fn every_test_named_in_the_reliability_table_exists() {
         .expect("docs/reliability.md exists");
     let rows = rows(&doc);
     let named: usize = rows.iter().map(|r| r.tests.len()).sum();
-    assert!(rows.len() >= 46 && named >= 46, "{} rows, {named} tests", rows.len());
+    assert!(
+        rows.len() >= 46 && named >= 46,
+        "{} rows, {named} tests",
+        rows.len()
+    );
     let found = problems(&doc, &root);
-    assert!(found.is_empty(), "docs/reliability.md:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "docs/reliability.md:\n{}",
+        found.join("\n")
+    );
 }
 
 /// The check itself can fail: a renamed test, a non-test function, a missing file, a row
