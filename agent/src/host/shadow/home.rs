@@ -463,7 +463,7 @@ impl Copy {
         // st_nlink is u64 on x86_64 and u32 on aarch64.
         #[allow(clippy::useless_conversion)]
         let nlink = u64::from(st.st_nlink);
-        let (dev, ino) = (st.st_dev as u64, st.st_ino as u64);
+        let (dev, ino) = (st.st_dev, st.st_ino);
         if let Some(i) = self.links.iter().position(|l| l.dev == dev && l.ino == ino) {
             let l = &self.links[i];
             rustix::fs::linkat(
