@@ -457,7 +457,8 @@ impl Host {
     }
 
     /// The host path `p` resolves to inside the root, for code that still works by path
-    /// (home directories and the skeleton copy in `shadow/home.rs`). Resolution is as strict
+    /// (the directory an [`crate::artifacts::ArtifactCache`] is rooted at, which then goes
+    /// through a seam of its own, and placement by `tar -C`). Resolution is as strict
     /// as for every other operation (link budget, unsafe links), but what is at the path can
     /// change after this returns: prefer the handle-based operations.
     pub fn resolved_path(&self, p: &str) -> Result<PathBuf, FsError> {
