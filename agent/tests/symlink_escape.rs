@@ -622,3 +622,33 @@ fn daemon_state_files_through_long_chains_fail_and_change_nothing_outside() {
         assert_same(&before, &sentinel.digest());
     }
 }
+
+/// The account databases' backup and staging names (`FILE-`, `FILE+`, fixed by
+/// shadow-utils) planted as links out of the root: never followed; the step fails.
+#[test]
+fn links_at_the_account_databases_staging_names_are_never_followed() {
+    common::require("useradd");
+    let sentinel = Sentinel::new();
+    let env = TestEnv::new();
+    for db in ["passwd", "shadow", "group", "gshadow"] {
+        for suffix in ["-", "+"] {
+            let at = env.p(&format!("/etc/{db}{suffix}"));
+            let _ = std::fs::remove_file(&at);
+            symlink(sentinel.victim(), &at).unwrap();
+        }
+    }
+    let before = sentinel.digest();
+    let run = env.apply_yaml(
+        "w.yaml",
+        "#cloud-config\nusers:\n  - name: bob\n    shell: /bin/sh\n",
+    );
+    assert!(!run.outcome.ok(), "{}", run.describe());
+    let failed = run.outcome.failed.as_ref().unwrap();
+    assert!(
+        failed.message.contains("/etc/passwd-"),
+        "the native writer refuses the first planted name: {}",
+        failed.message
+    );
+    assert_same(&before, &sentinel.digest());
+    assert!(env.passwd("bob").is_none(), "no half-written account");
+}
