@@ -606,20 +606,38 @@ fn daemon_state_files_through_long_chains_fail_and_change_nothing_outside() {
             }
         }
     }
-    // The directory itself, or its spool, a link to a directory outside: refused, and the
-    // outside directory's mode is not changed to 0700.
+    // The directory itself a link someone else owns, or its spool any link, to a directory
+    // outside: refused, and the outside directory's mode is not changed to 0700.
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: it gives a link to uid 1000"
+    );
     for at in ["state", "state/spool"] {
         let sentinel = Sentinel::new();
         let work = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(work.path().join("state")).unwrap();
         let _ = std::fs::remove_dir(work.path().join(at));
         symlink(sentinel.path(), work.path().join(at)).unwrap();
+        if at == "state" {
+            std::os::unix::fs::lchown(work.path().join(at), Some(1000), Some(1000)).unwrap();
+        }
         let before = sentinel.digest();
         let e = StateDir::new(work.path().join("state"))
             .create()
             .unwrap_err();
         assert!(e.to_string().contains("state directory"), "{at}: {e}");
         assert_same(&before, &sentinel.digest());
+    }
+    // A link the operator made (owned by this user) to persistent storage is used.
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("persistent");
+    std::fs::create_dir_all(&data).unwrap();
+    symlink(&data, work.path().join("state")).unwrap();
+    StateDir::new(work.path().join("state")).create().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for d in [data.clone(), data.join("spool")] {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
     }
 }
 
