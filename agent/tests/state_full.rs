@@ -51,18 +51,9 @@ fn fill(dir: &Path) -> PathBuf {
     let path = dir.join("filler");
     let mut f = std::fs::File::create(&path).unwrap();
     let chunk = vec![0u8; 4096];
-    loop {
-        if f.write_all(&chunk).is_err() {
-            break;
-        }
-    }
+    while f.write_all(&chunk).is_ok() {}
     // Whatever is left below one chunk.
-    loop {
-        match f.write(&[0u8]) {
-            Ok(1) => {}
-            _ => break,
-        }
-    }
+    while let Ok(1) = f.write(&[0u8]) {}
     path
 }
 
