@@ -1271,3 +1271,53 @@ fn no_hub_from_the_first_boot_the_agent_waits_retries_with_backoff_and_keeps_run
     );
     assert!(agent.term(Duration::from_secs(15)).success());
 }
+
+#[test]
+fn an_expired_hub_certificate_or_one_for_another_name_gets_nothing() {
+    // reliability §5 #23 (another CA: `a_hub_signed_by_another_ca_gets_nothing`).
+    let now = time::OffsetDateTime::now_utc();
+    for (what, pki) in [
+        (
+            "expired",
+            hub::pki_server(
+                &["localhost"],
+                true,
+                Some((
+                    now - time::Duration::days(400),
+                    now - time::Duration::days(35),
+                )),
+            ),
+        ),
+        (
+            "another name",
+            hub::pki_server(&["hub.example"], false, None),
+        ),
+    ] {
+        let hub = TestHub::start_with(&["tok-cert"], pki.ca_pem, pki.chain, pki.key);
+        let s = Setup::new(&hub, "tok-cert", "edge-cert");
+        let mut agent = s.spawn();
+        wait_for(LIMIT, "status: unreachable", || {
+            status(&s.state).0["hub"]["state"] == "unreachable"
+        });
+        let st = status(&s.state).0;
+        let error = st["hub"]["last_error"].as_str().unwrap_or_default();
+        assert!(!error.is_empty(), "{what}: the reason is reported: {st}");
+        // Give the agent time for a retry or two: still nothing reaches the hub.
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(hub.requests().is_empty(), "{what}: nothing was sent");
+        assert!(
+            hub.state().tls_failures > 0,
+            "{what}: the agent did try (and the handshake failed)"
+        );
+        let why = if what == "expired" {
+            "certificate expired"
+        } else {
+            "not valid for name"
+        };
+        assert!(error.contains(why), "{what}: {error}");
+        assert!(hub.hosts().is_empty(), "{what}");
+        assert!(!s.state.join("identity.json").exists(), "{what}");
+        assert!(agent.alive(), "{what}");
+        assert!(agent.term(Duration::from_secs(15)).success(), "{what}");
+    }
+}
