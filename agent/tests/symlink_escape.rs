@@ -670,3 +670,37 @@ fn links_at_the_account_databases_staging_names_are_never_followed() {
     assert_same(&before, &sentinel.digest());
     assert!(env.passwd("bob").is_none(), "no half-written account");
 }
+
+/// Re-owning a home after a uid change (`usermod -u`): a home that is a long chain out of
+/// the root fails the step and nothing outside changes.
+#[test]
+fn re_owning_a_home_through_long_chains_fails_and_changes_nothing_outside() {
+    common::require("useradd");
+    for n in [41, 1000] {
+        for style in [Style::Absolute, Style::Relative] {
+            let sentinel = Sentinel::new();
+            let env = TestEnv::new();
+            let run = env.apply_yaml(
+                "a.yaml",
+                "#cloud-config\nusers:\n  - name: carol\n    uid: 1500\n    homedir: /srv/carol\n    shell: /bin/sh\n",
+            );
+            let run = run.ok();
+            assert!(run.outcome.ok());
+            std::fs::remove_dir_all(env.p("/srv/carol")).unwrap();
+            plant_chain(&env.root, "/srv/carol", n, sentinel.path(), style);
+            let before = sentinel.digest();
+            let run = env.apply_yaml(
+                "b.yaml",
+                "#cloud-config\nusers:\n  - name: carol\n    uid: 1600\n    homedir: /srv/carol\n    shell: /bin/sh\n",
+            );
+            assert!(!run.outcome.ok(), "{n} {style:?}: {}", run.describe());
+            let failed = run.outcome.failed.as_ref().unwrap();
+            assert!(
+                failed.message.contains("more than 40 symbolic links"),
+                "{n} {style:?}: {}",
+                failed.message
+            );
+            assert_same(&before, &sentinel.digest());
+        }
+    }
+}
