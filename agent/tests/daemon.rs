@@ -1219,3 +1219,105 @@ fn an_impostor_serving_the_pinned_ca_still_gets_nothing() {
     assert!(agent.alive());
     assert!(agent.term(Duration::from_secs(15)).success());
 }
+
+#[test]
+fn no_hub_from_the_first_boot_the_agent_waits_retries_with_backoff_and_keeps_running() {
+    // reliability §5 #1: nothing answers at the endpoint from the start. A listener accepts
+    // and closes every connection at once (no TLS), counting the attempts.
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let attempts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let seen = Arc::clone(&attempts);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            seen.lock().unwrap().push(Instant::now());
+            drop(conn);
+        }
+    });
+    let (ca, _, _) = hub::make_pki();
+    let s = Setup::with_yaml(&agent_yaml(
+        &format!("https://127.0.0.1:{port}"),
+        "tok-nohub",
+        "edge-nohub",
+        &ca,
+    ));
+    let mut agent = s.spawn();
+    wait_for(LIMIT, "status: waiting for hub", || {
+        status_text(&s.state).contains("waiting for hub")
+    });
+    let watched = Instant::now();
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(agent.alive(), "the daemon never exits for want of a hub");
+    let times = attempts.lock().unwrap().clone();
+    assert!(
+        times.len() >= 2,
+        "it keeps retrying: {} attempt(s)",
+        times.len()
+    );
+    // 1 s doubling with full jitter and a 200 ms floor: a handful of tries, not a storm.
+    let in_window = times.iter().filter(|t| **t >= watched).count();
+    assert!(
+        in_window <= 15,
+        "{in_window} attempts in 12 s: backoff not applied"
+    );
+    let (st, _) = status(&s.state);
+    assert!(st["identity"].is_null(), "{st}");
+    assert!(
+        status_text(&s.state).contains("waiting for hub"),
+        "{}",
+        status_text(&s.state)
+    );
+    assert!(agent.term(Duration::from_secs(15)).success());
+}
+
+#[test]
+fn an_expired_hub_certificate_or_one_for_another_name_gets_nothing() {
+    // reliability §5 #23 (another CA: `a_hub_signed_by_another_ca_gets_nothing`).
+    let now = time::OffsetDateTime::now_utc();
+    for (what, pki) in [
+        (
+            "expired",
+            hub::pki_server(
+                &["localhost"],
+                true,
+                Some((
+                    now - time::Duration::days(400),
+                    now - time::Duration::days(35),
+                )),
+            ),
+        ),
+        (
+            "another name",
+            hub::pki_server(&["hub.example"], false, None),
+        ),
+    ] {
+        let hub = TestHub::start_with(&["tok-cert"], pki.ca_pem, pki.chain, pki.key);
+        let s = Setup::new(&hub, "tok-cert", "edge-cert");
+        let mut agent = s.spawn();
+        wait_for(LIMIT, "status: unreachable", || {
+            status(&s.state).0["hub"]["state"] == "unreachable"
+        });
+        let st = status(&s.state).0;
+        let error = st["hub"]["last_error"].as_str().unwrap_or_default();
+        assert!(!error.is_empty(), "{what}: the reason is reported: {st}");
+        // Give the agent time for a retry or two: still nothing reaches the hub.
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(hub.requests().is_empty(), "{what}: nothing was sent");
+        assert!(
+            hub.state().tls_failures > 0,
+            "{what}: the agent did try (and the handshake failed)"
+        );
+        let why = if what == "expired" {
+            "certificate expired"
+        } else {
+            "not valid for name"
+        };
+        assert!(error.contains(why), "{what}: {error}");
+        assert!(hub.hosts().is_empty(), "{what}");
+        assert!(!s.state.join("identity.json").exists(), "{what}");
+        assert!(agent.alive(), "{what}");
+        assert!(agent.term(Duration::from_secs(15)).success(), "{what}");
+    }
+}

@@ -9,7 +9,9 @@
 //! - links planted at every temp name the old scheme used (a predictable
 //!   `.NAME.cairn-PID.tmp`, `.cairn-download-NAME.part`, `.localtime.cairn.tmp`);
 //! - a thread swapping directories for links and planting temp-name links continuously
-//!   while applies run.
+//!   while applies run;
+//! - the same chains under home directories (native account writer), Cairn's state in
+//!   the target (`state.json`, the apply lock) and the daemon's state directory.
 
 mod common;
 
@@ -520,5 +522,185 @@ fn a_users_link_to_a_system_file_is_refused() {
             e.message
         );
         assert_same(&before, &snapshot(&env.p("/etc")));
+    }
+}
+
+/// Home directories made for a new user (the native account writer): a chain planted at
+/// the parent of the home fails the step; nothing outside the root changes.
+#[test]
+fn home_directories_through_long_chains_fail_and_change_nothing_outside() {
+    common::require("useradd");
+    for n in [41, 1000] {
+        for style in [Style::Absolute, Style::Relative] {
+            let sentinel = Sentinel::new();
+            let env = TestEnv::new();
+            let _ = std::fs::remove_dir_all(env.p("/srv/homes"));
+            plant_chain(&env.root, "/srv/homes", n, sentinel.path(), style);
+            let before = sentinel.digest();
+            let run = env.apply_yaml(
+                "w.yaml",
+                "#cloud-config\nusers:\n  - name: bob\n    homedir: /srv/homes/bob\n    shell: /bin/sh\n",
+            );
+            assert!(!run.outcome.ok(), "{n} {style:?}: {}", run.describe());
+            let failed = run.outcome.failed.as_ref().unwrap();
+            assert!(
+                failed.message.contains("more than 40 symbolic links"),
+                "{n} {style:?}: {}",
+                failed.message
+            );
+            assert_same(&before, &sentinel.digest());
+        }
+    }
+}
+
+/// Cairn's own state in the target (`/var/lib/cairn/state.json`, saved after a drop-in
+/// step) and its apply lock: chains planted at either fail the apply, nothing outside
+/// changes.
+#[test]
+fn cairn_state_in_the_target_through_long_chains_fails_and_changes_nothing_outside() {
+    for n in [41, 1000] {
+        for style in [Style::Absolute, Style::Relative] {
+            for at in ["/var/lib/cairn/state.json", "/var/lib/cairn/apply.lock"] {
+                let sentinel = Sentinel::new();
+                let env = TestEnv::empty();
+                plant_chain(&env.root, at, n, sentinel.path(), style);
+                let before = sentinel.digest();
+                let run = env.apply_yaml(
+                    "w.yaml",
+                    "stages:\n  boot:\n    - name: w\n      sysctl:\n        vm.swappiness: \"10\"\n",
+                );
+                assert!(!run.outcome.ok(), "{at} {n} {style:?}: {}", run.describe());
+                let failed = run.outcome.failed.as_ref().unwrap();
+                assert!(
+                    failed.message.contains("more than 40 symbolic links"),
+                    "{at} {n} {style:?}: {}",
+                    failed.message
+                );
+                assert_same(&before, &sentinel.digest());
+            }
+        }
+    }
+}
+
+/// The daemon's state directory (identity, profile, journal, spool): a chain planted at
+/// a state file fails the write, a link planted at the directory or its spool is refused
+/// when the directory is set up; nothing outside changes.
+#[test]
+fn daemon_state_files_through_long_chains_fail_and_change_nothing_outside() {
+    use cairn_agent::daemon::store::{write_atomic, StateDir};
+    for n in [41, 1000] {
+        for style in [Style::Absolute, Style::Relative] {
+            for name in ["identity.json", "profile.json", "status.json", "seq"] {
+                let sentinel = Sentinel::new();
+                let work = tempfile::tempdir().unwrap();
+                let state = StateDir::new(work.path().join("state"));
+                state.create().unwrap();
+                plant_chain(&state.dir, &format!("/{name}"), n, sentinel.path(), style);
+                let before = sentinel.digest();
+                let e = write_atomic(&state.dir.join(name), b"{}\n").unwrap_err();
+                assert!(
+                    e.to_string().contains("more than 40 symbolic links"),
+                    "{name}: {e}"
+                );
+                assert_same(&before, &sentinel.digest());
+            }
+        }
+    }
+    // The directory itself a link someone else owns, or its spool any link, to a directory
+    // outside: refused, and the outside directory's mode is not changed to 0700.
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: it gives a link to uid 1000"
+    );
+    for at in ["state", "state/spool"] {
+        let sentinel = Sentinel::new();
+        let work = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(work.path().join("state")).unwrap();
+        let _ = std::fs::remove_dir(work.path().join(at));
+        symlink(sentinel.path(), work.path().join(at)).unwrap();
+        if at == "state" {
+            std::os::unix::fs::lchown(work.path().join(at), Some(1000), Some(1000)).unwrap();
+        }
+        let before = sentinel.digest();
+        let e = StateDir::new(work.path().join("state"))
+            .create()
+            .unwrap_err();
+        assert!(e.to_string().contains("state directory"), "{at}: {e}");
+        assert_same(&before, &sentinel.digest());
+    }
+    // A link the operator made (owned by this user) to persistent storage is used.
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("persistent");
+    std::fs::create_dir_all(&data).unwrap();
+    symlink(&data, work.path().join("state")).unwrap();
+    StateDir::new(work.path().join("state")).create().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for d in [data.clone(), data.join("spool")] {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
+    }
+}
+
+/// The account databases' backup and staging names (`FILE-`, `FILE+`, fixed by
+/// shadow-utils) planted as links out of the root: never followed; the step fails.
+#[test]
+fn links_at_the_account_databases_staging_names_are_never_followed() {
+    common::require("useradd");
+    let sentinel = Sentinel::new();
+    let env = TestEnv::new();
+    for db in ["passwd", "shadow", "group", "gshadow"] {
+        for suffix in ["-", "+"] {
+            let at = env.p(&format!("/etc/{db}{suffix}"));
+            let _ = std::fs::remove_file(&at);
+            symlink(sentinel.victim(), &at).unwrap();
+        }
+    }
+    let before = sentinel.digest();
+    let run = env.apply_yaml(
+        "w.yaml",
+        "#cloud-config\nusers:\n  - name: bob\n    shell: /bin/sh\n",
+    );
+    assert!(!run.outcome.ok(), "{}", run.describe());
+    let failed = run.outcome.failed.as_ref().unwrap();
+    assert!(
+        failed.message.contains("/etc/passwd-"),
+        "the native writer refuses the first planted name: {}",
+        failed.message
+    );
+    assert_same(&before, &sentinel.digest());
+    assert!(env.passwd("bob").is_none(), "no half-written account");
+}
+
+/// Re-owning a home after a uid change (`usermod -u`): a home that is a long chain out of
+/// the root fails the step and nothing outside changes.
+#[test]
+fn re_owning_a_home_through_long_chains_fails_and_changes_nothing_outside() {
+    common::require("useradd");
+    for n in [41, 1000] {
+        for style in [Style::Absolute, Style::Relative] {
+            let sentinel = Sentinel::new();
+            let env = TestEnv::new();
+            let run = env.apply_yaml(
+                "a.yaml",
+                "#cloud-config\nusers:\n  - name: carol\n    uid: 1500\n    homedir: /srv/carol\n    shell: /bin/sh\n",
+            );
+            let run = run.ok();
+            assert!(run.outcome.ok());
+            std::fs::remove_dir_all(env.p("/srv/carol")).unwrap();
+            plant_chain(&env.root, "/srv/carol", n, sentinel.path(), style);
+            let before = sentinel.digest();
+            let run = env.apply_yaml(
+                "b.yaml",
+                "#cloud-config\nusers:\n  - name: carol\n    uid: 1600\n    homedir: /srv/carol\n    shell: /bin/sh\n",
+            );
+            assert!(!run.outcome.ok(), "{n} {style:?}: {}", run.describe());
+            let failed = run.outcome.failed.as_ref().unwrap();
+            assert!(
+                failed.message.contains("more than 40 symbolic links"),
+                "{n} {style:?}: {}",
+                failed.message
+            );
+            assert_same(&before, &sentinel.digest());
+        }
     }
 }

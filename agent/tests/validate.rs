@@ -637,3 +637,100 @@ fn kairos_only_constructs_do_not_refuse_the_file() {
         .contains("the host reboots"));
     assert_eq!(v.warnings().len(), 3, "{}", v.lines.join("\n"));
 }
+
+/// A self-signed certificate: a CA or not, valid from `from` for `days` days.
+fn cert_pem(ca: bool, from: time::OffsetDateTime, days: i64) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "cairn-test");
+    if ca {
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    }
+    p.not_before = from;
+    p.not_after = from + time::Duration::days(days);
+    p.self_signed(&key).unwrap().pem()
+}
+
+#[test]
+fn a_non_ca_an_expired_ca_and_a_future_ca_are_refused_and_the_trust_store_is_untouched() {
+    // reliability §5 #31 (malformed PEM: `every_error_of_a_file_is_printed_with_its_location`).
+    let now = time::OffsetDateTime::now_utc();
+    let cases = [
+        (
+            "not a CA",
+            cert_pem(false, now - time::Duration::days(1), 30),
+            "is not a CA",
+        ),
+        (
+            "expired",
+            cert_pem(true, now - time::Duration::days(60), 30),
+            "outside its validity period",
+        ),
+        (
+            "not yet valid",
+            cert_pem(true, now + time::Duration::days(30), 30),
+            "outside its validity period",
+        ),
+    ];
+    let good = cert_pem(true, now - time::Duration::days(1), 30);
+    for (what, pem, message) in cases {
+        let env = TestEnv::new();
+        let yaml = format!(
+            "stages:\n  boot:\n    - name: trust\n      certificates:\n        - |\n{}\n        - |\n{}\n",
+            common::indent(&good, 10),
+            common::indent(&pem, 10)
+        );
+        let f = env.yaml("ca.yaml", &yaml);
+        let v = validate(&[&f], false);
+        assert_eq!(v.code, 1, "{what}: {}", v.stderr);
+        let errors = v.errors();
+        assert_eq!(errors.len(), 1, "{what}: {errors:?}");
+        // Located at the second certificate's text (after the good one and its `- |`).
+        let at = format!("{}:{}:", f.display(), 7 + good.lines().count());
+        assert!(
+            errors[0].starts_with(&at) && errors[0].contains(message),
+            "{what}: {} (expected at {at})",
+            errors[0]
+        );
+        // Applying the same file refuses it before any step: the trust store (the whole
+        // root) is unchanged, the good certificate beside it included.
+        let before = common::snapshot(&env.root);
+        let out = cli([
+            "apply".to_string(),
+            "--root".into(),
+            env.root.display().to_string(),
+            f.display().to_string(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr(&out));
+        common::assert_same(&before, &common::snapshot(&env.root));
+    }
+}
+
+#[test]
+fn option_like_or_shell_package_names_and_urls_with_a_newline_are_refused_at_their_line() {
+    // reliability §5 #29; packages that pass are given after `--` (see steps.rs).
+    let env = TestEnv::empty();
+    let sha = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881";
+    let f = env.yaml(
+        "p.yaml",
+        &format!(
+            "#cloud-config\npackages:\n  - \"-oAPT::Get::AllowUnauthenticated=true\"\n  - \"vim; curl x|sh\"\n  - ok-pkg\nstages:\n  boot:\n    - name: dl\n      downloads:\n        - url: \"https://example.com/a\\nHost: evil\"\n          path: /opt/a\n          sha256: \"{sha}\"\n"
+        ),
+    );
+    let v = validate(&[&f], false);
+    assert_eq!(v.code, 1, "{}", v.stderr);
+    let file = f.display().to_string();
+    for (at, message) in [
+        ("3:5", "is not a valid package name"),
+        ("4:5", "`vim; curl x|sh` is not a valid package name"),
+        (
+            "10:16",
+            "url `https://example.com/a\\nHost: evil` must be an http:// or https:// URL",
+        ),
+    ] {
+        let line = v.line(&format!("{file}:{at}: error: "));
+        assert!(line.contains(message), "{line} should say {message}");
+    }
+    assert!(v.stderr.contains("3 error(s)"), "{}", v.stderr);
+}

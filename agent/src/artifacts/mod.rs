@@ -284,8 +284,20 @@ pub fn download_to(
         .map_err(|e| ArtifactError::Invalid(format!("building the HTTP client: {e}")))?;
     let mut last = String::new();
     let mut delay = opts.backoff;
+    // The body's length as the server last stated it: a resumed range that states another
+    // one is a different file, and is never spliced onto what is already here.
+    let mut known_total = None;
     for attempt_no in 1..=opts.attempts {
-        match attempt(&client, url, file, shown, expected, opts, progress) {
+        match attempt(
+            &client,
+            url,
+            file,
+            shown,
+            expected,
+            opts,
+            progress,
+            &mut known_total,
+        ) {
             Ok(digest) => return Ok(digest),
             Err(AttemptError::Fatal(e)) => return Err(e),
             Err(AttemptError::Retry(msg)) => {
@@ -325,6 +337,7 @@ pub fn sha256_reader(mut f: impl Read, shown: &Path) -> Result<[u8; 32], Artifac
     Ok(hasher.finalize().into())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn attempt(
     client: &reqwest::blocking::Client,
     url: &str,
@@ -333,6 +346,7 @@ fn attempt(
     expected: Option<&[u8; 32]>,
     opts: &FetchOptions,
     progress: &mut dyn FnMut(Progress),
+    known_total: &mut Option<u64>,
 ) -> Result<[u8; 32], AttemptError> {
     let have = file
         .metadata()
@@ -347,12 +361,24 @@ fn attempt(
     let mut hasher = Sha256::new();
     let mut offset = 0;
     if status == reqwest::StatusCode::PARTIAL_CONTENT && have > 0 {
-        // Resume only when the server continues exactly where the partial file ends.
-        let start = resp
+        // Resume only when the server continues exactly where the partial file ends, and
+        // the whole is as long as it said before.
+        let range = resp
             .headers()
             .get(reqwest::header::CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(content_range_start);
+            .and_then(|v| v.to_str().ok());
+        let start = range.and_then(content_range_start);
+        let range_total = range.and_then(content_range_total);
+        if let (Some(before), Some(now)) = (*known_total, range_total) {
+            if before != now {
+                restart(file, partial)?;
+                *known_total = Some(now);
+                return Err(AttemptError::Retry(format!(
+                    "the file on the server changed length ({before} bytes, now {now}); \
+                     starting over"
+                )));
+            }
+        }
         if start == Some(have) {
             hash_prefix(file, have, &mut hasher)
                 .map_err(|e| AttemptError::Fatal(io("reading", partial)(e)))?;
@@ -379,6 +405,9 @@ fn attempt(
         ))));
     }
     let total = resp.content_length().map(|l| l + offset);
+    if total.is_some() {
+        *known_total = total;
+    }
     file.seek(SeekFrom::Start(offset))
         .map_err(|e| AttemptError::Fatal(io("seeking", partial)(e)))?;
     let started = Instant::now();
@@ -471,6 +500,17 @@ fn hash_prefix(file: &mut File, len: u64, hasher: &mut Sha256) -> std::io::Resul
     Ok(())
 }
 
+/// The total length in a `Content-Range: bytes START-END/TOTAL` header (`None` for `*`).
+fn content_range_total(v: &str) -> Option<u64> {
+    v.trim()
+        .strip_prefix("bytes ")?
+        .rsplit_once('/')?
+        .1
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The first byte of a `Content-Range: bytes START-END/TOTAL` header.
 fn content_range_start(v: &str) -> Option<u64> {
     let rest = v.trim().strip_prefix("bytes ")?;
@@ -497,6 +537,8 @@ mod tests {
     fn content_range_parsing() {
         assert_eq!(content_range_start("bytes 100-199/200"), Some(100));
         assert_eq!(content_range_start("bytes */200"), None);
+        assert_eq!(content_range_total("bytes 100-199/200"), Some(200));
+        assert_eq!(content_range_total("bytes 100-199/*"), None);
         assert!(parse_sha256("zz").is_err());
     }
 }

@@ -15,6 +15,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -113,6 +114,22 @@ fn read_number(path: &Path) -> io::Result<u64> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(e),
     }
+}
+
+/// Open a segment for appending. A segment that exists already and ends in the middle of a
+/// line (a write cut short) gets its line ended first, so the fragment stays a line of its
+/// own, skipped when read, and never swallows the next event.
+fn open_segment(path: &Path) -> io::Result<File> {
+    let mut file = store::open_append(path)?;
+    let len = file.metadata()?.len();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        File::open(path)?.read_exact_at(&mut last, len - 1)?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n")?;
+        }
+    }
+    Ok(file)
 }
 
 /// Segment files in order.
@@ -215,7 +232,7 @@ impl Spool {
         }
         if i.active.as_ref().is_none_or(|a| a.size >= SEGMENT_BYTES) {
             let path = i.dir.join(format!("{:020}.jsonl", event.seq));
-            let file = store::open_append(&path)?;
+            let file = open_segment(&path)?;
             let _ = store::sync_dir(&i.dir);
             i.active = Some(Active {
                 path,
@@ -224,8 +241,19 @@ impl Spool {
             });
         }
         if let Some(a) = i.active.as_mut() {
-            a.file.write_all(line.as_bytes())?;
-            a.file.sync_data()?;
+            let before = a.file.metadata()?.len();
+            let written = a
+                .file
+                .write_all(line.as_bytes())
+                .and_then(|()| a.file.sync_data());
+            if let Err(e) = written {
+                // A line cut short (disk full, I/O error) must not become the head of the
+                // next one: cut the segment back, and start the next event in a new segment
+                // whatever happens (a fragment left at a segment's end is never read).
+                let _ = a.file.set_len(before);
+                i.active = None;
+                return Err(e);
+            }
             a.size += line.len() as u64;
         }
         i.last = event.seq;
@@ -346,6 +374,18 @@ mod tests {
 
     fn open(state: &StateDir) -> Spool {
         Spool::open(state, Arc::new(tokio::sync::Notify::new())).unwrap()
+    }
+
+    #[test]
+    fn a_fragment_at_a_segments_end_never_swallows_the_next_line() {
+        let d = tempfile::tempdir().unwrap();
+        let seg = d.path().join(format!("{:020}.jsonl", 7));
+        std::fs::write(&seg, b"{\"seq\":6,\"ti").unwrap();
+        let mut f = open_segment(&seg).unwrap();
+        f.write_all(format!("{}\n", serde_json::to_string(&ev(7)).unwrap()).as_bytes())
+            .unwrap();
+        let seqs: Vec<u64> = read_segment(&seg).unwrap().iter().map(|l| l.0).collect();
+        assert_eq!(seqs, vec![7]);
     }
 
     #[test]

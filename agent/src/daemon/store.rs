@@ -19,9 +19,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{Mode, OFlags};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -73,15 +74,49 @@ impl StateDir {
         self.dir.join("artifacts")
     }
 
-    /// Create the directory (and `spool/`) with mode 0700.
+    /// Create the directory (and `spool/`) with mode 0700, modes set on opened descriptors.
+    /// The configured path may be a symbolic link (to persistent storage, say) when it
+    /// belongs to this process's user; a link anyone else owns is refused before anything
+    /// is created, and so is any link at `spool/`: nothing is ever chmodded through them.
     pub fn create(&self) -> io::Result<()> {
-        for d in [self.dir.clone(), self.spool()] {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&d)?;
-            fs::set_permissions(&d, fs::Permissions::from_mode(0o700))?;
+        let refuse = |d: &Path, why: &str| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("opening the state directory {}: {why}", d.display()),
+            )
+        };
+        match fs::symlink_metadata(&self.dir) {
+            Ok(m) if m.file_type().is_symlink() && m.uid() != nix::unistd::geteuid().as_raw() => {
+                return Err(refuse(
+                    &self.dir,
+                    &format!("it is a symbolic link owned by uid {}", m.uid()),
+                ));
+            }
+            _ => {}
         }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
+        let top = rustix::fs::open(
+            &self.dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| refuse(&self.dir, &e.to_string()))?;
+        rustix::fs::fchmod(&top, Mode::from_raw_mode(0o700))?;
+        match rustix::fs::mkdirat(&top, c"spool", Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let spool = rustix::fs::openat(
+            &top,
+            c"spool",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| refuse(&self.spool(), &e.to_string()))?;
+        rustix::fs::fchmod(&spool, Mode::from_raw_mode(0o700))?;
         Ok(())
     }
 }

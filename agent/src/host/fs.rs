@@ -457,7 +457,8 @@ impl Host {
     }
 
     /// The host path `p` resolves to inside the root, for code that still works by path
-    /// (home directories and the skeleton copy in `shadow/home.rs`). Resolution is as strict
+    /// (the directory an [`crate::artifacts::ArtifactCache`] is rooted at, which then goes
+    /// through a seam of its own, and placement by `tar -C`). Resolution is as strict
     /// as for every other operation (link budget, unsafe links), but what is at the path can
     /// change after this returns: prefer the handle-based operations.
     pub fn resolved_path(&self, p: &str) -> Result<PathBuf, FsError> {
@@ -807,6 +808,55 @@ impl Host {
         Ok(File::from(fd))
     }
 
+    /// Open the directory `p` for a caller that walks a tree itself with `*at` calls on the
+    /// descriptor (home directories, the skeleton copy, re-owning a home). `follow_last`:
+    /// whether a link in the last component is followed (inside the root, like every other
+    /// link); when not, a link there is an error. `Ok(None)` when `p` does not exist.
+    pub fn open_dir(&self, p: &str, follow_last: bool) -> Result<Option<OwnedFd>, FsError> {
+        let walk = if follow_last { READ } else { ENTRY };
+        let loc = match self.resolve(p, walk) {
+            Ok(loc) => loc,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match loc.open(OFlags::RDONLY | OFlags::DIRECTORY, 0) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(errno("opening directory", &loc.shown)(e)),
+        }
+    }
+
+    /// Open the existing regular file `p` for reading and writing in place (never created,
+    /// never truncated, a link in its last component followed only inside the root): for
+    /// fixed-size record files such as lastlog. `Ok(None)` when it does not exist.
+    pub fn open_existing_rw(&self, p: &str) -> Result<Option<File>, FsError> {
+        let loc = match self.resolve(p, READ) {
+            Ok(loc) => loc,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        loc.name()?;
+        let fd = match loc.open(OFlags::RDWR | OFlags::NONBLOCK, 0) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(errno("opening", &loc.shown)(e)),
+        };
+        regular_blocking(fd, &loc.shown).map(Some)
+    }
+
+    /// Create the regular file `p` with `mode`, failing if anything (a link included) is
+    /// already there (`O_CREAT|O_EXCL|O_NOFOLLOW` in the resolved parent; the parent must
+    /// exist): for files made once, such as a mailbox, whose owner is then set on the
+    /// returned descriptor.
+    pub fn create_new(&self, p: &str, mode: u32) -> Result<File, FsError> {
+        let loc = self.resolve(p, ENTRY)?;
+        loc.name()?;
+        let fd = loc
+            .open(OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, mode)
+            .map_err(errno("creating", &loc.shown))?;
+        Ok(File::from(fd))
+    }
+
     /// Rename `from` to `to` (missing parents of `to` created); neither last component is
     /// followed: a link at `to` is replaced. Both directories are fsynced.
     pub fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
@@ -824,6 +874,21 @@ impl Host {
         sync_dir(&src.dir);
         Ok(())
     }
+}
+
+/// Check `fd` (opened `O_NONBLOCK`) is a regular file and make it blocking again.
+fn regular_blocking(fd: OwnedFd, shown: &Path) -> Result<File, FsError> {
+    let st = rustix::fs::fstat(&fd).map_err(errno("inspecting", shown))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(FsError::Io {
+            action: "opening",
+            path: shown.to_path_buf(),
+            source: io::Error::other("not a regular file"),
+        });
+    }
+    let flags = rustix::fs::fcntl_getfl(&fd).map_err(errno("opening", shown))?;
+    rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK).map_err(errno("opening", shown))?;
+    Ok(File::from(fd))
 }
 
 fn changing(shown: &Path) -> FsError {

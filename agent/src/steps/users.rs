@@ -619,7 +619,10 @@ fn validate_sudoers(cx: &StepCx, content: &str) -> Result<(), StepError> {
             .prefix(".cairn-sudoers-")
             .tempfile()
             .map_err(|e| StepError::msg(format!("creating a temp file for visudo: {e}")))?;
-        std::fs::write(tmp.path(), content).map_err(fs::err("writing", tmp.path()))?;
+        // Written through the descriptor tempfile created (O_EXCL, random name), never by
+        // reopening its path.
+        std::io::Write::write_all(&mut tmp.as_file(), content.as_bytes())
+            .map_err(fs::err("writing", tmp.path()))?;
         cx.host.runner().run(
             &Cmd::new("visudo")
                 .args(["-c", "-q", "-f"])

@@ -103,6 +103,20 @@ pub fn pki() -> Pki {
 /// A test PKI whose server certificate becomes valid only at `not_before` (if given): what
 /// a device whose clock is behind sees.
 pub fn pki_server_valid_from(not_before: Option<time::OffsetDateTime>) -> Pki {
+    pki_server(
+        &["localhost"],
+        true,
+        not_before.map(|t| (t, t + time::Duration::days(365))),
+    )
+}
+
+/// A test PKI whose server certificate names `names` (and 127.0.0.1 when `loopback_ip`),
+/// valid over `validity` when given.
+pub fn pki_server(
+    names: &[&str],
+    loopback_ip: bool,
+    validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
+) -> Pki {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType,
     };
@@ -118,13 +132,16 @@ pub fn pki_server_valid_from(not_before: Option<time::OffsetDateTime>) -> Pki {
     ];
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    p.subject_alt_names
-        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    let mut p =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    if loopback_ip {
+        p.subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    }
     p.distinguished_name.push(DnType::CommonName, "cairn-hub");
-    if let Some(t) = not_before {
-        p.not_before = t;
-        p.not_after = t + time::Duration::days(365);
+    if let Some((from, to)) = validity {
+        p.not_before = from;
+        p.not_after = to;
     }
     let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
     Pki {

@@ -606,7 +606,12 @@ pub fn download(ctx: &mut Ctx, node: &Node) -> Option<DownloadSpec> {
                     {
                         ctx.error(
                             value,
-                            format!("url `{u}` must be an http:// or https:// URL without spaces"),
+                            // Credentials dropped, control characters escaped: the
+                            // message stays one line whatever the URL holds.
+                            format!(
+                                "url `{}` must be an http:// or https:// URL without spaces",
+                                crate::model::redact_url(u).escape_debug()
+                            ),
                         );
                         url = None;
                     }

@@ -10,12 +10,24 @@
 //! Writing is commonio's: the previous content goes to `FILE-` (same owner, mode & 0664,
 //! times kept), the new content to `FILE+` (same owner, mode & 0664), fsynced, renamed
 //! over `FILE`.
+//!
+//! Every file operation is relative to the database's directory, opened once through the
+//! host seam (resolved inside the root): `FILE`, `FILE-` and `FILE+` are opened, created
+//! and renamed with `*at` calls, never following a link, owners and modes set on the
+//! descriptors.
 
-use std::fs::{File, FileTimes, OpenOptions, Permissions};
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::ffi::{CStr, CString};
+use std::fs::{File, FileTimes, Permissions};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 
 use super::config::canonical_decimal;
 use super::Unsupported;
@@ -324,40 +336,58 @@ struct Original {
 pub struct Table<R> {
     /// The path inside the target (`/etc/passwd`), for messages.
     pub rel: &'static str,
-    path: PathBuf,
+    /// The directory holding the database, opened through the seam.
+    dir: Arc<OwnedFd>,
+    /// The database's name in `dir`.
+    name: CString,
+    /// The host path of the database, for messages.
+    shown: PathBuf,
     orig: Original,
     pub rows: Vec<Row<R>>,
     /// Something changed: the file is written on commit.
     pub changed: bool,
 }
 
-/// The host path of `rel` in the target: the directory resolved inside the root, the last
-/// component not followed (shadow-utils opens the databases with `O_NOFOLLOW`).
-/// The directory is resolved by the seam (inside the root, link budget, unsafe-link rule);
-/// the databases are then read and replaced by path, `FILE+`/`FILE-` opened with
-/// `O_NOFOLLOW` (and `O_EXCL` for the new content).
-pub fn nofollow_path(host: &Host, rel: &str) -> Result<PathBuf, FsError> {
-    let p = Path::new(rel);
-    match (p.parent(), p.file_name()) {
-        (Some(dir), Some(name)) => Ok(host.resolved_path(&dir.to_string_lossy())?.join(name)),
-        _ => host.resolved_path(rel),
-    }
-}
-
 impl<R: Record> Table<R> {
     /// Load `rel` from the target; `Ok(None)` when it does not exist. `unique`: names must
     /// not repeat (every database but subuid/subgid).
     pub fn load(host: &Host, rel: &'static str, unique: bool) -> Result<Option<Self>, Unsupported> {
-        let path = nofollow_path(host, rel).map_err(|e| Unsupported(format!("{rel}: {e}")))?;
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Unsupported(format!("{rel}: {e}"))),
+        let no = |e: &dyn std::fmt::Display| Unsupported(format!("{rel}: {e}"));
+        let p = Path::new(rel);
+        let (Some(parent), Some(file)) = (p.parent(), p.file_name()) else {
+            return Err(Unsupported(format!("{rel} names no file")));
         };
-        if !meta.file_type().is_file() {
+        let dir = match host.open_dir(&parent.to_string_lossy(), true) {
+            Ok(Some(dir)) => dir,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(no(&e)),
+        };
+        let name = CString::new(file.as_bytes()).map_err(|e| no(&e))?;
+        let shown = host.shown(rel);
+        // O_NOFOLLOW like shadow-utils: a link at the database is refused, not followed.
+        let fd = match rustix::fs::openat(
+            &dir,
+            name.as_c_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::LOOP) => return Err(Unsupported(format!("{rel} is a symbolic link"))),
+            Err(e) => return Err(no(&e)),
+        };
+        let meta = rustix::fs::fstat(&fd).map_err(|e| no(&e))?;
+        if FileType::from_raw_mode(meta.st_mode) != FileType::RegularFile {
             return Err(Unsupported(format!("{rel} is not a regular file")));
         }
-        let bytes = std::fs::read(&path).map_err(|e| Unsupported(format!("{rel}: {e}")))?;
+        let mut bytes = Vec::new();
+        File::from(fd)
+            .take(crate::host::fs::MAX_READ + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| no(&e))?;
+        if bytes.len() as u64 > crate::host::fs::MAX_READ {
+            return Err(Unsupported(format!("{rel} is too large")));
+        }
         let text =
             std::str::from_utf8(&bytes).map_err(|_| Unsupported(format!("{rel} is not UTF-8")))?;
         if text.contains('\0') {
@@ -390,14 +420,16 @@ impl<R: Record> Table<R> {
         }
         Ok(Some(Table {
             rel,
-            path,
+            dir: Arc::new(dir),
+            name,
+            shown,
             orig: Original {
                 bytes,
-                mode: meta.mode(),
-                uid: meta.uid(),
-                gid: meta.gid(),
-                atime: meta.atime(),
-                mtime: meta.mtime(),
+                mode: meta.st_mode & 0o7777,
+                uid: meta.st_uid,
+                gid: meta.st_gid,
+                atime: meta.st_atime as i64,
+                mtime: meta.st_mtime as i64,
             },
             rows,
             changed: false,
@@ -464,17 +496,28 @@ impl<R: Record> Table<R> {
         out.into_bytes()
     }
 
+    /// `FILE` with `suffix` appended, and its host path for messages.
+    fn sibling(&self, suffix: &str) -> (CString, PathBuf) {
+        let mut n = self.name.as_bytes().to_vec();
+        n.extend_from_slice(suffix.as_bytes());
+        let mut shown = self.shown.clone().into_os_string();
+        shown.push(suffix);
+        // `name` has no NUL, nor has the suffix.
+        (CString::new(n).unwrap_or_default(), PathBuf::from(shown))
+    }
+
     /// Write the backup (`FILE-`) and the new content (`FILE+`), not synced or renamed yet.
     pub fn stage(&self) -> Result<Staged, FsError> {
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let dir = self.path.parent().unwrap_or(Path::new("/"));
-        let backup = dir.join(format!("{name}-"));
+        let (backup_name, backup) = self.sibling("-");
         let mode = self.orig.mode & 0o664;
-        let mut f = create_like(&backup, self.orig.uid, self.orig.gid, mode)?;
+        let mut f = create_like(
+            &self.dir,
+            &backup_name,
+            &backup,
+            self.orig.uid,
+            self.orig.gid,
+            mode,
+        )?;
         f.write_all(&self.orig.bytes)
             .map_err(err("writing", &backup))?;
         let secs = |s: i64| {
@@ -486,10 +529,17 @@ impl<R: Record> Table<R> {
                 .set_accessed(secs(self.orig.atime))
                 .set_modified(secs(self.orig.mtime)),
         );
-        let staged = dir.join(format!("{name}+"));
-        let mut n = create_like(&staged, self.orig.uid, self.orig.gid, mode)?;
+        let (staged_name, staged) = self.sibling("+");
+        let mut n = create_like(
+            &self.dir,
+            &staged_name,
+            &staged,
+            self.orig.uid,
+            self.orig.gid,
+            mode,
+        )?;
         if let Err(e) = n.write_all(&self.render()) {
-            let _ = std::fs::remove_file(&staged);
+            self.discard_staged();
             return Err(err("writing", &staged)(e));
         }
         Ok(Staged {
@@ -498,36 +548,71 @@ impl<R: Record> Table<R> {
         })
     }
 
-    /// Rename the staged file over the database.
-    pub fn install(&self, staged: &Path) -> Result<(), FsError> {
-        std::fs::rename(staged, &self.path).map_err(err("renaming into place", &self.path))
+    /// Remove a staged `FILE+` that will not be installed.
+    pub fn discard_staged(&self) {
+        let (staged, _) = self.sibling("+");
+        let _ = rustix::fs::unlinkat(self.dir.as_ref(), staged.as_c_str(), AtFlags::empty());
     }
 
+    /// Rename the staged `FILE+` over the database, within the opened directory.
+    pub fn install(&self) -> Result<(), FsError> {
+        let (staged, _) = self.sibling("+");
+        rustix::fs::renameat(
+            self.dir.as_ref(),
+            staged.as_c_str(),
+            self.dir.as_ref(),
+            self.name.as_c_str(),
+        )
+        .map_err(|e| err("renaming into place", &self.shown)(e.into()))
+    }
+
+    /// The host path of the database's directory (to sync each directory once).
     pub fn dir(&self) -> &Path {
-        self.path.parent().unwrap_or(Path::new("/"))
+        self.shown.parent().unwrap_or(Path::new("/"))
+    }
+
+    /// fsync the database's directory (best effort, after the renames).
+    pub fn sync_dir(&self) {
+        if let Ok(d) = rustix::fs::openat(
+            self.dir.as_ref(),
+            c".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            let _ = rustix::fs::fsync(&d);
+        }
     }
 }
 
-/// A database's backup and new content, written but not yet durable nor in place.
+/// A database's backup and new content, written but not yet durable nor in place (the
+/// paths are for messages).
 #[derive(Debug)]
 pub struct Staged {
     pub backup: (File, PathBuf),
     pub new: (File, PathBuf),
 }
 
-/// `fopen_set_perms`: created with no permissions (umask 0777), then owner and mode.
-fn create_like(path: &Path, uid: u32, gid: u32, mode: u32) -> Result<File, FsError> {
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o000)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(err("creating", path))?;
-    std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(err("changing owner of", path))?;
+/// `fopen_set_perms`: created in the opened directory with no permissions, never through a
+/// link (`O_NOFOLLOW`), then owner and mode on the descriptor.
+fn create_like(
+    dir: &OwnedFd,
+    name: &CStr,
+    shown: &Path,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+) -> Result<File, FsError> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err("creating", shown)(e.into()))?;
+    let f = File::from(fd);
+    std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(err("changing owner of", shown))?;
     f.set_permissions(Permissions::from_mode(mode))
-        .map_err(err("changing mode of", path))?;
+        .map_err(err("changing mode of", shown))?;
     Ok(f)
 }
 

@@ -2,17 +2,25 @@
 //! (created component by component, then `/etc/skel` copied in with modes, owners, times,
 //! symlinks and hard links like shadow-utils' `copy_tree`), mail spools, the
 //! lastlog/faillog records of a uid, and re-owning a home when a uid or gid changes.
+//!
+//! Every operation goes through the host seam: the files are opened by [`Host`] (resolved
+//! inside the root), and the home and skeleton trees are walked with `*at` calls relative
+//! to their opened directories, never following a link, with owners, modes and times set on
+//! descriptors or with `AT_SYMLINK_NOFOLLOW`.
 
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::{File, Permissions};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::rc::Rc;
 
-use nix::libc;
-use nix::sys::stat::{utimensat, UtimensatFlags};
-use nix::sys::time::TimeSpec;
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+use rustix::io::Errno;
 
+use crate::host::fs::FsError;
 use crate::host::Host;
 
 const LASTLOG: &str = "/var/log/lastlog";
@@ -70,12 +78,12 @@ pub enum Effect {
 pub fn apply(host: &Host, effect: &Effect) -> Result<(), String> {
     match effect {
         Effect::ResetLogs { uid, lastlog_max } => {
-            if let Some(p) = log_path(host, FAILLOG) {
-                reset_record(&p, *uid, FAILLOG_SIZE);
+            if let Some(f) = log_file(host, FAILLOG) {
+                reset_record(&f, &host.shown(FAILLOG), *uid, FAILLOG_SIZE);
             }
             if uid <= lastlog_max {
-                if let Some(p) = log_path(host, LASTLOG) {
-                    reset_record(&p, *uid, LASTLOG_SIZE);
+                if let Some(f) = log_file(host, LASTLOG) {
+                    reset_record(&f, &host.shown(LASTLOG), *uid, LASTLOG_SIZE);
                 }
             }
             Ok(())
@@ -93,9 +101,7 @@ pub fn apply(host: &Host, effect: &Effect) -> Result<(), String> {
             gid,
             mode,
         } => {
-            if let Some(p) = log_path(host, path) {
-                create_mail(&p, *uid, *gid, *mode);
-            }
+            create_mail(host, path, *uid, *gid, *mode);
             Ok(())
         }
         Effect::ChownMail {
@@ -103,9 +109,7 @@ pub fn apply(host: &Host, effect: &Effect) -> Result<(), String> {
             old_uid,
             new_uid,
         } => {
-            if let Some(p) = log_path(host, path) {
-                chown_mail(&p, *old_uid, *new_uid);
-            }
+            chown_mail(host, path, *old_uid, *new_uid);
             Ok(())
         }
         Effect::MoveLogs {
@@ -114,12 +118,12 @@ pub fn apply(host: &Host, effect: &Effect) -> Result<(), String> {
             lastlog_max,
         } => {
             if new <= lastlog_max {
-                if let Some(p) = log_path(host, LASTLOG) {
-                    move_record(&p, *old, *new, LASTLOG_SIZE, true);
+                if let Some(f) = log_file(host, LASTLOG) {
+                    move_record(&f, &host.shown(LASTLOG), *old, *new, LASTLOG_SIZE, true);
                 }
             }
-            if let Some(p) = log_path(host, FAILLOG) {
-                move_record(&p, *old, *new, FAILLOG_SIZE, false);
+            if let Some(f) = log_file(host, FAILLOG) {
+                move_record(&f, &host.shown(FAILLOG), *old, *new, FAILLOG_SIZE, false);
             }
             Ok(())
         }
@@ -131,26 +135,32 @@ pub fn apply(host: &Host, effect: &Effect) -> Result<(), String> {
             new_gid,
             uid_changed,
         } => {
-            let real = host.resolved_path(home).map_err(|e| e.to_string())?;
-            let Ok(m) = fs::metadata(&real) else {
+            let Some(dir) = host.open_dir(home, true).map_err(|e| e.to_string())? else {
                 return Ok(());
             };
-            let owned = (*uid_changed && Some(m.uid()) == *new_uid) || m.uid() == *old_uid;
+            let m = rustix::fs::fstat(&dir)
+                .map_err(|e| format!("inspecting the home directory {home}: {e}"))?;
+            let owned = (*uid_changed && Some(m.st_uid) == *new_uid) || m.st_uid == *old_uid;
             if !owned {
                 return Ok(());
             }
-            chown_tree(&real, *old_uid, *new_uid, *old_gid, *new_gid)
+            let ids = Ids {
+                old_uid: *old_uid,
+                new_uid: *new_uid,
+                old_gid: *old_gid,
+                new_gid: *new_gid,
+            };
+            chown_tree(&dir, &ids)
                 .map_err(|e| format!("changing the ownership of the home directory {home}: {e}"))
         }
     }
 }
 
-/// faillog_reset/lastlog_reset: only when the file already reaches past the record.
-/// The host path of a record file or mailbox (resolved inside the root, strictly); `None`
-/// (logged) when it cannot be resolved: like shadow-utils, these side files are best effort.
-fn log_path(host: &Host, p: &str) -> Option<PathBuf> {
-    match host.resolved_path(p) {
-        Ok(path) => Some(path),
+/// A record file (lastlog, faillog) opened in place through the seam; `None` (logged when it
+/// cannot be opened) when it does not exist: like shadow-utils, these files are best effort.
+fn log_file(host: &Host, p: &str) -> Option<File> {
+    match host.open_existing_rw(p) {
+        Ok(f) => f,
         Err(e) => {
             tracing::warn!("{p}: {e}");
             None
@@ -158,41 +168,27 @@ fn log_path(host: &Host, p: &str) -> Option<PathBuf> {
     }
 }
 
-fn reset_record(path: &Path, uid: u32, size: u64) {
+/// faillog_reset/lastlog_reset: only when the file already reaches past the record.
+fn reset_record(f: &File, shown: &Path, uid: u32, size: u64) {
     let offset = u64::from(uid) * size;
-    match fs::metadata(path) {
+    match f.metadata() {
         Ok(m) if m.len() > offset => {}
         _ => return,
     }
-    let result = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .and_then(|f| {
-            f.write_all_at(&vec![0u8; size as usize], offset)?;
-            f.sync_all()
-        });
+    let result = f
+        .write_all_at(&vec![0u8; size as usize], offset)
+        .and_then(|()| f.sync_all());
     if let Err(e) = result {
         tracing::warn!(
             "resetting the record of uid {uid} in {}: {e}",
-            path.display()
+            shown.display()
         );
     }
 }
 
 /// update_lastlog/update_faillog: copy the old uid's record to the new uid, or clear the
 /// new uid's record when the old one has none.
-fn move_record(path: &Path, old: u32, new: u32, size: u64, sync_reset: bool) {
-    if fs::metadata(path).is_err() {
-        return;
-    }
-    let Ok(f) = OpenOptions::new().read(true).write(true).open(path) else {
-        tracing::warn!(
-            "failed to copy the record of uid {old} in {}",
-            path.display()
-        );
-        return;
-    };
+fn move_record(f: &File, shown: &Path, old: u32, new: u32, size: u64, sync_reset: bool) {
     let mut rec = vec![0u8; size as usize];
     let (o, n) = (u64::from(old) * size, u64::from(new) * size);
     let result = if f.read_exact_at(&mut rec, o).is_ok() {
@@ -207,86 +203,106 @@ fn move_record(path: &Path, old: u32, new: u32, size: u64, sync_reset: bool) {
     if let Err(e) = result {
         tracing::warn!(
             "failed to copy the record of uid {old} to {new} in {}: {e}",
-            path.display()
+            shown.display()
         );
     }
 }
 
-fn create_mail(path: &Path, uid: u32, gid: u32, mode: u32) {
-    let result = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .truncate(true)
-        .mode(0o000)
-        .open(path)
-        .and_then(|f| {
-            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
-            f.set_permissions(Permissions::from_mode(mode))?;
-            f.sync_all()
-        });
+fn create_mail(host: &Host, path: &str, uid: u32, gid: u32, mode: u32) {
+    let result = host.create_new(path, 0o000).and_then(|f| {
+        let shown = host.shown(path);
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+            .map_err(fs_err("changing owner of", &shown))?;
+        f.set_permissions(Permissions::from_mode(mode))
+            .map_err(fs_err("changing mode of", &shown))?;
+        f.sync_all().map_err(fs_err("syncing", &shown))
+    });
     if let Err(e) = result {
-        tracing::warn!("creating mailbox file {}: {e}", path.display());
+        tracing::warn!("creating mailbox file: {e}");
     }
 }
 
-fn chown_mail(path: &Path, old_uid: u32, new_uid: u32) {
-    let f = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+fn chown_mail(host: &Host, path: &str, old_uid: u32, new_uid: u32) {
+    let f = match host.open_read(path) {
+        Ok(Some(f)) => f,
+        Ok(None) => return,
         Err(e) => {
-            tracing::warn!("{}: {e}", path.display());
+            tracing::warn!("{e}");
             return;
         }
     };
+    let shown = host.shown(path);
     match f.metadata() {
         Ok(m) if m.uid() == old_uid => {
             if let Err(e) = std::os::unix::fs::fchown(&f, Some(new_uid), None) {
                 tracing::warn!("failed to change mailbox owner: {e}");
             }
         }
-        Ok(_) => tracing::warn!("{} not owned by uid {old_uid}", path.display()),
-        Err(e) => tracing::warn!("fstat {}: {e}", path.display()),
+        Ok(_) => tracing::warn!("{} not owned by uid {old_uid}", shown.display()),
+        Err(e) => tracing::warn!("fstat {}: {e}", shown.display()),
     }
 }
 
-/// chown_tree: depth first, entries owned by the old ids get the new ones (links not
-/// followed), the directory itself last.
-fn chown_tree(
-    dir: &Path,
+struct Ids {
     old_uid: u32,
     new_uid: Option<u32>,
     old_gid: u32,
     new_gid: Option<u32>,
-) -> io::Result<()> {
-    let handle = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(dir)?;
-    let pick = |uid: u32, gid: u32| {
+}
+
+impl Ids {
+    fn pick(&self, uid: u32, gid: u32) -> (Option<Uid>, Option<Gid>) {
         (
-            new_uid.filter(|_| uid == old_uid),
-            new_gid.filter(|_| gid == old_gid),
+            self.new_uid
+                .filter(|_| uid == self.old_uid)
+                .map(Uid::from_raw),
+            self.new_gid
+                .filter(|_| gid == self.old_gid)
+                .map(Gid::from_raw),
         )
-    };
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        let m = fs::symlink_metadata(&path)?;
-        if m.is_dir() {
-            chown_tree(&path, old_uid, new_uid, old_gid, new_gid)?;
-        }
-        let (u, g) = pick(m.uid(), m.gid());
-        if u.is_some() || g.is_some() {
-            std::os::unix::fs::lchown(&path, u, g)?;
+    }
+}
+
+/// The entries of the directory `dir` (without `.` and `..`).
+fn names(dir: &OwnedFd) -> io::Result<Vec<CString>> {
+    let mut v = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let n = entry.file_name();
+        if n.to_bytes() != b"." && n.to_bytes() != b".." {
+            v.push(n.to_owned());
         }
     }
-    let m = handle.metadata()?;
-    let (u, g) = pick(m.uid(), m.gid());
+    Ok(v)
+}
+
+/// Open the subdirectory `name` of `dir`, never following a link.
+fn open_sub(dir: &OwnedFd, name: &CStr) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// chown_tree: depth first, entries owned by the old ids get the new ones (links not
+/// followed), the directory itself last. Every step is relative to an open directory.
+fn chown_tree(dir: &OwnedFd, ids: &Ids) -> io::Result<()> {
+    for name in names(dir)? {
+        let st = rustix::fs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            chown_tree(&open_sub(dir, &name)?, ids)?;
+        }
+        let (u, g) = ids.pick(st.st_uid, st.st_gid);
+        if u.is_some() || g.is_some() {
+            rustix::fs::chownat(dir, name.as_c_str(), u, g, AtFlags::SYMLINK_NOFOLLOW)?;
+        }
+    }
+    let st = rustix::fs::fstat(dir)?;
+    let (u, g) = ids.pick(st.st_uid, st.st_gid);
     if u.is_some() || g.is_some() {
-        std::os::unix::fs::fchown(&handle, u, g)?;
+        rustix::fs::fchown(dir, u, g)?;
     }
     Ok(())
 }
@@ -319,134 +335,189 @@ fn create_home(
             tracing::warn!("chown on {inside} failed: {e}");
         }
     }
-    // The skeleton copy below still works by path (see `Host::resolved_path`): the home was
-    // just created by root, so no other user controls anything under it yet.
-    let real = host.resolved_path(home).map_err(|e| e.to_string())?;
-    let _ = std::os::unix::fs::chown(&real, Some(uid), Some(gid));
-    if let Err(e) = fs::set_permissions(&real, Permissions::from_mode(mode)) {
+    // From here on everything is relative to the opened home and skeleton directories.
+    let dst = host
+        .open_dir(home, true)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("the home directory {home} vanished after it was created"))?;
+    let _ = rustix::fs::fchown(&dst, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+    if let Err(e) = rustix::fs::fchmod(&dst, Mode::from_raw_mode(mode)) {
         tracing::warn!("chmod on {home} failed: {e}");
     }
-    let src = super::db::nofollow_path(host, skel).map_err(|e| e.to_string())?;
+    let src = match host.open_dir(skel, false) {
+        Ok(Some(src)) => src,
+        Ok(None) => return Ok(()),
+        Err(e) if is_not_dir(&e) => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
     let mut cx = Copy {
         src_orig: skel.as_bytes().to_vec(),
         dst_orig: home.as_bytes().to_vec(),
-        uid,
-        gid,
+        uid: Uid::from_raw(uid),
+        gid: Gid::from_raw(gid),
         links: Vec::new(),
     };
     // copy_tree's failures only stop the copy; useradd carries on without a word.
-    if let Err(e) = cx.tree(&src, &real, skel.as_bytes()) {
+    if let Err(e) = cx.tree(&src, &Rc::new(dst), skel.as_bytes()) {
         tracing::debug!("copying {skel} into {home} stopped: {e}");
     }
     Ok(())
+}
+
+/// A skeleton that is a file or a link, not a directory: nothing to copy (useradd's rule).
+fn is_not_dir(e: &FsError) -> bool {
+    matches!(e, FsError::Io { source, .. }
+        if source.raw_os_error() == Some(Errno::NOTDIR.raw_os_error())
+            || source.raw_os_error() == Some(Errno::LOOP.raw_os_error()))
+}
+
+fn fs_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FsError + 'a {
+    crate::host::fs::err(action, path)
 }
 
 struct Link {
     dev: u64,
     ino: u64,
     left: u64,
-    dst: PathBuf,
+    dir: Rc<OwnedFd>,
+    name: CString,
 }
 
 struct Copy {
     src_orig: Vec<u8>,
     dst_orig: Vec<u8>,
-    uid: u32,
-    gid: u32,
+    uid: Uid,
+    gid: Gid,
     links: Vec<Link>,
 }
 
-fn times(path: &Path, m: &fs::Metadata) -> io::Result<()> {
-    utimensat(
-        None,
-        path,
-        &TimeSpec::new(m.atime(), m.atime_nsec()),
-        &TimeSpec::new(m.mtime(), m.mtime_nsec()),
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(io::Error::from)
+fn stamps(st: &rustix::fs::Stat) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: st.st_atime as _,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime as _,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    }
 }
 
 impl Copy {
-    /// The entries of `src` into the existing directory `dst` (`src_full`: the path of
-    /// `src` inside the target, for symlink rewriting and hard links).
-    fn tree(&mut self, src: &Path, dst: &Path, src_full: &[u8]) -> io::Result<()> {
-        let m = fs::symlink_metadata(src)?;
-        if !m.is_dir() {
-            return Err(io::Error::other("not a directory"));
-        }
-        for entry in fs::read_dir(src)? {
-            let name = entry?.file_name();
+    /// The entries of the opened `src` into the opened, existing directory `dst`
+    /// (`src_full`: the path of `src` inside the target, for symlink rewriting and messages).
+    fn tree(&mut self, src: &OwnedFd, dst: &Rc<OwnedFd>, src_full: &[u8]) -> io::Result<()> {
+        for name in names(src)? {
             let mut full = src_full.to_vec();
             full.push(b'/');
-            full.extend_from_slice(name.as_bytes());
-            self.entry(&src.join(&name), &dst.join(&name), &full)?;
+            full.extend_from_slice(name.to_bytes());
+            self.entry(src, dst, &name, &full)?;
         }
         Ok(())
     }
 
-    fn entry(&mut self, src: &Path, dst: &Path, src_full: &[u8]) -> io::Result<()> {
-        let Ok(m) = fs::symlink_metadata(src) else {
+    fn entry(
+        &mut self,
+        src: &OwnedFd,
+        dst: &Rc<OwnedFd>,
+        name: &CStr,
+        src_full: &[u8],
+    ) -> io::Result<()> {
+        let Ok(st) = rustix::fs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW) else {
             return Ok(());
         };
-        let ft = m.file_type();
-        if ft.is_dir() {
-            fs::DirBuilder::new().mode(0o700).create(dst)?;
-            std::os::unix::fs::lchown(dst, Some(self.uid), Some(self.gid))?;
-            fs::set_permissions(dst, Permissions::from_mode(m.mode() & 0o7777))?;
-            self.tree(src, dst, src_full)?;
-            return times(dst, &m);
+        let ft = FileType::from_raw_mode(st.st_mode);
+        let perms = Mode::from_raw_mode(st.st_mode & 0o7777);
+        if ft == FileType::Directory {
+            rustix::fs::mkdirat(dst.as_ref(), name, Mode::from_raw_mode(0o700))?;
+            let d = Rc::new(open_sub(dst, name)?);
+            rustix::fs::fchown(d.as_ref(), Some(self.uid), Some(self.gid))?;
+            rustix::fs::fchmod(d.as_ref(), perms)?;
+            self.tree(&open_sub(src, name)?, &d, src_full)?;
+            return Ok(rustix::fs::futimens(d.as_ref(), &stamps(&st))?);
         }
-        if ft.is_symlink() {
-            let target = fs::read_link(src)?;
-            let mut t = target.as_os_str().as_bytes().to_vec();
+        if ft == FileType::Symlink {
+            let target = rustix::fs::readlinkat(src, name, Vec::new())?;
+            let mut t = target.as_bytes().to_vec();
             if t.starts_with(&self.src_orig) {
                 let mut n = self.dst_orig.clone();
                 n.extend_from_slice(&t[self.src_orig.len()..]);
                 t = n;
             }
-            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&t), dst)?;
-            std::os::unix::fs::lchown(dst, Some(self.uid), Some(self.gid))?;
-            return times(dst, &m);
+            rustix::fs::symlinkat(OsStr::from_bytes(&t), dst.as_ref(), name)?;
+            rustix::fs::chownat(
+                dst.as_ref(),
+                name,
+                Some(self.uid),
+                Some(self.gid),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+            return Ok(rustix::fs::utimensat(
+                dst.as_ref(),
+                name,
+                &stamps(&st),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?);
         }
-        if let Some(i) = self
-            .links
-            .iter()
-            .position(|l| l.dev == m.dev() && l.ino == m.ino())
-        {
-            fs::hard_link(&self.links[i].dst, dst)?;
+        // st_nlink is u64 on x86_64 and u32 on aarch64.
+        #[allow(clippy::useless_conversion)]
+        let nlink = u64::from(st.st_nlink);
+        let (dev, ino) = (st.st_dev, st.st_ino);
+        if let Some(i) = self.links.iter().position(|l| l.dev == dev && l.ino == ino) {
+            let l = &self.links[i];
+            rustix::fs::linkat(
+                l.dir.as_ref(),
+                l.name.as_c_str(),
+                dst.as_ref(),
+                name,
+                AtFlags::empty(),
+            )?;
             self.links[i].left -= 1;
             if self.links[i].left == 0 {
                 self.links.remove(i);
             }
             return Ok(());
         }
-        if m.nlink() > 1 {
+        if nlink > 1 {
             self.links.push(Link {
-                dev: m.dev(),
-                ino: m.ino(),
-                left: m.nlink(),
-                dst: dst.to_path_buf(),
+                dev,
+                ino,
+                left: nlink,
+                dir: dst.clone(),
+                name: name.to_owned(),
             });
         }
-        if !ft.is_file() {
+        if ft != FileType::RegularFile {
             return Err(io::Error::other(format!(
                 "{} is a special file",
                 String::from_utf8_lossy(src_full)
             )));
         }
-        let mut input = File::open(src)?;
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(dst)?;
-        std::os::unix::fs::fchown(&out, Some(self.uid), Some(self.gid))?;
-        out.set_permissions(Permissions::from_mode(m.mode() & 0o7777))?;
-        io::copy(&mut input, &mut out)?;
-        drop(out);
-        times(dst, &m)
+        let input = rustix::fs::openat(
+            src,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let now = rustix::fs::fstat(&input)?;
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+            return Err(io::Error::other(format!(
+                "{} changed while it was being copied",
+                String::from_utf8_lossy(src_full)
+            )));
+        }
+        let out = rustix::fs::openat(
+            dst.as_ref(),
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        rustix::fs::fchown(&out, Some(self.uid), Some(self.gid))?;
+        rustix::fs::fchmod(&out, perms)?;
+        let mut out = File::from(out);
+        io::copy(&mut File::from(input), &mut out)?;
+        Ok(rustix::fs::futimens(&out, &stamps(&st))?)
     }
 }
 
@@ -461,32 +532,37 @@ pub struct SkelUnsupported(pub String);
 /// useradd.
 pub fn skel_supported(host: &Host, skel: &str, proc_ok: bool) -> Result<(), SkelUnsupported> {
     let no = |why: String| SkelUnsupported(why);
-    let src = super::db::nofollow_path(host, skel).map_err(|e| no(e.to_string()))?;
-    let Ok(m) = fs::symlink_metadata(&src) else {
-        return Ok(());
+    let src = match host.open_dir(skel, false) {
+        Ok(Some(src)) => src,
+        Ok(None) => return Ok(()),
+        Err(e) if is_not_dir(&e) => return Ok(()),
+        Err(e) => return Err(no(e.to_string())),
     };
-    if !m.is_dir() {
-        return Ok(());
-    }
-    let mut stack = vec![src];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            return Err(no(format!("cannot read {}", dir.display())));
+    let mut stack = vec![(src, skel.to_string())];
+    while let Some((dir, shown)) = stack.pop() {
+        let Ok(entries) = names(&dir) else {
+            return Err(no(format!("cannot read {shown}")));
         };
-        for e in entries.flatten() {
-            let Ok(m) = fs::symlink_metadata(e.path()) else {
+        for name in entries {
+            let Ok(st) = rustix::fs::statat(&dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+            else {
                 continue;
             };
-            let ft = m.file_type();
-            if ft.is_dir() {
-                if !proc_ok {
-                    return Err(no(format!(
-                        "{skel} has subdirectories and the target has no /proc"
-                    )));
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Directory => {
+                    if !proc_ok {
+                        return Err(no(format!(
+                            "{skel} has subdirectories and the target has no /proc"
+                        )));
+                    }
+                    let sub = format!("{shown}/{}", name.to_string_lossy());
+                    let Ok(fd) = open_sub(&dir, &name) else {
+                        return Err(no(format!("cannot read {sub}")));
+                    };
+                    stack.push((fd, sub));
                 }
-                stack.push(e.path());
-            } else if !ft.is_file() && !ft.is_symlink() {
-                return Err(no(format!("{skel} has special files")));
+                FileType::RegularFile | FileType::Symlink => {}
+                _ => return Err(no(format!("{skel} has special files"))),
             }
         }
     }

@@ -278,14 +278,13 @@ fn tz_is_utc(host: &Host) -> bool {
         let tz = tz.strip_prefix("Etc/").unwrap_or(tz);
         return tz.is_empty() || UTC.contains(&tz);
     }
-    let Ok(link) = db::nofollow_path(host, "/etc/localtime") else {
-        return false;
-    };
-    match std::fs::read_link(&link) {
-        Ok(target) => target
+    match host.read_link("/etc/localtime") {
+        Ok(Some(target)) => target
             .file_name()
             .is_some_and(|n| UTC.contains(&n.to_string_lossy().as_ref())),
-        Err(_) => std::fs::symlink_metadata(&link).is_err(),
+        // No /etc/localtime at all is UTC; a regular file is not known to be.
+        Ok(None) => matches!(host.meta("/etc/localtime"), Ok(None)),
+        Err(_) => false,
     }
 }
 
@@ -765,12 +764,17 @@ impl Session {
         // After the databases: the home, the mail spool.
         if a.create_home {
             self.check_skel(host, &self.dflt.skel.clone())?;
-            let link = db::nofollow_path(host, &home)
-                .map_err(|e| Unsupported(format!("the home {home}: {e}")))?;
-            if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink())
-                && std::fs::metadata(&link).is_err()
-            {
-                return unsupported(format!("{home} is a dangling symlink"));
+            // Through the seam: a link at the home is followed inside the root only.
+            match host.read_link(&home) {
+                Ok(Some(_)) if matches!(host.meta(&home), Ok(None)) => {
+                    return unsupported(format!("{home} is a dangling symlink"));
+                }
+                Ok(_) => {}
+                // A link chain too long, or one a user steers out of their directories: not
+                // something to hand to useradd; creating the home refuses it and fails the
+                // step, as useradd fails when it cannot create the home.
+                Err(FsError::TooManyLinks { .. } | FsError::UnsafeLink { .. }) => {}
+                Err(e) => return unsupported(format!("the home {home}: {e}")),
             }
             let mode =
                 self.defs
@@ -1030,8 +1034,8 @@ impl Session {
             match t.stage() {
                 Ok(s) => staged.push(s),
                 Err(e) => {
-                    for s in &staged {
-                        let _ = std::fs::remove_file(&s.new.1);
+                    for t in &tables[..staged.len()] {
+                        t.discard_staged();
                     }
                     return Err(e.into());
                 }
@@ -1047,22 +1051,20 @@ impl Session {
             })
             .collect();
         if let Err(e) = db::sync_together(&files) {
-            for s in &staged {
-                let _ = std::fs::remove_file(&s.new.1);
+            for t in &tables {
+                t.discard_staged();
             }
             return Err(e.into());
         }
-        let mut dirs: Vec<std::path::PathBuf> = Vec::new();
-        for (t, s) in tables.iter().zip(&staged) {
-            t.install(&s.new.1)?;
-            if !dirs.iter().any(|d| d == t.dir()) {
-                dirs.push(t.dir().to_path_buf());
-            }
+        let mut synced: Vec<&Path> = Vec::new();
+        for t in &tables {
+            t.install()?;
         }
         drop(staged);
-        for d in dirs {
-            if let Ok(f) = std::fs::File::open(&d) {
-                let _ = f.sync_all();
+        for t in &tables {
+            if !synced.contains(&t.dir()) {
+                t.sync_dir();
+                synced.push(t.dir());
             }
         }
         self.lock = None;
@@ -1080,8 +1082,10 @@ impl Session {
 trait Stage {
     fn changed(&self) -> bool;
     fn stage(&self) -> Result<db::Staged, FsError>;
-    fn install(&self, staged: &Path) -> Result<(), FsError>;
+    fn discard_staged(&self);
+    fn install(&self) -> Result<(), FsError>;
     fn dir(&self) -> &Path;
+    fn sync_dir(&self);
 }
 
 impl<R: db::Record> Stage for Table<R> {
@@ -1091,11 +1095,17 @@ impl<R: db::Record> Stage for Table<R> {
     fn stage(&self) -> Result<db::Staged, FsError> {
         Table::stage(self)
     }
-    fn install(&self, staged: &Path) -> Result<(), FsError> {
-        Table::install(self, staged)
+    fn discard_staged(&self) {
+        Table::discard_staged(self)
+    }
+    fn install(&self) -> Result<(), FsError> {
+        Table::install(self)
     }
     fn dir(&self) -> &Path {
         Table::dir(self)
+    }
+    fn sync_dir(&self) {
+        Table::sync_dir(self)
     }
 }
 
