@@ -278,6 +278,79 @@ pub fn digests(
     Ok(out)
 }
 
+/// `profile` with its kubernetes and cni layers completed from the catalog for `arches`
+/// (when the profile has those layers), every digest known: pinned ones as pinned, the
+/// others read from their releases' checksum files. What `cairn-agent bundle create` packs,
+/// so an air-gapped device gets the files a version-only profile needs.
+pub fn resolve_profile(
+    profile: &cairn_proto::profile::Profile,
+    arches: &[Arch],
+    settings: &Settings,
+    opts: &FetchOptions,
+) -> Result<cairn_proto::profile::Profile, ResolveError> {
+    use cairn_proto::profile::Layer;
+    let k = profile.layers.iter().find_map(|l| match l {
+        Layer::Kubernetes(k) => Some(k),
+        _ => None,
+    });
+    let c = profile.layers.iter().find_map(|l| match l {
+        Layer::Cni(c) => Some(c),
+        _ => None,
+    });
+    let Some(k) = k else {
+        return Ok(profile.clone());
+    };
+    let mut out = profile.clone();
+    for arch in arches {
+        let done = complete(k, c, *arch, &settings.mirrors).map_err(|problems| {
+            ResolveError::Unresolved {
+                arch: arch_str(*arch),
+                problems: problems
+                    .into_iter()
+                    .map(|p| format!("{}: {}", p.field, p.message))
+                    .collect(),
+            }
+        })?;
+        let digests = digests(&done.pending(), settings, opts)?;
+        let fill = |list: &mut Vec<Artifact>, from: &[Artifact]| {
+            for a in from {
+                if a.arch != *arch || list.iter().any(|x| x.name == a.name && x.arch == a.arch) {
+                    continue;
+                }
+                let mut a = a.clone();
+                if let Some(d) = digests.get(&(a.name.clone(), a.arch, a.url.clone())) {
+                    a.sha256 = d.clone();
+                }
+                list.push(a);
+            }
+        };
+        for layer in out.layers.iter_mut() {
+            match layer {
+                Layer::Kubernetes(kl) => fill(&mut kl.artifacts, &done.kubernetes.artifacts),
+                Layer::Cni(cl) => {
+                    if let Some(dc) = &done.cni {
+                        fill(&mut cl.artifacts, &dc.artifacts)
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Why a profile's pack files could not all be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("the profile's packs cannot be resolved for {arch}: {}", problems.join("; "))]
+    Unresolved {
+        arch: &'static str,
+        problems: Vec<String>,
+    },
+    #[error(transparent)]
+    Packs(#[from] PacksError),
+}
+
 /// How `cairn-agent plan` shows one file's verification.
 pub fn describe(verify: &Verify) -> String {
     match verify {

@@ -19,6 +19,7 @@
 //! So a profile that fails validation, or whose artifacts cannot be had, leaves the target
 //! byte-for-byte as it was: no file, no lock file, no state.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use cairn_proto::profile::{Arch, Layer, Profile};
@@ -324,6 +325,9 @@ pub enum ApplyError {
     /// A pack file's checksum file could not be had or gives no digest for it.
     #[error("{0}; nothing was applied")]
     Packs(#[source] PacksError),
+    /// An air-gap bundle's manifest could not be read.
+    #[error("the air-gap bundle: {0}; nothing was applied")]
+    Bundle(#[source] ArtifactError),
     /// An artifact could not be fetched or did not match its sha256.
     #[error("{0}; nothing was applied")]
     Artifacts(#[source] InstallError),
@@ -374,8 +378,28 @@ pub fn apply(
                 .filter(|p| matches!(p.verify, cairn_packs::Verify::ChecksumFile { .. }))
                 .cloned()
                 .collect();
-            let digests = packs::digests(&pending, &k.settings, &install_opts.fetch)
+            // An air-gap bundle made by `bundle create` records each pack file's digest (read
+            // from its release's checksum file when the bundle was made): a file the
+            // bundles hold needs no checksum file, so a bundle installs with no network.
+            let mut from_bundles: HashMap<String, String> = HashMap::new();
+            for b in &install_opts.bundles {
+                let m = crate::artifacts::bundle::manifest(b).map_err(ApplyError::Bundle)?;
+                for e in m.artifacts {
+                    if !e.url.is_empty() {
+                        from_bundles.insert(e.url, e.sha256);
+                    }
+                }
+            }
+            let (in_bundles, pending): (Vec<_>, Vec<_>) = pending
+                .into_iter()
+                .partition(|p| from_bundles.contains_key(&p.url));
+            let mut digests = packs::digests(&pending, &k.settings, &install_opts.fetch)
                 .map_err(ApplyError::Packs)?;
+            for p in in_bundles {
+                if let Some(d) = from_bundles.get(&p.url) {
+                    digests.insert((p.name.clone(), p.arch, p.url.clone()), d.clone());
+                }
+            }
             for f in node.fetch.iter_mut() {
                 if let Some(d) = digests.get(&(f.name.clone(), f.arch, f.url.clone())) {
                     f.sha256 = d.clone();

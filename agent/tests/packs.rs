@@ -348,6 +348,16 @@ fn apply(
     cache: &Path,
     settings: &Settings,
 ) -> Result<profile::Outcome, ApplyError> {
+    apply_with_bundles(text, root, cache, settings, Vec::new())
+}
+
+fn apply_with_bundles(
+    text: &str,
+    root: &Path,
+    cache: &Path,
+    settings: &Settings,
+    bundles: Vec<std::path::PathBuf>,
+) -> Result<profile::Outcome, ApplyError> {
     let checked =
         cairn_userdata::profile::read("by-version.yaml", text).unwrap_or_else(|e| panic!("{e}"));
     let host = Host::system(root);
@@ -364,7 +374,7 @@ fn apply(
             },
             timeouts: Timeouts::all(Duration::from_secs(20)),
             poll: Duration::from_millis(50),
-            bundles: Vec::new(),
+            bundles,
             proxy: None,
         },
         off_root_cache: cache.to_path_buf(),
@@ -705,4 +715,94 @@ fn the_example_profile_of_each_flavor_names_only_versions_and_validates() {
         }
     }
     assert_eq!(flavors, [Flavor::K3s, Flavor::Rke2, Flavor::Kubeadm]);
+}
+
+/// `bundle create` of a profile naming only versions packs the pack files of both arches,
+/// each with the digest its release's checksum file gives (so an air-gapped device gets
+/// everything), and a checksum file that disagrees makes no bundle.
+#[test]
+fn a_bundle_of_a_version_only_profile_holds_every_pack_file_and_installs_offline() {
+    let up = Upstream::start();
+    let pins = publish(&up, Flavor::K3s, CniType::Flannel);
+    let text = profile_text(Flavor::K3s, CniType::Flannel, &pins);
+    let profile = cairn_userdata::profile::read("p.yaml", &text)
+        .unwrap()
+        .profile;
+    let mut opts = FetchOptions::default();
+    opts.ca_certs.push(up.ca_pem.clone());
+    let resolved = packs::resolve_profile(&profile, &ARCHES, &up.settings(), &opts).unwrap();
+    let listed = cairn_agent::kubernetes::bundle::profile_artifacts(&resolved, &[]);
+    for (arch, file) in [(Arch::Amd64, "k3s"), (Arch::Arm64, "k3s-arm64")] {
+        let a = listed
+            .iter()
+            .find(|a| a.name == "k3s" && a.arch == arch)
+            .unwrap_or_else(|| panic!("no k3s for {arch:?}: {listed:?}"));
+        assert_eq!(a.sha256, sha(&up.get(&format!("/k3s/{K3S}/{file}"))));
+        assert_ne!(a.sha256, packs::PENDING);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cairn_agent::artifacts::ArtifactCache::new(dir.path().join("cache"));
+    let out = dir.path().join("bundle");
+    let s = cairn_agent::kubernetes::bundle::create(
+        &resolved,
+        &[],
+        &cache,
+        &out,
+        &opts,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(s.artifacts, listed.len());
+    assert!(s.artifacts >= 2);
+
+    // Air-gapped: the bundle alone installs the version-only profile on both arches, with
+    // no request to the upstream (its digests come from the bundle's manifest).
+    let before = up.requests().len();
+    for arch in ARCHES {
+        let root = root_of(arch);
+        let cache = tempfile::tempdir().unwrap();
+        let r = apply_with_bundles(
+            &text,
+            root.path(),
+            cache.path(),
+            &up.settings(),
+            vec![out.clone()],
+        );
+        assert!(r.is_ok(), "{arch:?}: {:?}", r.err());
+        let file = if arch == Arch::Amd64 {
+            "k3s"
+        } else {
+            "k3s-arm64"
+        };
+        assert_eq!(
+            read(root.path(), "/usr/local/bin/k3s"),
+            up.get(&format!("/k3s/{K3S}/{file}"))
+        );
+    }
+    assert_eq!(
+        up.requests().len(),
+        before,
+        "{:?}",
+        &up.requests()[before..]
+    );
+
+    // A checksum file that disagrees: nothing resolved, so no bundle.
+    let path = format!("/k3s/{K3S}/sha256sum-arm64.txt");
+    let spoiled = String::from_utf8(up.get(&path)).unwrap().replace(
+        &sha(&up.get(&format!("/k3s/{K3S}/k3s-arm64"))),
+        &"ab".repeat(32),
+    );
+    up.put(&path, spoiled.into_bytes());
+    let resolved = packs::resolve_profile(&profile, &ARCHES, &up.settings(), &opts).unwrap();
+    let out2 = dir.path().join("bundle2");
+    let fresh = cairn_agent::artifacts::ArtifactCache::new(dir.path().join("cache2"));
+    assert!(cairn_agent::kubernetes::bundle::create(
+        &resolved,
+        &[],
+        &fresh,
+        &out2,
+        &opts,
+        &mut |_, _| {}
+    )
+    .is_err());
 }

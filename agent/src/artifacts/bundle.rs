@@ -77,6 +77,54 @@ pub fn import(cache: &ArtifactCache, bundle: &Path) -> Result<usize, ArtifactErr
     Ok(added)
 }
 
+/// Largest `manifest.json` read from a bundle.
+const MAX_MANIFEST: u64 = 4 << 20;
+
+/// A bundle's manifest (directory or `.tar`), read without unpacking the artifacts.
+pub fn manifest(bundle: &Path) -> Result<Manifest, ArtifactError> {
+    use std::io::Read;
+    let invalid = |why: String| ArtifactError::Invalid(format!("{}: {why}", bundle.display()));
+    let io = |e: std::io::Error| ArtifactError::Io {
+        action: "reading",
+        path: bundle.to_path_buf(),
+        source: e,
+    };
+    let mut text = String::new();
+    if bundle.is_dir() {
+        std::fs::File::open(bundle.join(MANIFEST))
+            .map_err(io)?
+            .take(MAX_MANIFEST + 1)
+            .read_to_string(&mut text)
+            .map_err(io)?;
+    } else {
+        let file = std::fs::File::open(bundle).map_err(io)?;
+        let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+        let mut found = false;
+        for entry in archive.entries().map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let path = entry.path().map_err(io)?.into_owned();
+            let name = path.strip_prefix("./").unwrap_or(&path);
+            if name == Path::new(MANIFEST) {
+                entry
+                    .take(MAX_MANIFEST + 1)
+                    .read_to_string(&mut text)
+                    .map_err(io)?;
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            return Err(invalid(format!("no {MANIFEST}")));
+        }
+    }
+    if text.len() as u64 > MAX_MANIFEST {
+        return Err(invalid(format!(
+            "{MANIFEST} is larger than {MAX_MANIFEST} bytes"
+        )));
+    }
+    serde_json::from_str(&text).map_err(|e| invalid(format!("{MANIFEST}: {e}")))
+}
+
 /// Join a manifest path onto the bundle dir, refusing absolute paths and `..`.
 fn safe_join(dir: &Path, rel: &str) -> Result<PathBuf, ArtifactError> {
     let p = Path::new(rel);

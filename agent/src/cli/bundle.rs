@@ -57,7 +57,31 @@ pub fn run(command: BundleCommand) -> Result<Outcome, Error> {
 /// Fetch (through the cache) and write every artifact of the profile for the architectures.
 pub fn create(args: CreateArgs) -> Result<Outcome, Error> {
     let p = cairn_userdata::load::read_profile(&args.profile)?.profile;
-    let arches: Vec<Arch> = args.arches.iter().map(|a| a.arch()).collect();
+    let mut arches: Vec<Arch> = args.arches.iter().map(|a| a.arch()).collect();
+    // Pack files (a layer named by version) for the arches asked for, or for the arches the
+    // profile lists files for, or for every arch when it lists none.
+    let pack_arches: Vec<Arch> = if !arches.is_empty() {
+        arches.clone()
+    } else {
+        let mut listed: Vec<Arch> = kubernetes::bundle::profile_artifacts(&p, &[])
+            .iter()
+            .map(|a| a.arch)
+            .collect();
+        listed.sort_by_key(|a| a.as_str());
+        listed.dedup();
+        if listed.is_empty() {
+            vec![Arch::Amd64, Arch::Arm64]
+        } else {
+            listed
+        }
+    };
+    let settings = crate::packs::Settings::load_default()?;
+    let mut fetch = FetchOptions::default();
+    fetch.ca_certs.extend(settings.ca_certs.iter().cloned());
+    let p = crate::packs::resolve_profile(&p, &pack_arches, &settings, &fetch)?;
+    if arches.is_empty() {
+        arches = pack_arches;
+    }
     let tmp = tempfile::tempdir().map_err(Error::TempCache)?;
     let cache = ArtifactCache::new(args.cache.unwrap_or_else(|| tmp.path().to_path_buf()));
     let output = args.output;
@@ -67,7 +91,7 @@ pub fn create(args: CreateArgs) -> Result<Outcome, Error> {
         &arches,
         &cache,
         &args.out,
-        &FetchOptions::default(),
+        &fetch,
         &mut |a, _progress| {
             if output == Output::Human && a.name != last {
                 last = a.name.clone();

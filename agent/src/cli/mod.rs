@@ -201,6 +201,8 @@ pub enum Error {
         bundle: PathBuf,
         source: crate::artifacts::ArtifactError,
     },
+    #[error(transparent)]
+    Packs(#[from] crate::packs::ResolveError),
     #[error("pack settings: {0}")]
     PackSettings(#[from] crate::packs::SettingsError),
     #[error("printing JSON: {0}")]
