@@ -11,8 +11,9 @@ use crate::kubernetes;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum BundleCommand {
-    /// Fetch and verify every artifact of a profile's kubernetes, cni and addons layers and
-    /// write them, with a manifest of sha256s, to OUT (a directory, or a .tar file).
+    /// Fetch and verify every artifact of a profile's kubernetes, cni and addons layers —
+    /// those listed and those its packs resolve by version — and write them, with a
+    /// manifest of URLs and sha256s, to OUT (a directory, or a .tar file).
     ///
     /// Example: cairn-agent bundle create --arch arm64 --out /media/usb/edge.tar profile.yaml
     Create(CreateArgs),
@@ -22,7 +23,8 @@ pub enum BundleCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct CreateArgs {
-    /// Only these architectures (repeatable) [default: every architecture listed].
+    /// Only these architectures (repeatable) [default: every architecture the profile lists
+    /// files for; amd64 and arm64 when it lists none (a profile named by versions)].
     #[arg(long = "arch", value_enum, value_name = "ARCH")]
     pub arches: Vec<ArchArg>,
     /// Where to write the bundle: a directory, or a file ending in .tar.
