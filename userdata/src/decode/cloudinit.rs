@@ -10,9 +10,9 @@ use super::ctx::Ctx;
 use super::stages::{commands, package_refs, valid_timezone};
 use super::{entries, values};
 use crate::model::{
-    AbsPath, Action, AuthorizedKeysSpec, Conditions, Config, Dialect, FileSpec, PpaSource, Frequency,
-    HostnameSpec, HostsLine, KeyValue, Located, Mode, Owner, PackageSpec, Step, UserSemantics,
-    UserSpec,
+    AbsPath, Action, AuthorizedKeysSpec, Conditions, Config, Dialect, FileSpec, Frequency,
+    HostnameSpec, HostsLine, KeyValue, Located, Mode, Owner, PackageSpec, PpaSource, Step,
+    UserSemantics, UserSpec,
 };
 use crate::yaml::{Node, NodeKind};
 
@@ -801,12 +801,7 @@ fn apt(ctx: &mut Ctx, node: &Node) -> (Vec<FileSpec>, Vec<PpaSource>) {
                             );
                             continue;
                         }
-                        if let Some(f) = file_at(
-                            ctx,
-                            &path,
-                            format!("{l}\n"),
-                            src,
-                        ) {
+                        if let Some(f) = file_at(ctx, &path, format!("{l}\n"), src) {
                             out.push(f);
                         }
                     }
