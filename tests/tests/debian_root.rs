@@ -539,3 +539,98 @@ fn kubeadm_host_prep_installs_debian_containerd_which_reads_our_config() {
     assert!(again.ok(), "{:?}", again.failed);
     assert_eq!(again.changed, 0, "{:?}", again.changes);
 }
+
+/// Names and contents of the files under `dir` in the root (sorted).
+fn dir_listing(root: &DebianRoot, dir: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let full = root.path().join(dir);
+    if let Ok(entries) = std::fs::read_dir(&full) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let content = std::fs::read(e.path())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_else(|err| format!("<unreadable: {err}>"));
+            out.insert(name, content);
+        }
+    }
+    out
+}
+
+/// apt inside the root can still read its sources and lists (no network needed), and
+/// refresh them from the mirrors (network, as `apt_installs_a_real_package` needs).
+fn assert_apt_works(root: &DebianRoot) {
+    let policy = root.chroot(&["apt-cache", "policy", "hello"]).unwrap();
+    assert!(policy.contains("Candidate:"), "{policy}");
+    root.chroot(&["apt-get", "update"]).unwrap();
+}
+
+#[test]
+fn a_pin_to_a_missing_version_fails_naming_package_and_version() {
+    let root = DebianRoot::new().unwrap();
+    let missing = "9.9.9-cairn-nonexistent";
+    let doc = format!("#cloud-config\npackages:\n  - [hello, \"{missing}\"]\n");
+    let (code, out, err) = apply(&root, &doc);
+    assert_ne!(code, 0, "a pin apt cannot satisfy must fail:\n{out}\n{err}");
+    let all = format!("{out}\n{err}");
+    let failed: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("hello") && l.contains(missing))
+        .collect();
+    assert!(
+        !failed.is_empty(),
+        "no line names hello and {missing}:\n{all}"
+    );
+    assert!(
+        !root
+            .read("var/lib/dpkg/status")
+            .unwrap()
+            .contains("Package: hello\n"),
+        "hello must not be installed by a failed pin"
+    );
+    // The failure left apt usable: the lists read, refresh, and an unpinned install works.
+    assert_apt_works(&root);
+    let (code, out, err) = apply(&root, "#cloud-config\npackages:\n  - hello\n");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(root.path().join("usr/bin/hello").exists());
+}
+
+#[test]
+fn a_ppa_source_on_debian_fails_and_leaves_apt_sources_unchanged() {
+    let root = DebianRoot::new().unwrap();
+    let sources_before = dir_listing(&root, "etc/apt/sources.list.d");
+    let keys_before = dir_listing(&root, "etc/apt/trusted.gpg.d");
+    let doc = "#cloud-config
+apt:
+  sources:
+    deadsnakes.list:
+      source: ppa:deadsnakes/ppa
+      key: |
+        -----BEGIN PGP PUBLIC KEY BLOCK-----
+
+        mQINBGZ0ZXN0
+        -----END PGP PUBLIC KEY BLOCK-----
+packages:
+  - hello
+";
+    let (code, out, err) = apply(&root, doc);
+    assert_ne!(code, 0, "a ppa: source on Debian must fail:\n{out}\n{err}");
+    let all = format!("{out}\n{err}");
+    assert!(
+        all.lines()
+            .any(|l| l.contains("`deadsnakes.list`") && l.contains("ppa:deadsnakes/ppa")),
+        "no line names the entry:\n{all}"
+    );
+    assert_eq!(
+        dir_listing(&root, "etc/apt/sources.list.d"),
+        sources_before,
+        "sources.list.d changed"
+    );
+    assert_eq!(
+        dir_listing(&root, "etc/apt/trusted.gpg.d"),
+        keys_before,
+        "trusted.gpg.d changed"
+    );
+    // The later package step did not run (fail-fast), and apt is intact.
+    assert!(!root.path().join("usr/bin/hello").exists());
+    assert_apt_works(&root);
+}

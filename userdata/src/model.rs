@@ -179,6 +179,7 @@ pub enum Action {
     Users(Vec<UserSpec>),
     AuthorizedKeys(Vec<AuthorizedKeysSpec>),
     Directories(Vec<DirSpec>),
+    AptPpa(Vec<PpaSource>),
     Files(Vec<FileSpec>),
     Downloads(Vec<DownloadSpec>),
     Certificates(CertSpec),
@@ -203,18 +204,19 @@ impl Action {
             Action::Users(_) => 2,
             Action::AuthorizedKeys(_) => 3,
             Action::Directories(_) => 4,
-            Action::Files(_) => 5,
-            Action::Downloads(_) => 6,
-            Action::Certificates(_) => 7,
-            Action::Dns(_) => 8,
-            Action::Environment(_) => 9,
-            Action::Sysctl(_) => 10,
-            Action::Modules(_) => 11,
-            Action::Timesyncd(_) => 12,
-            Action::Timezone(_) => 13,
-            Action::Packages(_) => 14,
-            Action::Systemctl(_) => 15,
-            Action::Commands(_) => 16,
+            Action::AptPpa(_) => 5,
+            Action::Files(_) => 6,
+            Action::Downloads(_) => 7,
+            Action::Certificates(_) => 8,
+            Action::Dns(_) => 9,
+            Action::Environment(_) => 10,
+            Action::Sysctl(_) => 11,
+            Action::Modules(_) => 12,
+            Action::Timesyncd(_) => 13,
+            Action::Timezone(_) => 14,
+            Action::Packages(_) => 15,
+            Action::Systemctl(_) => 16,
+            Action::Commands(_) => 17,
         }
     }
 
@@ -226,6 +228,7 @@ impl Action {
             Action::Users(_) => "users",
             Action::AuthorizedKeys(_) => "authorized_keys",
             Action::Directories(_) => "directories",
+            Action::AptPpa(_) => "apt_sources",
             Action::Files(_) => "files",
             Action::Downloads(_) => "downloads",
             Action::Certificates(_) => "certificates",
@@ -600,6 +603,31 @@ impl fmt::Display for PackageRef {
             Some(v) => write!(f, "{}={}", self.name, v),
             None => f.write_str(&self.name),
         }
+    }
+}
+
+/// A cloud-init `apt: sources:` entry whose `source` is a `ppa:OWNER/NAME` shortcut. The
+/// line it stands for names the target's Ubuntu release, so it is worked out when the step
+/// runs (and refused on anything but Ubuntu); its `key`, if any, is an ordinary file entry
+/// of the same step, written only after every PPA of the step was resolved.
+#[derive(Debug, Clone)]
+pub struct PpaSource {
+    /// The entry's name under `sources:`, as written.
+    pub entry: String,
+    pub owner: String,
+    pub name: String,
+    /// Where the translated line goes (`/etc/apt/sources.list.d/STEM.list`).
+    pub path: AbsPath,
+    pub location: Location,
+}
+
+impl PpaSource {
+    /// The Launchpad archive line for an Ubuntu release (`noble`, `jammy`, …).
+    pub fn deb_line(&self, codename: &str) -> String {
+        format!(
+            "deb https://ppa.launchpadcontent.net/{}/{}/ubuntu {codename} main",
+            self.owner, self.name
+        )
     }
 }
 

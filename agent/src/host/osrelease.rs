@@ -10,6 +10,10 @@ pub struct OsRelease {
     pub id_like: Vec<String>,
     pub pretty_name: String,
     pub version_id: String,
+    /// `VERSION_CODENAME` (`noble`, `bookworm`), empty when absent.
+    pub version_codename: String,
+    /// `UBUNTU_CODENAME`: the Ubuntu release a derivative is built on.
+    pub ubuntu_codename: String,
 }
 
 impl OsRelease {
@@ -39,6 +43,8 @@ impl OsRelease {
                 .collect(),
             pretty_name: get("PRETTY_NAME"),
             version_id: get("VERSION_ID"),
+            version_codename: get("VERSION_CODENAME"),
+            ubuntu_codename: get("UBUNTU_CODENAME"),
         }
     }
 
@@ -51,6 +57,24 @@ impl OsRelease {
 
     pub fn is_like(&self, id: &str) -> bool {
         self.families().contains(&id)
+    }
+
+    /// The Ubuntu release this system's packages come from: `VERSION_CODENAME` on Ubuntu
+    /// itself (else `UBUNTU_CODENAME`), `UBUNTU_CODENAME` on a derivative that declares
+    /// `ID_LIKE=ubuntu`; `None` on anything else.
+    pub fn ubuntu_release(&self) -> Option<&str> {
+        let name = if self.id == "ubuntu" {
+            if self.version_codename.is_empty() {
+                self.ubuntu_codename.as_str()
+            } else {
+                self.version_codename.as_str()
+            }
+        } else if self.is_like("ubuntu") {
+            self.ubuntu_codename.as_str()
+        } else {
+            return None;
+        };
+        (!name.is_empty()).then_some(name)
     }
 }
 

@@ -5,6 +5,7 @@
 //! means "unchanged", which is how a second apply reports zero changes. To add a kind:
 //! a model variant in `model.rs`, a decoder arm, a module here and one line in the `match`.
 
+mod apt;
 mod certificates;
 mod commands;
 mod files;
@@ -143,6 +144,7 @@ pub fn apply_action(action: &Action, cx: &mut StepCx) -> Result<Changes, StepErr
         Action::Users(specs) => users::users(cx, specs),
         Action::AuthorizedKeys(specs) => users::authorized_keys(cx, specs),
         Action::Directories(specs) => files::directories(cx, specs),
+        Action::AptPpa(ppas) => apt::ppa_sources(cx, ppas),
         Action::Files(specs) => files::files(cx, specs),
         Action::Downloads(specs) => files::downloads(cx, specs),
         Action::Certificates(spec) => certificates::apply(cx, spec),

@@ -11,8 +11,8 @@ use super::stages::{commands, package_refs, valid_timezone};
 use super::{entries, values};
 use crate::model::{
     AbsPath, Action, AuthorizedKeysSpec, Conditions, Config, Dialect, FileSpec, Frequency,
-    HostnameSpec, HostsLine, KeyValue, Located, Mode, Owner, PackageSpec, Step, UserSemantics,
-    UserSpec,
+    HostnameSpec, HostsLine, KeyValue, Located, Mode, Owner, PackageSpec, PpaSource, Step,
+    UserSemantics, UserSpec,
 };
 use crate::yaml::{Node, NodeKind};
 
@@ -266,8 +266,11 @@ impl<'n> CloudInit<'n> {
         }
         let mut repo_files = Vec::new();
         let mut repo_at = None;
+        let mut ppas = Vec::new();
         if let Some((k, v)) = self.get("apt") {
-            repo_files.extend(apt(ctx, v));
+            let (files, found) = apt(ctx, v);
+            repo_files.extend(files);
+            ppas = found;
             repo_at = Some(k);
         }
         if let Some((k, v)) = self.get("yum_repos") {
@@ -280,13 +283,12 @@ impl<'n> CloudInit<'n> {
             } else {
                 "yum_add_repo"
             };
-            network.push(mk(
-                ctx,
-                name,
-                at,
-                Frequency::Once,
-                vec![Action::Files(repo_files)],
-            ));
+            let mut actions = Vec::new();
+            if !ppas.is_empty() {
+                actions.push(Action::AptPpa(ppas));
+            }
+            actions.push(Action::Files(repo_files));
+            network.push(mk(ctx, name, at, Frequency::Once, actions));
         }
         if let Some(step) = self.packages(ctx) {
             network.push(step);
@@ -678,9 +680,34 @@ fn safe_file_stem(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// `apt:` sources, proxy and conf → files under /etc/apt.
-fn apt(ctx: &mut Ctx, node: &Node) -> Vec<FileSpec> {
+/// `ppa:OWNER/NAME` (or `ppa:OWNER`, meaning `OWNER/ppa`, as add-apt-repository reads it)
+/// → the owner and archive names, each a Launchpad name: lowercase letters, digits, `+`,
+/// `-` and `.`, starting with a letter or digit.
+fn parse_ppa(shortcut: &str) -> Result<(String, String), String> {
+    let rest = shortcut.strip_prefix("ppa:").unwrap_or(shortcut);
+    let (owner, name) = rest.split_once('/').unwrap_or((rest, "ppa"));
+    let valid = |s: &str| {
+        s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && s.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.')
+            })
+    };
+    for (what, part) in [("owner", owner), ("archive name", name)] {
+        if !valid(part) {
+            return Err(format!(
+                "`{shortcut}`: the PPA {what} `{part}` is not a Launchpad name (write \
+                 ppa:OWNER/NAME; lowercase letters, digits, `+`, `-`, `.`)"
+            ));
+        }
+    }
+    Ok((owner.to_string(), name.to_string()))
+}
+
+/// `apt:` sources, proxy and conf → files under /etc/apt; `ppa:` sources → [`PpaSource`]s
+/// (their line depends on the target's release).
+fn apt(ctx: &mut Ctx, node: &Node) -> (Vec<FileSpec>, Vec<PpaSource>) {
     let mut out = Vec::new();
+    let mut ppas = Vec::new();
     let mut proxy_lines = Vec::new();
     for (key, value) in ctx.entries(node, "apt") {
         let k = key.scalar().unwrap_or_default();
@@ -699,11 +726,13 @@ fn apt(ctx: &mut Ctx, node: &Node) -> Vec<FileSpec> {
                         continue;
                     }
                     let mut line = None;
+                    let mut has_key = false;
                     for (sk, sv) in ctx.entries(src, "an apt source") {
                         match sk.scalar().unwrap_or_default() {
-                            "source" => line = ctx.string(sv, "source"),
+                            "source" => line = ctx.string(sv, "source").map(|l| (l, sv)),
                             "key" => {
                                 if let Some(key_text) = ctx.string(sv, "key") {
+                                    has_key = true;
                                     if !key_text.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
                                         ctx.error(
                                             sv,
@@ -732,7 +761,35 @@ fn apt(ctx: &mut Ctx, node: &Node) -> Vec<FileSpec> {
                             ),
                         }
                     }
-                    if let Some(l) = line {
+                    if let Some((l, at)) = line {
+                        let path = format!("/etc/apt/sources.list.d/{stem}.list");
+                        if l.trim_start().starts_with("ppa:") {
+                            match (parse_ppa(l.trim()), AbsPath::parse(&path)) {
+                                (Ok((owner, ppa_name)), Ok(path)) => {
+                                    if !has_key {
+                                        ctx.warning(
+                                            at,
+                                            format!(
+                                                "`{}` has no `key`: the PPA's signing key is not \
+                                                 fetched from Launchpad, so apt will refuse the \
+                                                 archive until its key is trusted",
+                                                l.trim()
+                                            ),
+                                        );
+                                    }
+                                    ppas.push(PpaSource {
+                                        entry: name.clone(),
+                                        owner,
+                                        name: ppa_name,
+                                        path,
+                                        location: ctx.loc(at),
+                                    });
+                                }
+                                (Err(e), _) => ctx.error(at, e),
+                                (_, Err(e)) => ctx.error(name_node, e),
+                            }
+                            continue;
+                        }
                         if l.contains("$KEY_FILE")
                             || l.contains("$RELEASE")
                             || l.contains("$MIRROR")
@@ -744,12 +801,7 @@ fn apt(ctx: &mut Ctx, node: &Node) -> Vec<FileSpec> {
                             );
                             continue;
                         }
-                        if let Some(f) = file_at(
-                            ctx,
-                            &format!("/etc/apt/sources.list.d/{stem}.list"),
-                            format!("{l}\n"),
-                            src,
-                        ) {
+                        if let Some(f) = file_at(ctx, &path, format!("{l}\n"), src) {
                             out.push(f);
                         }
                     }
@@ -804,7 +856,7 @@ fn apt(ctx: &mut Ctx, node: &Node) -> Vec<FileSpec> {
             out.push(f);
         }
     }
-    out
+    (out, ppas)
 }
 
 /// `yum_repos:` → one `/etc/yum.repos.d/ID.repo` per repository.
