@@ -334,13 +334,14 @@ pub enum ApplyError {
     /// Another apply holds the root's lock: try again later.
     #[error("{0}; nothing was applied")]
     Locked(#[source] LockError),
-    #[error("os layer: {}", describe(.0))]
+    #[error("os layer: {}", describe_failure(.0))]
     Os(engine::Failure),
     #[error(transparent)]
     Kubernetes(InstallError),
 }
 
-fn describe(f: &engine::Failure) -> String {
+/// The message of a failed apply: the step and where it comes from, when a step failed.
+pub(crate) fn describe_failure(f: &engine::Failure) -> String {
     if f.step.is_empty() {
         f.message.clone()
     } else {

@@ -222,6 +222,41 @@ fn catalog_pin(source: Source, version: &str, file: &str) -> Option<&'static str
         .map(|(_, _, _, sha)| *sha)
 }
 
+/// `components:` of a layer: each name one the layer knows (`known`), each version a tag
+/// that can go into a URL.
+fn check_components(
+    problems: &mut Vec<ResolveProblem>,
+    layer: &str,
+    components: &BTreeMap<String, String>,
+    known: &[&str],
+    none_known: &str,
+    known_are: &str,
+) {
+    for (name, cv) in components {
+        let field = format!("{layer}.components.{name}");
+        if !known.contains(&name.as_str()) {
+            problems.push(ResolveProblem {
+                field,
+                message: if known.is_empty() {
+                    format!("`{name}`: {none_known}")
+                } else {
+                    format!(
+                        "unknown component `{name}`; {known_are} {}",
+                        known.join(", ")
+                    )
+                },
+                artifact: None,
+            });
+        } else if !url_safe(cv.trim()) {
+            problems.push(ResolveProblem {
+                field,
+                message: format!("`{cv}` is not a release tag"),
+                artifact: None,
+            });
+        }
+    }
+}
+
 fn arch_key(arch: Arch) -> &'static str {
     arch.as_str()
 }
@@ -368,28 +403,14 @@ pub fn resolve(
         Flavor::Kubeadm => &["containerd", "runc", "cni-plugins", "crictl"],
         Flavor::K3s | Flavor::Rke2 => &[],
     };
-    for (name, cv) in &k.components {
-        if !known_components.contains(&name.as_str()) {
-            cx.problems.push(ResolveProblem {
-                field: format!("kubernetes.components.{name}"),
-                message: if known_components.is_empty() {
-                    format!("`{name}`: this flavor is one release, it has no components to choose")
-                } else {
-                    format!(
-                        "unknown component `{name}`; kubeadm's are {}",
-                        known_components.join(", ")
-                    )
-                },
-                artifact: None,
-            });
-        } else if !url_safe(cv.trim()) {
-            cx.problems.push(ResolveProblem {
-                field: format!("kubernetes.components.{name}"),
-                message: format!("`{cv}` is not a release tag"),
-                artifact: None,
-            });
-        }
-    }
+    check_components(
+        &mut cx.problems,
+        "kubernetes",
+        &k.components,
+        known_components,
+        "this flavor is one release, it has no components to choose",
+        "kubeadm's are",
+    );
     match k.flavor {
         Flavor::K3s => {
             if kube("k3s") {
@@ -557,28 +578,14 @@ fn resolve_cni(cx: &mut Ctx, flavor: Flavor, c: &CniLayer) {
         (Flavor::Kubeadm, CniType::Cilium) => &["helm"],
         _ => &[],
     };
-    for (name, cv) in &c.components {
-        if !known.contains(&name.as_str()) {
-            cx.problems.push(ResolveProblem {
-                field: format!("cni.components.{name}"),
-                message: if known.is_empty() {
-                    format!("`{name}`: this CNI is installed without other tools here")
-                } else {
-                    format!(
-                        "unknown component `{name}`; this CNI uses {}",
-                        known.join(", ")
-                    )
-                },
-                artifact: None,
-            });
-        } else if !url_safe(cv.trim()) {
-            cx.problems.push(ResolveProblem {
-                field: format!("cni.components.{name}"),
-                message: format!("`{cv}` is not a release tag"),
-                artifact: None,
-            });
-        }
-    }
+    check_components(
+        &mut cx.problems,
+        "cni",
+        &c.components,
+        known,
+        "this CNI is installed without other tools here",
+        "this CNI uses",
+    );
     // k3s and RKE2 deploy the CNI themselves (bundled Flannel/Canal, or the chart from
     // its repository as a HelmChart); only kubeadm fetches CNI files.
     if flavor != Flavor::Kubeadm {

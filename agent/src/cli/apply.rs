@@ -147,18 +147,6 @@ pub fn user_data(
     }
 }
 
-/// The message of a failed apply: the step and where it comes from, when a step failed.
-pub(crate) fn describe_failure(f: &engine::Failure) -> String {
-    if f.step.is_empty() {
-        f.message.clone()
-    } else {
-        format!(
-            "{}: stage {}, step `{}` failed: {}",
-            f.source, f.stage, f.step, f.message
-        )
-    }
-}
-
 /// Events on stdout: one JSON object a line, or text (coloured on a terminal).
 pub(crate) fn emitter_for(output: Output) -> Emitter {
     let host_name = nix::unistd::gethostname()

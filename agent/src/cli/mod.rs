@@ -176,7 +176,7 @@ pub enum Error {
     /// The diagnostics were printed before.
     #[error("invalid user-data; nothing was applied")]
     InvalidUserData,
-    #[error("{}", apply::describe_failure(.0))]
+    #[error("{}", crate::profile::describe_failure(.0))]
     Failed(crate::engine::Failure),
     /// The problems were printed before.
     #[error("{}: invalid profile; nothing was applied", .0.display())]
