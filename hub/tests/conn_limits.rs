@@ -378,8 +378,13 @@ impl Timeouts {
             | Kind::PrefaceSettings
             | Kind::HeadersNoEnd
             | Kind::Http11HalfHead => (s(self.header) - Duration::from_millis(300), s(self.header)),
-            // The idle timer, then a graceful close the client completes.
-            Kind::H2IdleAfterRequest => (s(self.idle), s(self.idle + self.ping_within)),
+            // The idle timer, then a graceful close the client completes. (The client's
+            // clock starts when its request is written, the server's timer when the answer
+            // is; a few ms of timer rounding can make the lifetime seen here a hair shorter.)
+            Kind::H2IdleAfterRequest => (
+                s(self.idle) - Duration::from_millis(50),
+                s(self.idle + self.ping_within),
+            ),
             // 408 at the request timeout, then idle, then a graceful close the client
             // completes, or the grace period ends it.
             Kind::BodyNeverEndsLive => (
