@@ -195,6 +195,8 @@ fn client(
         .map_err(|e| PacksError::Ca(format!("building the HTTPS client: {e}")))
 }
 
+// The error is only ever the `reason` text of `PacksError::Fetch` (after retries), never
+// branched on: a string is the whole of what the caller needs.
 fn get_text(client: &reqwest::blocking::Client, url: &str) -> Result<String, String> {
     let resp = client.get(url).send().map_err(|e| {
         let mut msg = e.to_string();

@@ -21,6 +21,8 @@ pub fn workspace() -> PathBuf {
 /// Path of the cached Debian bookworm root tarball, building it on first use (once per
 /// machine; tests/support/debian-root.sh holds a lock so parallel tests build it once).
 pub fn debian_tarball() -> Result<PathBuf> {
+    // Cached once per test process and shared by every test: the error is kept as its
+    // message (errors are not Clone), for each test to report.
     static TAR: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     TAR.get_or_init(|| {
         let script = workspace().join("tests/support/debian-root.sh");
@@ -128,6 +130,7 @@ pub fn agent_binary() -> Result<PathBuf> {
 }
 
 fn agent_binary_for(profile: &'static str) -> Result<PathBuf> {
+    // As for the Debian root: one build per process, its error kept as text for every test.
     static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     BIN.get_or_init(|| {
         let ws = workspace();
