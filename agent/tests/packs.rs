@@ -115,6 +115,7 @@ impl Upstream {
         Settings {
             mirrors,
             ca_certs: vec![self.ca_pem.clone()],
+            ..Settings::default()
         }
     }
 }
