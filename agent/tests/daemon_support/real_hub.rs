@@ -153,6 +153,15 @@ impl RealHub {
         hub
     }
 
+    /// The data directory (the database's): `tls/`, `mirror/`, `packs.json`.
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn db(&self) -> &Path {
+        &self.db
+    }
+
     pub fn endpoint(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }

@@ -163,6 +163,9 @@ pub struct Mirror {
     inflight: std::sync::Mutex<HashMap<String, Arc<OnceCell<Result<(), MirrorError>>>>>,
     /// Upstream downloads started since the hub started (for logs and tests).
     downloads: AtomicU64,
+    /// Held while a profile is resolved with the network: concurrent resolutions of the
+    /// same profile read each checksum file once, the later ones from the index.
+    resolving: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Mirror {
@@ -240,6 +243,7 @@ impl Mirror {
             index: tokio::sync::Mutex::new(index),
             inflight: std::sync::Mutex::new(HashMap::new()),
             downloads: AtomicU64::new(0),
+            resolving: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -370,6 +374,11 @@ impl Mirror {
                 Layer::Os(_) => {}
             }
         }
+        let _one_at_a_time = if network {
+            Some(self.resolving.lock().await)
+        } else {
+            None
+        };
         if let Some(k) = k {
             let mut texts: HashMap<String, String> = HashMap::new();
             for arch in ARCHES {
