@@ -79,7 +79,9 @@ fn register(hub: &RealHub, name: &str) -> (String, String) {
     let resp = client(hub)
         .post(format!("{}/v1/register", hub.endpoint()))
         .header("content-type", "application/json")
-        .body(serde_json::json!({"token": token, "name": name, "tags": {"site": "lab"}}).to_string())
+        .body(
+            serde_json::json!({"token": token, "name": name, "tags": {"site": "lab"}}).to_string(),
+        )
         .send()
         .unwrap();
     assert!(resp.status().is_success(), "register: {}", resp.status());
@@ -241,7 +243,12 @@ fn after_pack_sync_twenty_agents_install_with_upstream_cut_off() {
     let agents = agents(&hub, "site");
     install_all(&up, &text, &agents);
     // Nobody even tried upstream: neither the hub nor an agent (for a file or a digest).
-    assert_eq!(up.requests().len(), before, "{:?}", &up.requests()[before..]);
+    assert_eq!(
+        up.requests().len(),
+        before,
+        "{:?}",
+        &up.requests()[before..]
+    );
 
     // A hub-only agent needs nothing else either; an unknown host is refused.
     let strict = &agents[0];
@@ -305,9 +312,13 @@ fn the_hub_serves_ranges_and_refuses_strangers() {
     let theirs = format!("{}/v1/hosts/{other}/artifacts/{sha}", hub.endpoint());
     assert_eq!(
         c.get(&theirs).bearer_auth(&cred).send().unwrap().status(),
-        401
+        403
     );
-    let unknown = format!("{}/v1/hosts/{id}/artifacts/{}", hub.endpoint(), "ab".repeat(32));
+    let unknown = format!(
+        "{}/v1/hosts/{id}/artifacts/{}",
+        hub.endpoint(),
+        "ab".repeat(32)
+    );
     assert_eq!(
         c.get(&unknown).bearer_auth(&cred).send().unwrap().status(),
         404
@@ -390,10 +401,7 @@ fn mirror_storage_is_bounded_and_collected_by_what_profiles_reference() {
         serde_json::json!({"artifacts": [{"file": "extra", "sha256": tampered_sha}]}).to_string(),
     )
     .unwrap();
-    let out = hub_cmd(
-        &hub,
-        &["mirror", "import", bundle.path().to_str().unwrap()],
-    );
+    let out = hub_cmd(&hub, &["mirror", "import", bundle.path().to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("mismatch"),

@@ -359,4 +359,3 @@ pub fn root_of(arch: Arch) -> tempfile::TempDir {
     std::fs::write(root.path().join("bin/sh"), elf).unwrap();
     root
 }
-

@@ -150,6 +150,11 @@ impl MirrorError {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Index {
     urls: BTreeMap<String, String>,
+    /// Modification time of `index.json` when read: the admin commands (`pack sync`,
+    /// `mirror import`) write it from another process, and the serving hub reads it again
+    /// when it changed.
+    #[serde(skip)]
+    loaded: Option<std::time::SystemTime>,
 }
 
 /// The hub's artifact mirror.
@@ -285,6 +290,33 @@ impl Mirror {
         out
     }
 
+    /// The index, read again from disk when another process changed it.
+    async fn fresh_index(&self) -> tokio::sync::MutexGuard<'_, Index> {
+        let mut index = self.index.lock().await;
+        let path = self.dir.join("index.json");
+        let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        if mtime.is_some() && mtime != index.loaded {
+            match std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Index>(&b).ok())
+            {
+                Some(mut on_disk) => {
+                    // Nothing learnt here is lost: what this process knows is kept too.
+                    for (u, s) in std::mem::take(&mut index.urls) {
+                        on_disk.urls.entry(u).or_insert(s);
+                    }
+                    index.urls = on_disk.urls;
+                    index.loaded = mtime;
+                }
+                None => tracing::warn!(
+                    "mirror: {} is unreadable; kept the index in memory",
+                    path.display()
+                ),
+            }
+        }
+        index
+    }
+
     async fn save_index(&self, index: &Index) -> Result<(), MirrorError> {
         let path = self.dir.join("index.json");
         let json = serde_json::to_vec_pretty(index)
@@ -301,8 +333,10 @@ impl Mirror {
             .map_err(MirrorError::io("replacing", &path))
     }
 
+    /// Record `url → sha256` pairs (and write the index when something is new).
+
     async fn remember(&self, pairs: &[(String, String)]) -> Result<(), MirrorError> {
-        let mut index = self.index.lock().await;
+        let mut index = self.fresh_index().await;
         let mut changed = false;
         for (url, sha) in pairs {
             if index.urls.get(url) != Some(sha) {
@@ -312,12 +346,15 @@ impl Mirror {
         }
         if changed {
             self.save_index(&index).await?;
+            index.loaded = std::fs::metadata(self.dir.join("index.json"))
+                .and_then(|m| m.modified())
+                .ok();
         }
         Ok(())
     }
 
     async fn url_of(&self, hex: &str) -> Option<String> {
-        let index = self.index.lock().await;
+        let index = self.fresh_index().await;
         index
             .urls
             .iter()
@@ -391,7 +428,7 @@ impl Mirror {
                     let sha = match &p.verify {
                         Verify::Pinned { sha256, .. } => Some(sha256.to_ascii_lowercase()),
                         Verify::ChecksumFile { url, format, entry } => {
-                            let known = self.index.lock().await.urls.get(&p.url).cloned();
+                            let known = self.fresh_index().await.urls.get(&p.url).cloned();
                             match known {
                                 Some(s) => Some(s),
                                 None if network => {
