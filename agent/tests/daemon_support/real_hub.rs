@@ -154,10 +154,12 @@ impl RealHub {
     }
 
     /// The data directory (the database's): `tls/`, `mirror/`, `packs.json`.
+    #[allow(dead_code)]
     pub fn data_dir(&self) -> &Path {
         &self.dir
     }
 
+    #[allow(dead_code)]
     pub fn db(&self) -> &Path {
         &self.db
     }

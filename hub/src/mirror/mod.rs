@@ -157,6 +157,9 @@ struct Index {
     loaded: Option<std::time::SystemTime>,
 }
 
+/// One download in progress: every request for its digest waits on the cell.
+type Flight = Arc<OnceCell<Result<(), MirrorError>>>;
+
 /// The hub's artifact mirror.
 pub struct Mirror {
     dir: PathBuf,
@@ -165,7 +168,7 @@ pub struct Mirror {
     client: reqwest::Client,
     index: tokio::sync::Mutex<Index>,
     /// Downloads in progress, by digest: every request for one waits on the same cell.
-    inflight: std::sync::Mutex<HashMap<String, Arc<OnceCell<Result<(), MirrorError>>>>>,
+    inflight: std::sync::Mutex<HashMap<String, Flight>>,
     /// Upstream downloads started since the hub started (for logs and tests).
     downloads: AtomicU64,
     /// Held while a profile is resolved with the network: concurrent resolutions of the
@@ -334,7 +337,6 @@ impl Mirror {
     }
 
     /// Record `url → sha256` pairs (and write the index when something is new).
-
     async fn remember(&self, pairs: &[(String, String)]) -> Result<(), MirrorError> {
         let mut index = self.fresh_index().await;
         let mut changed = false;
