@@ -29,6 +29,7 @@ Examples:
   cairn-hub token create --name lab --expires-in 7d --max-uses 10   # prints the join string
   cairn-hub profile upload examples/profile-k3s.yaml
   cairn-hub assign --tag site=lab --profile edge-k3s
+  cairn-hub pack sync edge-k3s            # pre-fetch its artifacts into the hub's mirror
   cairn-hub hosts --output json
 
 Admin commands open the database directly (SQLite file or postgres:// URL), so run them
