@@ -42,6 +42,11 @@ pub struct Settings {
     pub mirrors: Mirrors,
     #[serde(default)]
     pub ca_certs: Vec<String>,
+    /// Where the daemon takes artifacts from when its hub assigned the profile:
+    /// `hub-first` (default), `hub-only` or `upstream`
+    /// ([`crate::artifacts::hub::ArtifactSource`]).
+    #[serde(default)]
+    pub artifact_source: crate::artifacts::hub::ArtifactSource,
 }
 
 #[derive(Debug, thiserror::Error)]

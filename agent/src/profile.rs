@@ -325,6 +325,9 @@ pub enum ApplyError {
     /// A pack file's checksum file could not be had or gives no digest for it.
     #[error("{0}; nothing was applied")]
     Packs(#[source] PacksError),
+    /// The hub's mirror could not give what `hub-only` requires.
+    #[error("the hub's artifact mirror: {0}; nothing was applied")]
+    Hub(String),
     /// An air-gap bundle's manifest could not be read.
     #[error("the air-gap bundle: {0}; nothing was applied")]
     Bundle(#[source] ArtifactError),
@@ -391,14 +394,35 @@ pub fn apply(
                     }
                 }
             }
-            let (in_bundles, pending): (Vec<_>, Vec<_>) = pending
-                .into_iter()
-                .partition(|p| from_bundles.contains_key(&p.url));
+            // The hub's mirror knows the digests it read from the checksum files when it
+            // synced the profile: a device that reaches only its hub needs none.
+            let from_hub = hub_digests(&install_opts.fetch)?;
+            let known = |p: &cairn_packs::Planned| {
+                from_bundles.get(&p.url).cloned().or_else(|| {
+                    from_hub
+                        .get(&(p.name.clone(), p.arch, p.version.clone()))
+                        .cloned()
+                })
+            };
+            let (resolved, pending): (Vec<_>, Vec<_>) =
+                pending.into_iter().partition(|p| known(p).is_some());
+            if let (Some(hub), Some(p)) = (install_opts.fetch.hub.as_ref(), pending.first()) {
+                if hub.policy == crate::artifacts::hub::ArtifactSource::HubOnly {
+                    return Err(ApplyError::Hub(format!(
+                        "the hub knows no digest for {} ({}) {} and `artifact_source: hub-only` \
+                         forbids reading its checksum file upstream; run `cairn-hub pack sync` \
+                         for the profile",
+                        p.name,
+                        p.arch.as_str(),
+                        p.version
+                    )));
+                }
+            }
             let mut digests = packs::digests(&pending, &k.settings, &install_opts.fetch)
                 .map_err(ApplyError::Packs)?;
-            for p in in_bundles {
-                if let Some(d) = from_bundles.get(&p.url) {
-                    digests.insert((p.name.clone(), p.arch, p.url.clone()), d.clone());
+            for p in resolved {
+                if let Some(d) = known(&p) {
+                    digests.insert((p.name.clone(), p.arch, p.url.clone()), d);
                 }
             }
             for f in node.fetch.iter_mut() {
@@ -449,6 +473,34 @@ pub fn apply(
         applied.kubernetes = Some(report);
     }
     Ok(Outcome::Applied(applied))
+}
+
+/// The pack files' digests the hub's mirror resolved for the profile it assigns this host,
+/// by (name, arch, pack version); empty without a hub or with `upstream`. A hub that cannot
+/// answer is an error only with `hub-only`.
+fn hub_digests(
+    fetch: &crate::artifacts::FetchOptions,
+) -> Result<HashMap<(String, Arch, String), String>, ApplyError> {
+    use crate::artifacts::hub::ArtifactSource;
+    let mut out = HashMap::new();
+    let Some(hub) = fetch.hub.as_ref() else {
+        return Ok(out);
+    };
+    if hub.policy == ArtifactSource::Upstream {
+        return Ok(out);
+    }
+    match hub.list(fetch.connect_timeout) {
+        Ok(list) => {
+            for a in list.artifacts {
+                if !a.version.is_empty() {
+                    out.insert((a.name, a.arch, a.version), a.sha256);
+                }
+            }
+        }
+        Err(e) if hub.policy == ArtifactSource::HubOnly => return Err(ApplyError::Hub(e)),
+        Err(e) => tracing::warn!("{e}; pack digests are read from their checksum files"),
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -93,6 +93,27 @@ fn the_daemon_installs_the_kubernetes_layers_and_reports_each_phase_to_the_hub()
         .read("/etc/rancher/k3s/config.yaml.d/90-cairn.yaml")
         .contains("flannel-backend: \"none\""));
     assert!(!m.requests().is_empty());
+    // The daemon took its artifacts from the hub's mirror (`artifact_source: hub-first`,
+    // the default): the hub downloaded and holds each file of this machine's arch.
+    let arch = if cfg!(target_arch = "aarch64") {
+        cairn_proto::profile::Arch::Arm64
+    } else {
+        cairn_proto::profile::Arch::Amd64
+    };
+    let mine: Vec<String> = k
+        .artifacts
+        .iter()
+        .filter(|a| a.arch == arch)
+        .map(|a| a.sha256.clone())
+        .collect();
+    assert!(!mine.is_empty(), "{k:?}");
+    for sha in &mine {
+        assert!(
+            hub.data_dir().join("mirror/sha256").join(sha).is_file(),
+            "the hub's mirror does not hold {sha}:\n{}",
+            agent.log()
+        );
+    }
     assert_eq!(hub.host(&id)["status"], "applied", "{}", hub.host(&id));
     let code = agent.term(Duration::from_secs(15));
     assert!(code.success(), "{code:?}");

@@ -29,6 +29,7 @@ Examples:
   cairn-hub token create --name lab --expires-in 7d --max-uses 10   # prints the join string
   cairn-hub profile upload examples/profile-k3s.yaml
   cairn-hub assign --tag site=lab --profile edge-k3s
+  cairn-hub pack sync edge-k3s            # pre-fetch its artifacts into the hub's mirror
   cairn-hub hosts --output json
 
 Admin commands open the database directly (SQLite file or postgres:// URL), so run them
@@ -56,6 +57,8 @@ pub struct Cli {
     /// Output of admin commands: human-readable tables, or JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Output::Human)]
     pub output: Output,
+    #[command(flatten)]
+    pub mirror: crate::mirror::cli::MirrorArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -89,6 +92,12 @@ pub enum Command {
     Unassign(UnassignArgs),
     /// List hosts (default), or show, remove or read the events of one.
     Hosts(HostsArgs),
+    /// Pre-fetch a published profile's artifacts into the hub's mirror (`pack sync`).
+    #[command(subcommand)]
+    Pack(crate::mirror::cli::PackCmd),
+    /// The artifact mirror: import an air-gap bundle, garbage-collect, show usage.
+    #[command(subcommand)]
+    Mirror(crate::mirror::cli::MirrorCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -412,7 +421,30 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(&cli.db, cli.data_dir, args).await,
+        Command::Serve(args) => serve(&cli.db, cli.data_dir, &cli.mirror, args).await,
+        Command::Pack(cmd) => {
+            let store = SqlStore::open(&cli.db)
+                .await
+                .with_context(|| format!("opening the database {}", redact_url(&cli.db)))?;
+            let data_dir = data_dir(&cli.db, cli.data_dir);
+            let json = cli.output == Output::Json;
+            let result =
+                crate::mirror::cli::pack(&store, json, data_dir.as_deref(), &cli.mirror, cmd).await;
+            store.close().await;
+            result
+        }
+        Command::Mirror(cmd) => {
+            let store = SqlStore::open(&cli.db)
+                .await
+                .with_context(|| format!("opening the database {}", redact_url(&cli.db)))?;
+            let data_dir = data_dir(&cli.db, cli.data_dir);
+            let json = cli.output == Output::Json;
+            let result =
+                crate::mirror::cli::mirror(&store, json, data_dir.as_deref(), &cli.mirror, cmd)
+                    .await;
+            store.close().await;
+            result
+        }
         Command::Completions { shell } => {
             cairn_cli::docs::print_completions(<Cli as clap::CommandFactory>::command(), shell);
             Ok(())
@@ -578,7 +610,12 @@ async fn renew_certificates(ca: std::sync::Arc<HubPki>) {
     }
 }
 
-async fn serve(db_url: &str, data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(
+    db_url: &str,
+    data_dir: Option<PathBuf>,
+    mirror_args: &crate::mirror::cli::MirrorArgs,
+    args: ServeArgs,
+) -> anyhow::Result<()> {
     // Before anything opens files: each connection is a file descriptor.
     let nofile = match server::raise_fd_limit() {
         Ok(l) => {
@@ -616,9 +653,28 @@ async fn serve(db_url: &str, data_dir: Option<PathBuf>, args: ServeArgs) -> anyh
     let store = SqlStore::open(db_url)
         .await
         .with_context(|| format!("opening the database {}", redact_url(db_url)))?;
+    let mirror = match &data_dir {
+        Some(dir) => {
+            let m = mirror_args
+                .open(dir)
+                .context("opening the artifact mirror")?;
+            tracing::info!(
+                "artifact mirror in {} ({} of {} bytes held)",
+                m.dir().display(),
+                m.used(),
+                mirror_args.mirror_max_bytes
+            );
+            Some(std::sync::Arc::new(m))
+        }
+        None => {
+            tracing::info!("no data directory: no artifact mirror");
+            None
+        }
+    };
     let app = http::router(
         store.clone(),
         ApiConfig {
+            mirror,
             admin_token,
             heartbeat_interval_secs: args.heartbeat_interval,
             request_timeout: Duration::from_secs(args.request_timeout),
@@ -857,7 +913,11 @@ async fn admin(
 ) -> anyhow::Result<()> {
     let json = output == Output::Json;
     match command {
-        Command::Serve(_) | Command::Completions { .. } | Command::Manpages { .. } => {
+        Command::Serve(_)
+        | Command::Completions { .. }
+        | Command::Manpages { .. }
+        | Command::Pack(_)
+        | Command::Mirror(_) => {
             bail!("not an admin command")
         }
         Command::Tenant(TenantCmd::Create { name }) => {

@@ -6,6 +6,8 @@
 //! * [`server`] — serving that API over TLS (rustls) or, for local tests only, plain HTTP.
 //! * [`pki`] — the hub's own CA and server certificate, made on first start, and what
 //!   devices pin (the join string).
+//! * [`mirror`] — the fleet's artifact mirror: pack and profile files, content-addressed,
+//!   fetched from upstream once and served to agents with `Range`.
 //! * [`cli`] — `cairn-hub serve` and the admin commands, which act directly on the database.
 //!
 //! Profile documents are read and checked by `cairn_userdata::profile`, the same reader the
@@ -14,6 +16,7 @@
 pub mod cli;
 pub mod error;
 pub mod http;
+pub mod mirror;
 pub mod pki;
 pub mod secret;
 pub mod server;

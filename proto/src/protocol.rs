@@ -251,3 +251,33 @@ mod tests {
         assert!(!valid_registration_key(""));
     }
 }
+
+/// One file of a host's assigned profile as the hub's mirror knows it (`GET
+/// /v1/hosts/{id}/artifacts`): every file the profile needs on either arch, its digest
+/// resolved (pinned, listed, or read from its release's checksum file by the hub).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirroredArtifact {
+    pub name: String,
+    pub arch: crate::profile::Arch,
+    /// The pack's version of the file (`""` for a file the profile lists itself).
+    #[serde(default)]
+    pub version: String,
+    /// Where the hub fetches it from (its own mirrors of the release layouts).
+    pub url: String,
+    pub sha256: String,
+    /// The hub holds the file now (`GET /v1/hosts/{id}/artifacts/{sha256}` needs no
+    /// upstream download).
+    #[serde(default)]
+    pub cached: bool,
+}
+
+/// `GET /v1/hosts/{id}/artifacts`: the files of the profile assigned to the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirroredArtifacts {
+    /// The profile version these belong to (`""`/0 when nothing is assigned).
+    #[serde(default)]
+    pub profile: String,
+    #[serde(default)]
+    pub version: u64,
+    pub artifacts: Vec<MirroredArtifact>,
+}

@@ -7,6 +7,7 @@
 //! cache hit needs no network at all. Air-gap bundles pre-seed the cache ([`bundle`]).
 
 pub mod bundle;
+pub mod hub;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -95,6 +96,9 @@ pub struct FetchOptions {
     /// CA certificates (PEM) trusted besides the system's: a site mirror's
     /// ([`crate::packs::Settings::ca_certs`]).
     pub ca_certs: Vec<String>,
+    /// The hub whose mirror serves artifacts by digest, and the policy for falling back to
+    /// the upstream URL ([`hub::ArtifactSource`]); `None`: upstream only.
+    pub hub: Option<hub::HubSource>,
 }
 
 impl Default for FetchOptions {
@@ -106,6 +110,7 @@ impl Default for FetchOptions {
             backoff: Duration::from_secs(1),
             progress_every: Duration::from_millis(500),
             ca_certs: Vec::new(),
+            hub: None,
         }
     }
 }
@@ -236,14 +241,39 @@ impl ArtifactCache {
             .open_rw(&partial, 0o600)
             .map_err(ArtifactError::from)?;
         let shown = self.fs.shown(&partial);
-        let r = download_to(
-            &artifact.url,
-            &mut file,
-            &shown,
-            Some(&artifact.sha256),
-            opts,
-            progress,
-        );
+        let r = match opts.hub.as_ref() {
+            Some(hub) if hub.policy != hub::ArtifactSource::Upstream => {
+                match from_hub(hub, artifact, &mut file, &shown, opts, progress) {
+                    Ok(d) => Ok(d),
+                    Err(e) if hub.policy == hub::ArtifactSource::HubOnly => Err(e),
+                    Err(e) => {
+                        // Whatever the hub sent and was verified so far stays in the
+                        // partial file: upstream resumes from it (same digest, same bytes).
+                        tracing::warn!(
+                            url = %artifact.url,
+                            "the hub could not serve sha256 {}: {e}; fetching from upstream",
+                            artifact.hex()
+                        );
+                        download_to(
+                            &artifact.url,
+                            &mut file,
+                            &shown,
+                            Some(&artifact.sha256),
+                            opts,
+                            progress,
+                        )
+                    }
+                }
+            }
+            _ => download_to(
+                &artifact.url,
+                &mut file,
+                &shown,
+                Some(&artifact.sha256),
+                opts,
+                progress,
+            ),
+        };
         drop(file);
         if let Err(e) = r {
             if matches!(e, ArtifactError::Mismatch { .. }) {
@@ -253,6 +283,35 @@ impl ArtifactCache {
         }
         self.commit(&partial, &artifact.sha256)
     }
+}
+
+/// Download `artifact` from the hub's mirror into the partial `file` (resuming, verified
+/// while streaming, at most two attempts: the upstream URL is the fallback).
+fn from_hub(
+    hub: &hub::HubSource,
+    artifact: &ArtifactRef,
+    file: &mut File,
+    shown: &Path,
+    opts: &FetchOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<[u8; 32], ArtifactError> {
+    let client = hub
+        .client(opts.connect_timeout, opts.idle_timeout)
+        .map_err(ArtifactError::Invalid)?;
+    let hub_opts = FetchOptions {
+        attempts: opts.attempts.min(2),
+        ..opts.clone()
+    };
+    download_with(
+        &client,
+        &hub.artifact_url(&artifact.hex()),
+        Some(&hub.authorization()),
+        file,
+        shown,
+        Some(&artifact.sha256),
+        &hub_opts,
+        progress,
+    )
 }
 
 /// Download `url` into the open `file` (`shown` names it in messages) — resuming from what
@@ -282,6 +341,21 @@ pub fn download_to(
     let client = builder
         .build()
         .map_err(|e| ArtifactError::Invalid(format!("building the HTTP client: {e}")))?;
+    download_with(&client, url, None, file, shown, expected, opts, progress)
+}
+
+/// [`download_to`] with a given client and `Authorization` header value.
+#[allow(clippy::too_many_arguments)]
+fn download_with(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    auth: Option<&str>,
+    file: &mut File,
+    shown: &Path,
+    expected: Option<&[u8; 32]>,
+    opts: &FetchOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<[u8; 32], ArtifactError> {
     let mut last = String::new();
     let mut delay = opts.backoff;
     // The body's length as the server last stated it: a resumed range that states another
@@ -289,8 +363,9 @@ pub fn download_to(
     let mut known_total = None;
     for attempt_no in 1..=opts.attempts {
         match attempt(
-            &client,
+            client,
             url,
+            auth,
             file,
             shown,
             expected,
@@ -341,6 +416,7 @@ pub fn sha256_reader(mut f: impl Read, shown: &Path) -> Result<[u8; 32], Artifac
 fn attempt(
     client: &reqwest::blocking::Client,
     url: &str,
+    auth: Option<&str>,
     file: &mut File,
     partial: &Path,
     expected: Option<&[u8; 32]>,
@@ -353,6 +429,9 @@ fn attempt(
         .map_err(|e| AttemptError::Fatal(io("reading", partial)(e)))?
         .len();
     let mut req = client.get(url);
+    if let Some(a) = auth {
+        req = req.header(reqwest::header::AUTHORIZATION, a);
+    }
     if have > 0 {
         req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
     }

@@ -367,6 +367,34 @@ impl Daemon {
         }
     }
 
+    /// The hub as an artifact source, trusted exactly as the hub connection is: the pinned
+    /// CA (kept in the state directory once checked), else the hub settings' CAs, else the
+    /// system's roots.
+    fn artifact_hub(&self, id: &Identity) -> Option<crate::artifacts::hub::HubSource> {
+        let ca_certs = if self.settings.ca_pin.is_some() {
+            match std::fs::read_to_string(self.state.hub_ca()) {
+                Ok(pem) => vec![pem],
+                Err(e) => {
+                    tracing::warn!(
+                        "the hub's pinned CA ({}): {e}; artifacts come from upstream",
+                        self.state.hub_ca().display()
+                    );
+                    return None;
+                }
+            }
+        } else {
+            self.settings.ca_certs.clone()
+        };
+        Some(crate::artifacts::hub::HubSource {
+            endpoint: self.settings.endpoint.clone(),
+            host_id: id.host_id.clone(),
+            credential: id.credential.expose().to_string(),
+            ca_certs,
+            proxy: self.settings.proxy.clone(),
+            policy: crate::artifacts::hub::ArtifactSource::default(),
+        })
+    }
+
     fn start_worker(&self, id: &Identity) {
         let (tx, rx) = mpsc::channel();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -378,6 +406,7 @@ impl Daemon {
             output: self.output,
             control: self.control.clone(),
             reconcile_every: self.reconcile_every,
+            hub: self.artifact_hub(id),
         };
         let spawned = std::thread::Builder::new()
             .name("cairn-apply".into())

@@ -151,6 +151,9 @@ pub struct Worker {
     pub control: Arc<Control>,
     /// How often the applied profile's `reconcile` stage runs.
     pub reconcile_every: Duration,
+    /// The hub as the artifact source of hub-assigned profiles (its policy is set from the
+    /// pack settings at each apply); `None` when its TLS trust cannot be had.
+    pub hub: Option<crate::artifacts::hub::HubSource>,
 }
 
 enum Done {
@@ -410,6 +413,11 @@ impl Worker {
         // files are installed and nothing is started (as `apply --root`).
         let mut opts = profile::ApplyOptions::for_host(host, self.state.artifacts());
         opts.install.proxy = crate::kubernetes::proxy::Proxy::from_env();
+        // Artifacts (and pack digests) from the hub's mirror first, per `artifact_source`.
+        opts.install.fetch.hub = self.hub.clone().map(|mut h| {
+            h.policy = settings.artifact_source;
+            h
+        });
         let applied = match profile::apply(&plan, host, &opts, emitter, &mut journal) {
             Ok(Outcome::Applied(a)) => a,
             Ok(Outcome::Interrupted) => {

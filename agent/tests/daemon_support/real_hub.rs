@@ -153,6 +153,17 @@ impl RealHub {
         hub
     }
 
+    /// The data directory (the database's): `tls/`, `mirror/`, `packs.json`.
+    #[allow(dead_code)]
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    #[allow(dead_code)]
+    pub fn db(&self) -> &Path {
+        &self.db
+    }
+
     pub fn endpoint(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }

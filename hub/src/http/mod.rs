@@ -4,6 +4,7 @@
 
 mod admin;
 mod agent;
+mod artifacts;
 pub mod error;
 pub mod fleet;
 
@@ -44,6 +45,9 @@ pub struct ApiConfig {
     pub heartbeat_interval_secs: u64,
     /// Longest time a request may take, body upload included; then `408`.
     pub request_timeout: Duration,
+    /// The artifact mirror (`<data dir>/mirror`); `None` answers the artifact endpoints
+    /// with `404 no_mirror`.
+    pub mirror: Option<Arc<crate::mirror::Mirror>>,
 }
 
 impl Default for ApiConfig {
@@ -53,6 +57,7 @@ impl Default for ApiConfig {
             admin_token: None,
             heartbeat_interval_secs: cairn_proto::protocol::DEFAULT_HEARTBEAT_SECS,
             request_timeout: REQUEST_TIMEOUT,
+            mirror: None,
         }
     }
 }
@@ -64,6 +69,8 @@ pub(crate) struct Shared<S> {
     pub trust: Option<crate::pki::Trust>,
     /// The fleet page: change feed, sessions.
     pub(crate) fleet: fleet::Fleet,
+    /// The artifact mirror, when the hub keeps one.
+    pub(crate) mirror: Option<Arc<crate::mirror::Mirror>>,
 }
 
 /// State shared by the handlers.
@@ -83,6 +90,7 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
         heartbeat_interval_secs: config.heartbeat_interval_secs,
         trust: config.trust,
         fleet: fleet::Fleet::new(),
+        mirror: config.mirror,
     }));
     let request_timeout = config.request_timeout;
     Router::new()
@@ -91,6 +99,11 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
         .route("/v1/hosts/{id}/heartbeat", post(agent::heartbeat::<S>))
         .route("/v1/hosts/{id}/profile", get(agent::profile::<S>))
         .route("/v1/hosts/{id}/events", post(agent::events::<S>))
+        .route("/v1/hosts/{id}/artifacts", get(artifacts::list::<S>))
+        .route(
+            "/v1/hosts/{id}/artifacts/{sha256}",
+            get(artifacts::get::<S>),
+        )
         .nest(
             "/v1/admin",
             admin::routes::<S>().merge(fleet::api_routes::<S>()),
@@ -158,15 +171,19 @@ async fn guard(request_timeout: Duration, req: Request, next: Next) -> Response 
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = Instant::now();
-    let resp = match tokio::time::timeout(request_timeout, next.run(req)).await {
+    // An artifact the mirror does not hold yet is downloaded from upstream before its
+    // answer starts: that may take longer than any other request.
+    let limit = if is_artifact_download(&path) {
+        ARTIFACT_TIMEOUT.max(request_timeout)
+    } else {
+        request_timeout
+    };
+    let resp = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "timeout",
-            format!(
-                "the request took longer than {} s",
-                request_timeout.as_secs_f64()
-            ),
+            format!("the request took longer than {} s", limit.as_secs_f64()),
         )
         .into_response(),
     };
@@ -178,6 +195,32 @@ async fn guard(request_timeout: Duration, req: Request, next: Next) -> Response 
         tracing::debug!(%method, %path, status = status.as_u16(), ms, "request");
     }
     resp
+}
+
+/// Longest time before the answer to `GET /v1/hosts/{id}/artifacts/{sha256}` starts (the
+/// hub's own upstream download included; the body then streams without a limit).
+pub const ARTIFACT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn is_artifact_download(path: &str) -> bool {
+    let mut parts = path.trim_start_matches('/').split('/');
+    matches!(
+        (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next()
+        ),
+        (
+            Some("v1"),
+            Some("hosts"),
+            Some(_),
+            Some("artifacts"),
+            Some(_),
+            None
+        )
+    )
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
@@ -194,7 +237,11 @@ impl<S: Store> FromRequestParts<AppState<S>> for HostAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self, ApiError> {
-        let PathArgs(id) = PathArgs::<String>::from_request_parts(parts, state).await?;
+        // By name: the artifact endpoint's path has a second parameter.
+        let PathArgs(params) =
+            PathArgs::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+                .await?;
+        let id = params.get("id").cloned().unwrap_or_default();
         let credential = bearer(parts).ok_or_else(|| {
             ApiError::unauthenticated(
                 "send the host credential as `Authorization: Bearer <credential>`",
