@@ -214,6 +214,11 @@ pub struct Chart {
     pub chart: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
+    /// A registry object on the hub (a Helm repository or an OCI registry, with its
+    /// credentials) the chart comes from, instead of `repo`. For an OCI registry, `chart`
+    /// is the repository path under it (`charts/podinfo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
     pub version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -550,7 +555,25 @@ impl Profile {
                         c.non_empty_token(&format!("{p}.chart"), "a chart name", &ch.chart);
                         c.non_empty_token(&format!("{p}.version"), "a chart version", &ch.version);
                         if let Some(repo) = &ch.repo {
-                            c.url(&format!("{p}.repo"), repo, false);
+                            if !repo.starts_with("oci://") {
+                                c.url(&format!("{p}.repo"), repo, false);
+                            } else if crate::registry::url_host(repo).is_none() {
+                                c.err(format!("{p}.repo"), "the oci:// URL has no host");
+                            }
+                        }
+                        if let Some(reg) = &ch.registry {
+                            if ch.repo.is_some() {
+                                c.err(
+                                    format!("{p}.registry"),
+                                    "a chart comes from `repo` or from `registry`, not both",
+                                );
+                            }
+                            if check_name(reg).is_err() {
+                                c.err(
+                                    format!("{p}.registry"),
+                                    format!("`{reg}` is not a registry name: 1 to 63 lower-case letters, digits and `-`"),
+                                );
+                            }
                         }
                         let ns = ch.namespace.as_deref().unwrap_or("default");
                         if !releases.insert((ns, ch.name.as_str())) {
