@@ -15,6 +15,7 @@ pub mod cli;
 pub mod error;
 pub mod http;
 pub mod pki;
+pub mod registry;
 pub mod secret;
 pub mod server;
 pub mod store;

@@ -150,7 +150,10 @@ mod tests {
 
     #[test]
     fn hosts_and_refs() {
-        assert_eq!(url_host("oci://Reg.Example:5000/charts/x").as_deref(), Some("reg.example:5000"));
+        assert_eq!(
+            url_host("oci://Reg.Example:5000/charts/x").as_deref(),
+            Some("reg.example:5000")
+        );
         assert_eq!(url_host("https://u@h/x").as_deref(), Some("h"));
         assert_eq!(url_host("nourl"), None);
         let a: AddonsLayer = serde_json::from_value(serde_json::json!({"charts": [

@@ -55,6 +55,22 @@ pub(crate) struct ScopeQuery {
 }
 
 impl ScopeQuery {
+    pub(crate) fn new(tenant: Option<String>, project: Option<String>) -> Self {
+        ScopeQuery { tenant, project }
+    }
+
+    pub(crate) fn tenant_opt(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// Tenant scope without `project`, else the project's.
+    pub(crate) fn scope(&self) -> Scope {
+        match &self.project {
+            None => Scope::Tenant(self.tenant().to_string()),
+            Some(_) => Scope::Project(self.project()),
+        }
+    }
+
     fn tenant(&self) -> &str {
         self.tenant.as_deref().unwrap_or(DEFAULT_TENANT)
     }
@@ -68,7 +84,7 @@ impl ScopeQuery {
     }
 
     /// A project filter: only when `project` is given.
-    fn filter(&self) -> Option<ProjectRef> {
+    pub(crate) fn filter(&self) -> Option<ProjectRef> {
         self.project.as_ref().map(|_| self.project())
     }
 }

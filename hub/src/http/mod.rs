@@ -6,6 +6,7 @@ mod admin;
 mod agent;
 pub mod error;
 pub mod fleet;
+pub mod registries;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +45,9 @@ pub struct ApiConfig {
     pub heartbeat_interval_secs: u64,
     /// Longest time a request may take, body upload included; then `408`.
     pub request_timeout: Duration,
+    /// The registry key ([`crate::registry`]); `None`: registries with credentials can be
+    /// neither created nor served.
+    pub registry_keys: Option<Arc<crate::registry::Keyring>>,
 }
 
 impl Default for ApiConfig {
@@ -53,6 +57,7 @@ impl Default for ApiConfig {
             admin_token: None,
             heartbeat_interval_secs: cairn_proto::protocol::DEFAULT_HEARTBEAT_SECS,
             request_timeout: REQUEST_TIMEOUT,
+            registry_keys: None,
         }
     }
 }
@@ -62,6 +67,7 @@ pub(crate) struct Shared<S> {
     admin_sha256: Option<String>,
     pub heartbeat_interval_secs: u64,
     pub trust: Option<crate::pki::Trust>,
+    pub registry_keys: Option<Arc<crate::registry::Keyring>>,
     /// The fleet page: change feed, sessions.
     pub(crate) fleet: fleet::Fleet,
 }
@@ -82,6 +88,7 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
         admin_sha256: config.admin_token.as_deref().map(secret::sha256_hex),
         heartbeat_interval_secs: config.heartbeat_interval_secs,
         trust: config.trust,
+        registry_keys: config.registry_keys,
         fleet: fleet::Fleet::new(),
     }));
     let request_timeout = config.request_timeout;
@@ -91,9 +98,12 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
         .route("/v1/hosts/{id}/heartbeat", post(agent::heartbeat::<S>))
         .route("/v1/hosts/{id}/profile", get(agent::profile::<S>))
         .route("/v1/hosts/{id}/events", post(agent::events::<S>))
+        .route("/v1/hosts/{id}/registries", get(registries::for_host::<S>))
         .nest(
             "/v1/admin",
-            admin::routes::<S>().merge(fleet::api_routes::<S>()),
+            admin::routes::<S>()
+                .merge(registries::admin_routes::<S>())
+                .merge(fleet::api_routes::<S>()),
         )
         .merge(fleet::page_routes::<S>())
         .fallback(not_found)

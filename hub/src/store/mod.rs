@@ -9,6 +9,7 @@
 
 mod db;
 mod progress;
+mod registries;
 mod sql;
 
 use std::collections::BTreeMap;
@@ -331,6 +332,51 @@ pub struct FleetHost {
     pub progress: PhaseProgress,
 }
 
+/// A registry as listed: never its credentials, only whether it has some.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RegistryInfo {
+    pub id: String,
+    pub tenant: String,
+    /// `None` for tenant scope.
+    pub project: Option<String>,
+    pub name: String,
+    pub kind: cairn_proto::registry::RegistryKind,
+    pub url: String,
+    pub has_ca: bool,
+    pub has_credentials: bool,
+    #[serde(serialize_with = "ser_time")]
+    pub created_at: Timestamp,
+}
+
+/// A registry with its CA and its sealed credentials (see [`crate::registry`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryRecord {
+    pub info: RegistryInfo,
+    pub ca_pem: Option<String>,
+    /// Credentials sealed under the hub's registry key; `None` without credentials.
+    pub sealed: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryRecord")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A registry to store: its id is chosen first, since the credentials are sealed to it.
+#[derive(Clone)]
+pub struct NewRegistry {
+    pub id: String,
+    pub scope: Scope,
+    pub name: String,
+    pub kind: cairn_proto::registry::RegistryKind,
+    pub url: String,
+    pub ca_pem: Option<String>,
+    pub sealed: Option<String>,
+}
+
 /// Everything the hub stores, behind one interface. Every method is one consistent change
 /// (a transaction): a refused request changes nothing.
 pub trait Store: Clone + Send + Sync + 'static {
@@ -464,4 +510,28 @@ pub trait Store: Clone + Send + Sync + 'static {
         after: u64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// Store a registry; a name is taken once per scope ([`StoreError::Conflict`]).
+    fn create_registry(
+        &self,
+        new: &NewRegistry,
+    ) -> impl Future<Output = Result<RegistryInfo, StoreError>> + Send;
+    /// Registries visible to `project` (its own and its tenant's), or all of `tenant`, or all.
+    fn list_registries(
+        &self,
+        tenant: Option<&str>,
+        visible_to: Option<&ProjectRef>,
+    ) -> impl Future<Output = Result<Vec<RegistryInfo>, StoreError>> + Send;
+    /// Delete the registry `name` of exactly this scope.
+    fn delete_registry(
+        &self,
+        scope: &Scope,
+        name: &str,
+    ) -> impl Future<Output = Result<RegistryInfo, StoreError>> + Send;
+    /// The registries the host's project sees, with sealed credentials: a project-scope
+    /// registry hides a tenant-scope one of the same name.
+    fn host_registries(
+        &self,
+        host_id: &str,
+    ) -> impl Future<Output = Result<Vec<RegistryRecord>, StoreError>> + Send;
 }

@@ -309,7 +309,10 @@ fn assignment_from_row(r: &Row) -> Result<Assignment, StoreError> {
 }
 
 /// `(tenant id, project id)` of a project, or NotFound.
-async fn project_ids(c: &mut Conn<'_>, p: &ProjectRef) -> Result<(String, String), StoreError> {
+pub(super) async fn project_ids(
+    c: &mut Conn<'_>,
+    p: &ProjectRef,
+) -> Result<(String, String), StoreError> {
     let row = c
         .fetch_optional(
             "SELECT t.id AS tenant_id, p.id AS project_id FROM projects p \
@@ -326,7 +329,7 @@ async fn project_ids(c: &mut Conn<'_>, p: &ProjectRef) -> Result<(String, String
     ))
 }
 
-async fn tenant_id(c: &mut Conn<'_>, tenant: &str) -> Result<String, StoreError> {
+pub(super) async fn tenant_id(c: &mut Conn<'_>, tenant: &str) -> Result<String, StoreError> {
     let row = c
         .fetch_optional("SELECT id FROM tenants WHERE name = $1", args![tenant])
         .await
@@ -547,6 +550,26 @@ impl SqlStore {
 }
 
 impl Store for SqlStore {
+    async fn create_registry(&self, new: &NewRegistry) -> Result<RegistryInfo, StoreError> {
+        super::registries::create(&self.pool, new).await
+    }
+
+    async fn list_registries(
+        &self,
+        tenant: Option<&str>,
+        visible_to: Option<&ProjectRef>,
+    ) -> Result<Vec<RegistryInfo>, StoreError> {
+        super::registries::list(&self.pool, tenant, visible_to).await
+    }
+
+    async fn delete_registry(&self, scope: &Scope, name: &str) -> Result<RegistryInfo, StoreError> {
+        super::registries::delete(&self.pool, scope, name).await
+    }
+
+    async fn host_registries(&self, host_id: &str) -> Result<Vec<RegistryRecord>, StoreError> {
+        super::registries::for_host(&self.pool, host_id).await
+    }
+
     async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
         check_label("tenant", name)?;
         let t = Tenant {
