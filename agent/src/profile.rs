@@ -182,15 +182,31 @@ pub fn validate_for<'a>(
             kind: e.kind,
         });
     };
-    let (mut k, mut c, mut a) = (None, None, None);
+    let (mut k, mut c) = (None, None);
     for layer in &profile.layers {
         match layer {
             Layer::Kubernetes(x) => k = Some(x),
             Layer::Cni(x) => c = Some(x),
-            Layer::Addons(x) => a = Some(x),
-            Layer::Os(_) => {}
+            Layer::Addons(_) | Layer::Os(_) => {}
         }
     }
+    if profile.is_addon_profile() {
+        problem(PlanError::new(
+            "addons",
+            "this is an add-on profile (only an `addons` layer): it is attached to hosts on \
+             top of an infrastructure profile (`cairn-hub assign --addons NAME@VERSION`), \
+             not applied alone",
+        ));
+    }
+    // The profile's own add-ons, then each attached add-on profile's, as one ordered layer.
+    let merged = match profile.merged_addons() {
+        Ok(m) => m,
+        Err(e) => {
+            problem(PlanError::new(e.path, e.message));
+            None
+        }
+    };
+    let a = merged.as_ref();
     let mut kube = None;
     if let Some(k) = k {
         let target = Target::new(&machine.arch, &machine.node_name);

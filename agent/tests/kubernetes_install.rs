@@ -524,6 +524,7 @@ fn profile_json(k: KubernetesLayer, c: CniLayer, addons: Option<AddonsLayer>) ->
         name: "edge".into(),
         version: 1,
         description: String::new(),
+        addon_profiles: Vec::new(),
         layers,
     };
     serde_json::to_string_pretty(&p).unwrap()

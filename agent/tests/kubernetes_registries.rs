@@ -187,6 +187,7 @@ fn install(
         name: "edge".into(),
         version: 1,
         description: String::new(),
+        addon_profiles: Vec::new(),
         layers: vec![
             Layer::Kubernetes(k),
             Layer::Cni(c),
@@ -449,6 +450,7 @@ fn a_tampered_chart_or_refused_credentials_fail_before_anything_is_placed() {
         name: "edge".into(),
         version: 1,
         description: String::new(),
+        addon_profiles: Vec::new(),
         layers: vec![
             Layer::Kubernetes(k),
             Layer::Cni(c),

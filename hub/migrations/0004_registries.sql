@@ -17,3 +17,8 @@ CREATE TABLE registries (
     created_at  BIGINT NOT NULL,
     UNIQUE (tenant_id, scope_key, name)
 );
+
+-- Add-on profiles attached to an assignment, in order (docs/protocol.md, "Add-on
+-- profiles"): JSON `[{"name": …, "version": N|null}]`; NULL or `[]` for none. A null
+-- version follows the add-on profile's latest.
+ALTER TABLE assignments ADD COLUMN addons TEXT;

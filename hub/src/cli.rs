@@ -416,6 +416,11 @@ pub struct AssignArgs {
     /// Pin this version (default: follow the latest published version).
     #[arg(long)]
     pub version: Option<u64>,
+    /// Attach an add-on profile (one with only an `addons` layer) on top, as NAME@VERSION
+    /// (or NAME: its latest); repeatable, installed in the order given after the profile's
+    /// own add-ons. Without it, the target has no add-on profiles.
+    #[arg(long = "addons", value_name = "NAME@VERSION")]
+    pub addons: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -1279,12 +1284,26 @@ async fn admin(
         }
         Command::Assign(a) => {
             let target = target_of(a.host, a.tag)?;
+            let addons = a
+                .addons
+                .iter()
+                .map(|s| store::parse_addon_ref(s))
+                .collect::<Result<Vec<_>, _>>()?;
             let done = store
                 .assign(&a.scope.project_ref(), &target, &a.profile, a.version)
                 .await?;
+            store
+                .attach_addons(&a.scope.project_ref(), &target, &addons)
+                .await?;
             if json {
-                print_json(&done)?;
+                let mut v = serde_json::to_value(&done)?;
+                v["addons"] = serde_json::to_value(&addons)?;
+                print_json(&v)?;
             } else {
+                if !addons.is_empty() {
+                    let list: Vec<String> = addons.iter().map(ToString::to_string).collect();
+                    println!("Attached add-on profiles {}.", list.join(", "));
+                }
                 println!(
                     "Assigned profile {} ({}) to {} in project {}/{}.",
                     done.profile,

@@ -114,6 +114,9 @@ impl RegistryRefs {
                 r.add(a);
             }
         }
+        for a in &p.addon_profiles {
+            r.add(&a.addons);
+        }
         r
     }
 

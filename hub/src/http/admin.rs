@@ -347,6 +347,9 @@ pub(crate) struct AssignBody {
     profile: String,
     /// Pin a version; absent = follow the latest.
     version: Option<u64>,
+    /// Add-on profiles attached on top, in order: `NAME@VERSION` or `NAME`.
+    #[serde(default)]
+    addons: Vec<String>,
 }
 
 async fn list_assignments<S: Store>(
@@ -369,10 +372,18 @@ async fn assign<S: Store>(
         project: body.project,
     };
     let target = target_of(body.host, body.tag)?;
+    let addons = body
+        .addons
+        .iter()
+        .map(|s| store::parse_addon_ref(s))
+        .collect::<Result<Vec<_>, _>>()?;
     let done =
         st.0.store
             .assign(&q.project(), &target, &body.profile, body.version)
             .await?;
+    st.0.store
+        .attach_addons(&q.project(), &target, &addons)
+        .await?;
     st.0.fleet.notify(Change::All);
     Ok(Json(done))
 }

@@ -7,6 +7,7 @@
 //! lives in exactly one scope of its tenant, so `name` + `version` identify a profile
 //! within a tenant.
 
+mod addons;
 mod db;
 mod progress;
 mod registries;
@@ -19,6 +20,7 @@ use cairn_proto::protocol::Inventory;
 use cairn_proto::{Event, Profile};
 use serde::Serialize;
 
+pub use addons::{parse_addon_ref, AddonRef};
 pub use db::Backend;
 pub use progress::{phase_of_stage, phase_progress, HostStatus, PhaseProgress, PhaseState, PHASES};
 pub use sql::SqlStore;
@@ -534,4 +536,13 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         host_id: &str,
     ) -> impl Future<Output = Result<Vec<RegistryRecord>, StoreError>> + Send;
+    /// Attach add-on profiles, in order, to the target's assignment (replacing what it had;
+    /// `[]` detaches them): each an add-on profile visible to the project, combining with
+    /// the assigned profile. The host is then served its profile with `addon_profiles`.
+    fn attach_addons(
+        &self,
+        project: &ProjectRef,
+        target: &Target,
+        addons: &[AddonRef],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
