@@ -419,3 +419,172 @@ async fn registry_credentials_reach_only_hosts_that_use_them_and_leak_nowhere() 
     let out = hub(&db, &data, &["registry", "list", "--output", "json"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("corp-oci"));
 }
+
+const INFRA: &str = "name: infra
+layers:
+  - kubernetes:
+      flavor: k3s
+      version: v1.31.4+k3s1
+  - cni:
+      type: flannel
+      version: 0.25.7
+  - addons:
+      manifests:
+        - name: ns
+          content: 'kind: Namespace'
+";
+
+const MONITORING: &str = "name: monitoring
+layers:
+  - addons:
+      charts:
+        - name: prom
+          chart: prometheus
+          version: 25.0.0
+          registry: corp-helm
+";
+
+const LOGGING: &str = "name: logging
+layers:
+  - addons:
+      charts:
+        - name: loki
+          chart: loki
+          version: 6.0.0
+          repo: https://open.example/charts
+";
+
+const CLASH: &str = "name: clash
+layers:
+  - addons:
+      charts:
+        - name: loki
+          chart: other
+          version: 1.0.0
+          repo: https://open.example/charts
+";
+
+/// Add-on profiles attached with `assign --addons` are served in order inside the host's
+/// profile (with an ETag over the whole), their registries with them; a profile that is no
+/// add-on profile, or one that would install a release twice, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addon_profiles_are_served_in_order_with_the_registries_they_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let db = data.join("hub.db");
+    let pki = common::tls::make(dir.path());
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, HELM_PW).unwrap();
+    ok(
+        &db,
+        &data,
+        &[
+            "registry", "create", "corp-helm", "--kind", "helm", "--url",
+            "https://charts.example/stable", "--username", "reader", "--password-file",
+            pw.to_str().unwrap(),
+        ],
+    );
+    for (file, text) in [("i.yaml", INFRA), ("m.yaml", MONITORING), ("l.yaml", LOGGING), ("c.yaml", CLASH)] {
+        let p = dir.path().join(file);
+        std::fs::write(&p, text).unwrap();
+        ok(&db, &data, &["profile", "upload", p.to_str().unwrap()]);
+    }
+    let token: Value =
+        serde_json::from_str(&ok(&db, &data, &["token", "create", "--output", "json"])).unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    ok(&db, &data, &["assign", "--tag", "site=a", "--profile", "infra"]);
+
+    let port = free_port();
+    let mut server = Server(
+        Command::new(BIN)
+            .arg("--db")
+            .arg(&db)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--tls-cert")
+            .arg(&pki.cert)
+            .arg("--tls-key")
+            .arg(&pki.key)
+            .env_remove("CAIRN_HUB_DB")
+            .env_remove("CAIRN_HUB_ADMIN_TOKEN")
+            .env_remove("CAIRN_HUB_DATA_DIR")
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(server.0.try_wait().unwrap().is_none(), "serve exited");
+        assert!(Instant::now() < deadline, "serve did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = common::tls::client(&pki.ca_pem);
+    let base = format!("https://127.0.0.1:{port}");
+    let r = client
+        .post(format!("{base}/v1/register"))
+        .header("content-type", "application/json")
+        .body(json!({"token": token, "name": "edge-a", "tags": {"site": "a"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let reg: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let (id, cred) = (
+        reg["host_id"].as_str().unwrap().to_owned(),
+        reg["credential"].as_str().unwrap().to_owned(),
+    );
+    let get = |path: &'static str| {
+        let (client, base, id, cred) = (client.clone(), base.clone(), id.clone(), cred.clone());
+        async move {
+            let r = client
+                .get(format!("{base}/v1/hosts/{id}/{path}"))
+                .bearer_auth(cred)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let etag = r.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
+            (etag, serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap())
+        }
+    };
+    let (plain_etag, plain) = get("profile").await;
+    assert!(plain.get("addon_profiles").is_none(), "{plain}");
+    assert_eq!(get("registries").await.1, json!({"registries": []}));
+
+    // Attach two add-on profiles, in order.
+    ok(
+        &db,
+        &data,
+        &["assign", "--tag", "site=a", "--profile", "infra", "--addons", "logging@1", "--addons", "monitoring"],
+    );
+    let (etag, served) = get("profile").await;
+    assert_ne!(etag, plain_etag, "attaching changes what the host fetches");
+    let names: Vec<(&str, u64)> = served["addon_profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap(), a["version"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(names, [("logging", 1), ("monitoring", 1)]);
+    assert_eq!(served["addon_profiles"][1]["addons"]["charts"][0]["registry"], "corp-helm");
+    let regs = get("registries").await.1;
+    assert_eq!(regs["registries"][0]["name"], "corp-helm", "{regs}");
+    assert_eq!(regs["registries"][0]["password"], HELM_PW);
+
+    // Refused: an infrastructure profile as an add-on; a release installed twice.
+    let out = hub(&db, &data, &["assign", "--tag", "site=a", "--profile", "infra", "--addons", "infra"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an add-on profile"));
+    let out = hub(
+        &db,
+        &data,
+        &["assign", "--tag", "site=a", "--profile", "infra", "--addons", "logging", "--addons", "clash"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loki") && err.contains("logging") && err.contains("clash"), "{err}");
+    // Detaching: the plain profile again.
+    ok(&db, &data, &["assign", "--tag", "site=a", "--profile", "infra"]);
+    assert_eq!(get("profile").await.0, plain_etag);
+    let _ = server.0.kill();
+}
