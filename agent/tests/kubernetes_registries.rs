@@ -474,3 +474,114 @@ fn a_tampered_chart_or_refused_credentials_fail_before_anything_is_placed() {
     );
     let _ = std::io::stdout().flush();
 }
+
+/// A host's profile with attached add-on profiles (as the hub serves it): the profile's own
+/// add-ons, then each add-on profile's, in one ordered plan; an add-on profile's registry
+/// chart is fetched with the registry's credentials like any other.
+#[test]
+fn attached_addon_profiles_install_as_one_ordered_plan() {
+    use cairn_proto::profile::{AttachedAddons, Manifest};
+    let d = doubles(OCI_PW);
+    let m = Mirror::start();
+    let (k, c) = k8s::publish(
+        &m,
+        Flavor::K3s,
+        CniType::Flannel,
+        &k8s::version(Flavor::K3s, 31),
+        false,
+    );
+    let all = addons(&d, true);
+    let own = AddonsLayer {
+        manifests: vec![Manifest {
+            name: "ns".into(),
+            content: Some("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n".into()),
+            url: None,
+            sha256: None,
+        }],
+        charts: vec![],
+        artifacts: vec![],
+    };
+    let attached = |name: &str, i: usize| AttachedAddons {
+        name: name.into(),
+        version: 2,
+        addons: AddonsLayer {
+            manifests: vec![],
+            charts: vec![all.charts[i].clone()],
+            artifacts: vec![],
+        },
+    };
+    let p = Profile {
+        name: "edge".into(),
+        version: 1,
+        description: String::new(),
+        layers: vec![Layer::Kubernetes(k), Layer::Cni(c), Layer::Addons(own)],
+        addon_profiles: vec![attached("db", 1), attached("web", 0)],
+    };
+    let checked = cairn_userdata::profile::check("p.json", p).unwrap();
+    let root = K8sRoot::new();
+    let host = Host::system(root.path());
+    let plan = profile::validate_for(
+        &checked,
+        &profile::Machine::of(&host),
+        &Default::default(),
+        &d.registries,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let kube = plan.kubernetes.as_ref().unwrap();
+    let layer = kube.addons_layer.as_ref().unwrap();
+    let order: Vec<&str> = layer
+        .manifests
+        .iter()
+        .map(|m| m.name.as_str())
+        .chain(layer.charts.iter().map(|c| c.name.as_str()))
+        .collect();
+    assert_eq!(order, ["ns", "api", "web"]);
+    assert_eq!(kube.addons.as_ref().unwrap().pending, vec![0, 1]);
+    let o = profile::ApplyOptions {
+        install: opts(),
+        off_root_cache: host.root().join("var/lib/cairn/artifacts"),
+        os_stages: profile::os_stages(),
+    };
+    let mut em = Emitter::new("node-1");
+    match profile::apply(&plan, &host, &o, &mut em, &mut NoJournal)
+        .unwrap_or_else(|e| panic!("{e}"))
+    {
+        profile::Outcome::Applied(a) => {
+            let last = a.kubernetes.unwrap().phases.pop().unwrap();
+            assert_eq!(
+                (last.phase, last.status),
+                (Phase::Addons, PhaseStatus::Done)
+            );
+        }
+        profile::Outcome::Interrupted => panic!("interrupted"),
+    }
+    let dir = "/var/lib/rancher/k3s/server/manifests";
+    assert!(root
+        .read(&format!("{dir}/cairn-addon-ns.yaml"))
+        .contains("kind: Namespace"));
+    assert!(root
+        .read(&format!("{dir}/cairn-addon-chart-api.yaml"))
+        .contains("static/charts/api-1.2.3.tgz"));
+    assert!(root
+        .read(&format!("{dir}/cairn-addon-chart-web.yaml"))
+        .contains("static/charts/hello-0.1.0.tgz"));
+
+    // An add-on profile alone is not applied.
+    let alone = Profile {
+        name: "monitoring".into(),
+        version: 1,
+        description: String::new(),
+        layers: vec![Layer::Addons(addons(&d, true))],
+        addon_profiles: Vec::new(),
+    };
+    let checked = cairn_userdata::profile::check("a.json", alone).unwrap();
+    let e = profile::validate_for(
+        &checked,
+        &profile::Machine::of(&host),
+        &Default::default(),
+        &d.registries,
+    )
+    .expect_err("an add-on profile applied alone")
+    .to_string();
+    assert!(e.contains("add-on profile"), "{e}");
+}

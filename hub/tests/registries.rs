@@ -480,12 +480,25 @@ async fn addon_profiles_are_served_in_order_with_the_registries_they_use() {
         &db,
         &data,
         &[
-            "registry", "create", "corp-helm", "--kind", "helm", "--url",
-            "https://charts.example/stable", "--username", "reader", "--password-file",
+            "registry",
+            "create",
+            "corp-helm",
+            "--kind",
+            "helm",
+            "--url",
+            "https://charts.example/stable",
+            "--username",
+            "reader",
+            "--password-file",
             pw.to_str().unwrap(),
         ],
     );
-    for (file, text) in [("i.yaml", INFRA), ("m.yaml", MONITORING), ("l.yaml", LOGGING), ("c.yaml", CLASH)] {
+    for (file, text) in [
+        ("i.yaml", INFRA),
+        ("m.yaml", MONITORING),
+        ("l.yaml", LOGGING),
+        ("c.yaml", CLASH),
+    ] {
         let p = dir.path().join(file);
         std::fs::write(&p, text).unwrap();
         ok(&db, &data, &["profile", "upload", p.to_str().unwrap()]);
@@ -493,7 +506,11 @@ async fn addon_profiles_are_served_in_order_with_the_registries_they_use() {
     let token: Value =
         serde_json::from_str(&ok(&db, &data, &["token", "create", "--output", "json"])).unwrap();
     let token = token["token"].as_str().unwrap().to_owned();
-    ok(&db, &data, &["assign", "--tag", "site=a", "--profile", "infra"]);
+    ok(
+        &db,
+        &data,
+        &["assign", "--tag", "site=a", "--profile", "infra"],
+    );
 
     let port = free_port();
     let mut server = Server(
@@ -514,7 +531,10 @@ async fn addon_profiles_are_served_in_order_with_the_registries_they_use() {
             .unwrap(),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
         assert!(server.0.try_wait().unwrap().is_none(), "serve exited");
         assert!(Instant::now() < deadline, "serve did not listen");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -543,8 +563,14 @@ async fn addon_profiles_are_served_in_order_with_the_registries_they_use() {
                 .await
                 .unwrap();
             assert_eq!(r.status(), 200);
-            let etag = r.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
-            (etag, serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap())
+            let etag = r
+                .headers()
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (
+                etag,
+                serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap(),
+            )
         }
     };
     let (plain_etag, plain) = get("profile").await;
@@ -555,7 +581,17 @@ async fn addon_profiles_are_served_in_order_with_the_registries_they_use() {
     ok(
         &db,
         &data,
-        &["assign", "--tag", "site=a", "--profile", "infra", "--addons", "logging@1", "--addons", "monitoring"],
+        &[
+            "assign",
+            "--tag",
+            "site=a",
+            "--profile",
+            "infra",
+            "--addons",
+            "logging@1",
+            "--addons",
+            "monitoring",
+        ],
     );
     let (etag, served) = get("profile").await;
     assert_ne!(etag, plain_etag, "attaching changes what the host fetches");
@@ -566,25 +602,57 @@ async fn addon_profiles_are_served_in_order_with_the_registries_they_use() {
         .map(|a| (a["name"].as_str().unwrap(), a["version"].as_u64().unwrap()))
         .collect();
     assert_eq!(names, [("logging", 1), ("monitoring", 1)]);
-    assert_eq!(served["addon_profiles"][1]["addons"]["charts"][0]["registry"], "corp-helm");
+    assert_eq!(
+        served["addon_profiles"][1]["addons"]["charts"][0]["registry"],
+        "corp-helm"
+    );
     let regs = get("registries").await.1;
     assert_eq!(regs["registries"][0]["name"], "corp-helm", "{regs}");
     assert_eq!(regs["registries"][0]["password"], HELM_PW);
 
     // Refused: an infrastructure profile as an add-on; a release installed twice.
-    let out = hub(&db, &data, &["assign", "--tag", "site=a", "--profile", "infra", "--addons", "infra"]);
+    let out = hub(
+        &db,
+        &data,
+        &[
+            "assign",
+            "--tag",
+            "site=a",
+            "--profile",
+            "infra",
+            "--addons",
+            "infra",
+        ],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an add-on profile"));
     let out = hub(
         &db,
         &data,
-        &["assign", "--tag", "site=a", "--profile", "infra", "--addons", "logging", "--addons", "clash"],
+        &[
+            "assign",
+            "--tag",
+            "site=a",
+            "--profile",
+            "infra",
+            "--addons",
+            "logging",
+            "--addons",
+            "clash",
+        ],
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("loki") && err.contains("logging") && err.contains("clash"), "{err}");
+    assert!(
+        err.contains("loki") && err.contains("logging") && err.contains("clash"),
+        "{err}"
+    );
     // Detaching: the plain profile again.
-    ok(&db, &data, &["assign", "--tag", "site=a", "--profile", "infra"]);
+    ok(
+        &db,
+        &data,
+        &["assign", "--tag", "site=a", "--profile", "infra"],
+    );
     assert_eq!(get("profile").await.0, plain_etag);
     let _ = server.0.kill();
 }

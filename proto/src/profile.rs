@@ -564,7 +564,10 @@ impl Profile {
                 if let Some(first) = manifests.insert(m.name.clone(), who.clone()) {
                     return Err(MergeError {
                         path: format!("{path}.manifests[{j}].name"),
-                        message: format!("manifest `{}` is defined by {first} and by {who}", m.name),
+                        message: format!(
+                            "manifest `{}` is defined by {first} and by {who}",
+                            m.name
+                        ),
                     });
                 }
                 out.manifests.push(m.clone());
@@ -794,23 +797,39 @@ mod tests {
         assert_eq!(addon.validate(), vec![]);
         let mut p = sample();
         assert!(!p.is_addon_profile());
-        let Layer::Addons(layer) = addon.layers[0].clone() else { unreachable!() };
-        p.addon_profiles.push(AttachedAddons { name: "monitoring".into(), version: 3, addons: layer.clone() });
+        let Layer::Addons(layer) = addon.layers[0].clone() else {
+            unreachable!()
+        };
+        p.addon_profiles.push(AttachedAddons {
+            name: "monitoring".into(),
+            version: 3,
+            addons: layer.clone(),
+        });
         assert_eq!(p.validate(), vec![]);
         let merged = p.merged_addons().unwrap().unwrap();
-        assert_eq!(merged.manifests[0].name, "ns", "the profile's own add-ons first");
+        assert_eq!(
+            merged.manifests[0].name, "ns",
+            "the profile's own add-ons first"
+        );
         assert_eq!(merged.charts[0].name, "prom");
         // The same release twice, from two add-on profiles: refused, naming both.
-        p.addon_profiles.push(AttachedAddons { name: "again".into(), version: 1, addons: layer });
+        p.addon_profiles.push(AttachedAddons {
+            name: "again".into(),
+            version: 1,
+            addons: layer,
+        });
         let problems = p.validate();
         assert!(
-            problems.iter().any(|x| x.path == "addon_profiles[1].addons.charts[0].name"
-                && x.message.contains("monitoring v3")
-                && x.message.contains("again v1")),
+            problems
+                .iter()
+                .any(|x| x.path == "addon_profiles[1].addons.charts[0].name"
+                    && x.message.contains("monitoring v3")
+                    && x.message.contains("again v1")),
             "{problems:?}"
         );
         // Without a kubernetes layer, attached add-ons are refused.
-        p.layers.retain(|l| !matches!(l, Layer::Kubernetes(_) | Layer::Cni(_) | Layer::Addons(_)));
+        p.layers
+            .retain(|l| !matches!(l, Layer::Kubernetes(_) | Layer::Cni(_) | Layer::Addons(_)));
         assert!(p.validate().iter().any(|x| x.path == "addon_profiles[0]"));
     }
 }

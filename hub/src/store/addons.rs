@@ -106,7 +106,9 @@ pub(super) async fn attach(
                 "the target has no assignment in project {project}: assign a profile first"
             ))
         })?;
-    let name = row.text("profile_name").map_err(db("reading the assignment"))?;
+    let name = row
+        .text("profile_name")
+        .map_err(db("reading the assignment"))?;
     let version = row
         .opt_i64("profile_version")
         .map_err(db("reading the assignment"))?
@@ -200,7 +202,9 @@ pub(super) async fn compose(
                 version: rec.info.version,
                 addons: layer.clone(),
             }),
-            None => tracing::warn!(addon = %a, "an attached profile is not an add-on profile; left out"),
+            None => {
+                tracing::warn!(addon = %a, "an attached profile is not an add-on profile; left out")
+            }
         }
     }
     let body = serde_json::to_string(&profile)

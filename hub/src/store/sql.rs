@@ -132,7 +132,8 @@ const TOKEN_SELECT: &str = "SELECT k.id, k.name, k.hint, k.expires_at, k.max_use
      FROM registration_tokens k JOIN projects p ON p.id = k.project_id \
      JOIN tenants t ON t.id = p.tenant_id";
 
-pub(super) const PROFILE_SELECT: &str = "SELECT pr.id, pr.name, pr.version, pr.sha256, pr.created_at, \
+pub(super) const PROFILE_SELECT: &str =
+    "SELECT pr.id, pr.name, pr.version, pr.sha256, pr.created_at, \
      pr.body, t.name AS tenant_name, p.name AS project_name \
      FROM profiles pr JOIN tenants t ON t.id = pr.tenant_id \
      LEFT JOIN projects p ON p.id = pr.project_id";
