@@ -75,6 +75,10 @@ fn pct_decode(s: &str) -> String {
 }
 
 type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
+/// chart name → [(version, archive, digest written in the index)]
+type Charts = Arc<Mutex<BTreeMap<String, Vec<(String, Vec<u8>, String)>>>>;
+/// repository → reference (tag or digest) → bytes
+type Store = Arc<Mutex<BTreeMap<String, BTreeMap<String, Vec<u8>>>>>;
 
 /// Serve `handler` on a loopback port; returns `http://127.0.0.1:PORT` and the request log.
 fn serve(handler: Handler) -> (String, Arc<Mutex<Vec<Seen>>>) {
@@ -163,13 +167,12 @@ pub fn sha256_hex(b: &[u8]) -> String {
 pub struct HelmRepo {
     pub url: String,
     pub seen: Arc<Mutex<Vec<Seen>>>,
-    /// chart name → [(version, archive, digest written in the index)]
-    charts: Arc<Mutex<BTreeMap<String, Vec<(String, Vec<u8>, String)>>>>,
+    charts: Charts,
 }
 
 impl HelmRepo {
     pub fn start(user: &str, pass: &str) -> HelmRepo {
-        let charts: Arc<Mutex<BTreeMap<String, Vec<(String, Vec<u8>, String)>>>> = Arc::default();
+        let charts: Charts = Arc::default();
         let expected = basic_header(user, pass);
         let c = Arc::clone(&charts);
         let (url, seen) = serve(Arc::new(move |r: &Request| {
@@ -232,15 +235,15 @@ pub struct OciRegistry {
     pub url: String,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// repository → tag → manifest JSON
-    manifests: Arc<Mutex<BTreeMap<String, BTreeMap<String, Vec<u8>>>>>,
+    manifests: Store,
     /// repository → digest hex → blob
-    blobs: Arc<Mutex<BTreeMap<String, BTreeMap<String, Vec<u8>>>>>,
+    blobs: Store,
 }
 
 impl OciRegistry {
     pub fn start(user: &str, pass: &str) -> OciRegistry {
-        let manifests: Arc<Mutex<BTreeMap<String, BTreeMap<String, Vec<u8>>>>> = Arc::default();
-        let blobs: Arc<Mutex<BTreeMap<String, BTreeMap<String, Vec<u8>>>>> = Arc::default();
+        let manifests: Store = Arc::default();
+        let blobs: Store = Arc::default();
         // token → the scope it was issued for
         let tokens: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
         let expected = basic_header(user, pass);
