@@ -1289,6 +1289,9 @@ async fn admin(
                 .iter()
                 .map(|s| store::parse_addon_ref(s))
                 .collect::<Result<Vec<_>, _>>()?;
+            store
+                .check_addons(&a.scope.project_ref(), &a.profile, a.version, &addons)
+                .await?;
             let done = store
                 .assign(&a.scope.project_ref(), &target, &a.profile, a.version)
                 .await?;

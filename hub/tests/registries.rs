@@ -647,6 +647,8 @@ async fn addon_profiles_are_served_in_order_with_the_registries_they_use() {
         err.contains("loki") && err.contains("logging") && err.contains("clash"),
         "{err}"
     );
+    // A refused attachment changes nothing: the host is served what it was.
+    assert_eq!(get("profile").await.0, etag);
     // Detaching: the plain profile again.
     ok(
         &db,

@@ -377,6 +377,9 @@ async fn assign<S: Store>(
         .iter()
         .map(|s| store::parse_addon_ref(s))
         .collect::<Result<Vec<_>, _>>()?;
+    st.0.store
+        .check_addons(&q.project(), &body.profile, body.version, &addons)
+        .await?;
     let done =
         st.0.store
             .assign(&q.project(), &target, &body.profile, body.version)

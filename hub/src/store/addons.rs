@@ -113,9 +113,45 @@ pub(super) async fn attach(
         .opt_i64("profile_version")
         .map_err(db("reading the assignment"))?
         .and_then(|v| u64::try_from(v).ok());
+    combine(&mut c, &tid, &pid, project, &name, version, addons).await?;
+    let text = serde_json::to_string(addons)
+        .map_err(|e| StoreError::Internal(format!("writing the add-on list: {e}")))?;
+    pool.execute(
+        "UPDATE assignments SET addons = $1 WHERE project_id = $2 AND target = $3",
+        args![text, &pid, &key],
+    )
+    .await
+    .map_err(db("attaching add-on profiles"))?;
+    Ok(())
+}
+
+/// Check that `addons` are add-on profiles visible to the project that combine with
+/// profile `name` (`version`, or its latest): what [`attach`] checks, before an assignment
+/// is changed.
+pub(super) async fn check(
+    pool: &Pool,
+    project: &ProjectRef,
+    name: &str,
+    version: Option<u64>,
+    addons: &[AddonRef],
+) -> Result<(), StoreError> {
+    let mut c = Conn::Pool(pool);
+    let (tid, pid) = project_ids(&mut c, project).await?;
+    combine(&mut c, &tid, &pid, project, name, version, addons).await
+}
+
+async fn combine(
+    c: &mut Conn<'_>,
+    tid: &str,
+    pid: &str,
+    project: &ProjectRef,
+    name: &str,
+    version: Option<u64>,
+    addons: &[AddonRef],
+) -> Result<(), StoreError> {
     let mut attached = Vec::new();
     for a in addons {
-        let rec = visible_profile(&mut c, &tid, &pid, &a.name, a.version)
+        let rec = visible_profile(c, tid, pid, &a.name, a.version)
             .await?
             .ok_or_else(|| {
                 StoreError::NotFound(format!(
@@ -137,8 +173,13 @@ pub(super) async fn attach(
     }
     // The combination must merge now (versions that follow the latest are checked again
     // whenever the host is served).
-    if let Some(base) = visible_profile(&mut c, &tid, &pid, &name, version).await? {
+    if let Some(base) = visible_profile(c, tid, pid, name, version).await? {
         let mut p = parse(&base)?;
+        if p.is_addon_profile() && !addons.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "profile `{name}` is an add-on profile: attach add-ons to an infrastructure profile"
+            )));
+        }
         p.addon_profiles = attached;
         if let Err(e) = p.merged_addons() {
             return Err(StoreError::Invalid(format!(
@@ -147,14 +188,6 @@ pub(super) async fn attach(
             )));
         }
     }
-    let text = serde_json::to_string(addons)
-        .map_err(|e| StoreError::Internal(format!("writing the add-on list: {e}")))?;
-    pool.execute(
-        "UPDATE assignments SET addons = $1 WHERE project_id = $2 AND target = $3",
-        args![text, &pid, &key],
-    )
-    .await
-    .map_err(db("attaching add-on profiles"))?;
     Ok(())
 }
 

@@ -536,6 +536,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         host_id: &str,
     ) -> impl Future<Output = Result<Vec<RegistryRecord>, StoreError>> + Send;
+    /// What [`Store::attach_addons`] would refuse for an assignment of `profile`
+    /// (`version`, or its latest): checked before the assignment is changed.
+    fn check_addons(
+        &self,
+        project: &ProjectRef,
+        profile: &str,
+        version: Option<u64>,
+        addons: &[AddonRef],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Attach add-on profiles, in order, to the target's assignment (replacing what it had;
     /// `[]` detaches them): each an add-on profile visible to the project, combining with
     /// the assigned profile. The host is then served its profile with `addon_profiles`.

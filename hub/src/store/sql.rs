@@ -571,6 +571,16 @@ impl Store for SqlStore {
         super::registries::for_host(&self.pool, host_id).await
     }
 
+    async fn check_addons(
+        &self,
+        project: &ProjectRef,
+        profile: &str,
+        version: Option<u64>,
+        addons: &[AddonRef],
+    ) -> Result<(), StoreError> {
+        super::addons::check(&self.pool, project, profile, version, addons).await
+    }
+
     async fn attach_addons(
         &self,
         project: &ProjectRef,
