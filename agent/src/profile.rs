@@ -155,7 +155,7 @@ pub fn validate_with<'a>(
     machine: &Machine,
     settings: &packs::Settings,
 ) -> Result<Plan<'a>, Invalid> {
-    validate_for(checked, machine, settings, &[])
+    validate_inner(checked, machine, settings, None)
 }
 
 /// [`validate_with`], with the chart registries the hub sent for the profile
@@ -167,6 +167,17 @@ pub fn validate_for<'a>(
     machine: &Machine,
     settings: &packs::Settings,
     registries: &[RegistryAccess],
+) -> Result<Plan<'a>, Invalid> {
+    validate_inner(checked, machine, settings, Some(registries))
+}
+
+/// `registries: None`: validating without the hub (`validate`, `plan`): a chart naming a
+/// registry is planned as fetched from it, whatever the registry turns out to be.
+fn validate_inner<'a>(
+    checked: &'a Checked,
+    machine: &Machine,
+    settings: &packs::Settings,
+    registries: Option<&[RegistryAccess]>,
 ) -> Result<Plan<'a>, Invalid> {
     let profile = &checked.profile;
     let mut problems = Vec::new();
@@ -225,8 +236,10 @@ pub fn validate_for<'a>(
             (_, Err(e)) => problem(e),
             (Some(c), Ok(target)) => {
                 let mut k_owned = k.clone();
-                let ca_files =
-                    kubernetes::registries::runtime_values(&mut k_owned.values, registries);
+                let ca_files = kubernetes::registries::runtime_values(
+                    &mut k_owned.values,
+                    registries.unwrap_or_default(),
+                );
                 let k = &k_owned;
                 match packs::complete(k, Some(c), target.arch, &settings.mirrors) {
                     Err(unresolved) => {
@@ -276,7 +289,7 @@ pub fn validate_for<'a>(
                                 addons,
                                 packs: done.planned,
                                 settings: settings.clone(),
-                                registries: registries.to_vec(),
+                                registries: registries.unwrap_or_default().to_vec(),
                                 addons_layer: a.cloned(),
                                 arch: target.arch,
                             });
@@ -491,8 +504,14 @@ pub fn apply(
                     )
                     .map_err(ApplyError::Registry)?;
                     addons = Some(
-                        addons::plan_with(layer, node.flavor, k.arch, &k.registries, &resolved)
-                            .map_err(ApplyError::Replan)?,
+                        addons::plan_with(
+                            layer,
+                            node.flavor,
+                            k.arch,
+                            Some(&k.registries),
+                            &resolved,
+                        )
+                        .map_err(ApplyError::Replan)?,
                     );
                 }
             }

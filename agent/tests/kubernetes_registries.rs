@@ -585,3 +585,48 @@ fn attached_addon_profiles_install_as_one_ordered_plan() {
     .to_string();
     assert!(e.contains("add-on profile"), "{e}");
 }
+
+/// Without the hub (`cairn-agent validate`, `plan`), a chart naming a registry is valid and
+/// planned as fetched from it, verified by its registry's digest.
+#[test]
+fn validate_and_plan_accept_registry_charts_without_the_hub() {
+    let d = doubles(OCI_PW);
+    let m = Mirror::start();
+    let (k, c) = k8s::publish(
+        &m,
+        Flavor::K3s,
+        CniType::Flannel,
+        &k8s::version(Flavor::K3s, 31),
+        false,
+    );
+    let p = Profile {
+        name: "edge".into(),
+        version: 1,
+        description: String::new(),
+        addon_profiles: Vec::new(),
+        layers: vec![
+            Layer::Kubernetes(k),
+            Layer::Cni(c),
+            Layer::Addons(addons(&d, true)),
+        ],
+    };
+    let checked = cairn_userdata::profile::check("p.json", p).unwrap();
+    let entries = cairn_agent::packs::plan_entries(
+        &checked,
+        &[cairn_proto::profile::Arch::Amd64],
+        &Default::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = cairn_agent::packs::render_plan(&entries);
+    assert!(text.contains("registry corp-helm: hello 0.1.0"), "{text}");
+    assert!(
+        text.contains("registry corp-oci: charts/api 1.2.3"),
+        "{text}"
+    );
+    assert!(
+        entries.iter().filter(|e| e.from == "registry").count() == 2,
+        "{text}"
+    );
+    // Nothing was fetched from the registries to plan.
+    assert!(d.helm.seen.lock().unwrap().is_empty() && d.oci.seen.lock().unwrap().is_empty());
+}

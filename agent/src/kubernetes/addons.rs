@@ -63,7 +63,7 @@ fn chart_artifact<'a>(a: &'a AddonsLayer, chart: &str, arch: Arch) -> Option<&'a
 
 /// Plan the layer for the flavor and the target's arch (no registries).
 pub fn plan(a: &AddonsLayer, flavor: Flavor, arch: Arch) -> Result<AddonPlan, PlanError> {
-    plan_with(a, flavor, arch, &[], &BTreeMap::new())
+    plan_with(a, flavor, arch, None, &BTreeMap::new())
 }
 
 /// Where one chart's archive comes from.
@@ -77,12 +77,13 @@ enum ChartFile<'a> {
 
 /// Plan the layer with the registries the hub sent and the registry charts fetched so far
 /// (`resolved`, by chart index); a registry chart not in `resolved` is listed in
-/// [`AddonPlan::pending`].
+/// [`AddonPlan::pending`]. `registries: None` (validating without the hub): a chart naming a
+/// `registry:` is pending whatever its registry; with `Some`, the registry must be there.
 pub fn plan_with(
     a: &AddonsLayer,
     flavor: Flavor,
     arch: Arch,
-    registries: &[RegistryAccess],
+    registries: Option<&[RegistryAccess]>,
     resolved: &BTreeMap<usize, Resolved>,
 ) -> Result<AddonPlan, PlanError> {
     let mut out = AddonPlan::default();
@@ -139,9 +140,12 @@ pub fn plan_with(
                 ))
             }
         };
-        let from_registry = chart_source(c, registries)
-            .map_err(|e| PlanError::new(format!("addons.charts[{i}].registry"), e.to_string()))?
-            .is_some();
+        let from_registry = match registries {
+            Some(regs) => chart_source(c, regs)
+                .map_err(|e| PlanError::new(format!("addons.charts[{i}].registry"), e.to_string()))?
+                .is_some(),
+            None => c.registry.is_some(),
+        };
         let source = match (from_registry, resolved.get(&i)) {
             (true, Some(r)) => ChartFile::Registry(r),
             (true, None) => {
