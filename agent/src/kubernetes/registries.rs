@@ -400,8 +400,9 @@ fn helm_chart(
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         return Err(bad(format!("the chart URL `{url}` is not http(s)")));
     }
-    // Credentials go only to the repository's own host (as helm does by default).
-    let chart_auth = if url_host(&url) == url_host(&reg.url) {
+    // Credentials go only to the repository's own host and scheme (as helm does by
+    // default): never to another host, never over plain HTTP from an HTTPS repository.
+    let chart_auth = if same_origin(&url, &reg.url) {
         auth
     } else {
         Auth::None
@@ -438,6 +439,12 @@ fn helm_chart(
             sha256: digest,
         },
     ))
+}
+
+/// Same scheme and `host[:port]`.
+fn same_origin(a: &str, b: &str) -> bool {
+    let scheme = |u: &str| u.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    scheme(a) == scheme(b) && url_host(a) == url_host(b)
 }
 
 fn last_segment(path: &str) -> &str {
@@ -525,6 +532,12 @@ impl OciSession<'_> {
             .get("realm")
             .filter(|r| r.starts_with("https://") || r.starts_with("http://"))
             .ok_or_else(|| bad("its Bearer challenge names no http(s) realm".into()))?;
+        // Credentials of an HTTPS registry never travel over plain HTTP.
+        if self.reg.url.starts_with("https://") && !realm.starts_with("https://") {
+            return Err(bad(format!(
+                "its token realm `{realm}` is not HTTPS; the credentials are not sent there"
+            )));
+        }
         let mut url = reqwest::Url::parse(realm)
             .map_err(|e| bad(format!("its token realm `{realm}`: {e}")))?;
         for k in ["service", "scope"] {
@@ -741,6 +754,23 @@ pub fn runtime_values(values: &mut Value, regs: &[RegistryAccess]) -> Vec<(Strin
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn credentials_stay_on_their_origin() {
+        assert!(same_origin(
+            "https://r.example/charts/a.tgz",
+            "https://r.example/stable"
+        ));
+        assert!(!same_origin("http://r.example/a.tgz", "https://r.example"));
+        assert!(!same_origin(
+            "https://cdn.example/a.tgz",
+            "https://r.example"
+        ));
+        assert!(!same_origin(
+            "https://r.example:8443/a.tgz",
+            "https://r.example"
+        ));
+    }
 
     #[test]
     fn bearer_challenges_parse() {
