@@ -381,7 +381,8 @@ pub struct PlanEntry {
     pub arch: Arch,
     pub name: String,
     pub url: String,
-    /// `pack` (the catalog added it) or `profile` (listed under `artifacts`).
+    /// `pack` (the catalog added it), `profile` (listed under `artifacts`) or `registry` (a
+    /// chart from a hub registry).
     pub from: &'static str,
     pub verify: serde_json::Value,
     /// The verification in words.
@@ -429,6 +430,27 @@ pub fn plan_entries(
                 from,
                 verify,
                 how,
+            });
+        }
+        // Charts from the hub's registries: where is known at apply (the hub sends the
+        // registry with the profile), and so is the digest.
+        let pending = k.addons.iter().flat_map(|a| a.pending.iter());
+        for c in pending.filter_map(|i| k.addons_layer.as_ref()?.charts.get(*i)) {
+            out.push(PlanEntry {
+                arch: *arch,
+                name: format!("chart {}", c.name),
+                url: format!(
+                    "registry {}: {} {}",
+                    c.registry.as_deref().unwrap_or("?"),
+                    c.chart,
+                    c.version
+                ),
+                from: "registry",
+                verify: serde_json::json!({"by": "registry_digest"}),
+                how: "the digest its registry publishes (a Helm index's `digest`, an OCI \
+                      manifest's chart layer), fetched at apply with the credentials the hub \
+                      sends"
+                    .into(),
             });
         }
     }

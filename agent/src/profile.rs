@@ -22,7 +22,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use cairn_proto::profile::{Arch, Layer, Profile};
+use cairn_proto::profile::{AddonsLayer, Arch, Layer, Profile};
+use cairn_proto::registry::RegistryAccess;
 use cairn_userdata::diag::Severity;
 use cairn_userdata::model::Config;
 use cairn_userdata::profile::{Checked, Finding};
@@ -79,6 +80,12 @@ pub struct KubernetesPlan {
     pub packs: Vec<cairn_packs::Planned>,
     /// Where the packs came from: mirrors and their CA, used again to read checksum files.
     pub settings: packs::Settings,
+    /// The registries the hub sent for this profile (credentials: never logged).
+    pub registries: Vec<RegistryAccess>,
+    /// The add-on layer, kept to plan again once its registry charts are fetched.
+    pub addons_layer: Option<AddonsLayer>,
+    /// The target's architecture.
+    pub arch: Arch,
 }
 
 /// A profile validated for one machine, ready to apply.
@@ -148,6 +155,30 @@ pub fn validate_with<'a>(
     machine: &Machine,
     settings: &packs::Settings,
 ) -> Result<Plan<'a>, Invalid> {
+    validate_inner(checked, machine, settings, None)
+}
+
+/// [`validate_with`], with the chart registries the hub sent for the profile
+/// (docs/protocol.md, "Registries"): OCI registries' credentials and CAs become the
+/// container runtime's registry configuration, and charts naming a registry are planned
+/// to be fetched from it (by [`apply`], before anything is written).
+pub fn validate_for<'a>(
+    checked: &'a Checked,
+    machine: &Machine,
+    settings: &packs::Settings,
+    registries: &[RegistryAccess],
+) -> Result<Plan<'a>, Invalid> {
+    validate_inner(checked, machine, settings, Some(registries))
+}
+
+/// `registries: None`: validating without the hub (`validate`, `plan`): a chart naming a
+/// registry is planned as fetched from it, whatever the registry turns out to be.
+fn validate_inner<'a>(
+    checked: &'a Checked,
+    machine: &Machine,
+    settings: &packs::Settings,
+    registries: Option<&[RegistryAccess]>,
+) -> Result<Plan<'a>, Invalid> {
     let profile = &checked.profile;
     let mut problems = Vec::new();
     let mut problem = |e: PlanError| {
@@ -162,15 +193,31 @@ pub fn validate_with<'a>(
             kind: e.kind,
         });
     };
-    let (mut k, mut c, mut a) = (None, None, None);
+    let (mut k, mut c) = (None, None);
     for layer in &profile.layers {
         match layer {
             Layer::Kubernetes(x) => k = Some(x),
             Layer::Cni(x) => c = Some(x),
-            Layer::Addons(x) => a = Some(x),
-            Layer::Os(_) => {}
+            Layer::Addons(_) | Layer::Os(_) => {}
         }
     }
+    if profile.is_addon_profile() {
+        problem(PlanError::new(
+            "addons",
+            "this is an add-on profile (only an `addons` layer): it is attached to hosts on \
+             top of an infrastructure profile (`cairn-hub assign --addons NAME@VERSION`), \
+             not applied alone",
+        ));
+    }
+    // The profile's own add-ons, then each attached add-on profile's, as one ordered layer.
+    let merged = match profile.merged_addons() {
+        Ok(m) => m,
+        Err(e) => {
+            problem(PlanError::new(e.path, e.message));
+            None
+        }
+    };
+    let a = merged.as_ref();
     let mut kube = None;
     if let Some(k) = k {
         let target = Target::new(&machine.arch, &machine.node_name);
@@ -188,6 +235,12 @@ pub fn validate_with<'a>(
             )),
             (_, Err(e)) => problem(e),
             (Some(c), Ok(target)) => {
+                let mut k_owned = k.clone();
+                let ca_files = kubernetes::registries::runtime_values(
+                    &mut k_owned.values,
+                    registries.unwrap_or_default(),
+                );
+                let k = &k_owned;
                 match packs::complete(k, Some(c), target.arch, &settings.mirrors) {
                     Err(unresolved) => {
                         for p in unresolved {
@@ -211,16 +264,34 @@ pub fn validate_with<'a>(
                             .map_err(&mut problem)
                             .ok();
                         let addons = a.and_then(|a| {
-                            addons::plan(a, k.flavor, target.arch)
-                                .map_err(&mut problem)
-                                .ok()
+                            addons::plan_with(
+                                a,
+                                k.flavor,
+                                target.arch,
+                                registries,
+                                &Default::default(),
+                            )
+                            .map_err(&mut problem)
+                            .ok()
                         });
-                        if let Some(node) = node {
+                        if let Some(mut node) = node {
+                            for (path, content) in ca_files {
+                                node.files.push(kubernetes::PlanFile {
+                                    path,
+                                    content,
+                                    mode: 0o644,
+                                    secret: false,
+                                    stage: kubernetes::FileStage::Install,
+                                });
+                            }
                             kube = Some(KubernetesPlan {
                                 node,
                                 addons,
                                 packs: done.planned,
                                 settings: settings.clone(),
+                                registries: registries.unwrap_or_default().to_vec(),
+                                addons_layer: a.cloned(),
+                                arch: target.arch,
                             });
                         }
                     }
@@ -331,6 +402,12 @@ pub enum ApplyError {
     /// An air-gap bundle's manifest could not be read.
     #[error("the air-gap bundle: {0}; nothing was applied")]
     Bundle(#[source] ArtifactError),
+    /// A chart could not be fetched from its registry, or did not match its digest.
+    #[error("{0}; nothing was applied")]
+    Registry(#[source] kubernetes::registries::RegistryError),
+    /// The add-ons could not be planned with the charts fetched from registries.
+    #[error("add-ons: {0}; nothing was applied")]
+    Replan(#[source] PlanError),
     /// An artifact could not be fetched or did not match its sha256.
     #[error("{0}; nothing was applied")]
     Artifacts(#[source] InstallError),
@@ -439,10 +516,34 @@ pub fn apply(
                 &opts.off_root_cache,
             )
             .map_err(ApplyError::Cache)?;
+            // Registry charts: fetched with the registry's credentials and verified into the
+            // cache, then the add-ons planned again with them.
+            let mut addons = k.addons.clone();
+            if let (Some(plan), Some(layer)) = (&addons, &k.addons_layer) {
+                if !plan.pending.is_empty() {
+                    let resolved = kubernetes::registries::resolve_charts(
+                        layer,
+                        &k.registries,
+                        &cache,
+                        &install_opts.fetch,
+                    )
+                    .map_err(ApplyError::Registry)?;
+                    addons = Some(
+                        addons::plan_with(
+                            layer,
+                            node.flavor,
+                            k.arch,
+                            Some(&k.registries),
+                            &resolved,
+                        )
+                        .map_err(ApplyError::Replan)?,
+                    );
+                }
+            }
             let fetched =
-                install::fetch(&node, k.addons.as_ref(), cache, host, &install_opts, events)
+                install::fetch(&node, addons.as_ref(), cache, host, &install_opts, events)
                     .map_err(ApplyError::Artifacts)?;
-            Some((node, k.addons.as_ref(), fetched, install_opts))
+            Some((node, addons, fetched, install_opts))
         }
     };
     let lock = ApplyLock::acquire(host).map_err(ApplyError::Locked)?;
@@ -466,9 +567,16 @@ pub fn apply(
         applied.tolerated += outcome.tolerated.len();
     }
     if let Some((node, addons, fetched, install_opts)) = kube {
-        let report =
-            install::install_fetched(&node, addons, &fetched, host, &install_opts, events, &lock)
-                .map_err(ApplyError::Kubernetes)?;
+        let report = install::install_fetched(
+            &node,
+            addons.as_ref(),
+            &fetched,
+            host,
+            &install_opts,
+            events,
+            &lock,
+        )
+        .map_err(ApplyError::Kubernetes)?;
         applied.changed += report.changes.len();
         applied.kubernetes = Some(report);
     }

@@ -524,6 +524,7 @@ fn profile_json(k: KubernetesLayer, c: CniLayer, addons: Option<AddonsLayer>) ->
         name: "edge".into(),
         version: 1,
         description: String::new(),
+        addon_profiles: Vec::new(),
         layers,
     };
     serde_json::to_string_pretty(&p).unwrap()
@@ -692,6 +693,7 @@ fn addons_are_installed_after_the_cni_the_way_each_flavor_expects() {
                 name: "ingress".into(),
                 chart: "ingress-nginx".into(),
                 repo: Some("https://kubernetes.github.io/ingress-nginx".into()),
+                registry: None,
                 version: "4.11.3".into(),
                 namespace: Some("ingress".into()),
                 values: serde_json::json!({"controller": {"replicaCount": 1}}),
@@ -700,6 +702,7 @@ fn addons_are_installed_after_the_cni_the_way_each_flavor_expects() {
                 name: "metrics".into(),
                 chart: "metrics-server".into(),
                 repo: None,
+                registry: None,
                 version: "3.12.2".into(),
                 namespace: Some("kube-system".into()),
                 values: serde_json::Value::Null,

@@ -26,6 +26,7 @@ fn profile_json(k: KubernetesLayer, c: CniLayer) -> String {
         name: "edge".into(),
         version: 0,
         description: String::new(),
+        addon_profiles: Vec::new(),
         layers: vec![
             Layer::Os(OsLayer {
                 user_data: "stages:\n  boot:\n    - name: site\n      files:\n        - path: /etc/site\n          content: lab\n".into(),

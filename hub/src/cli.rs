@@ -85,6 +85,10 @@ pub enum Command {
     /// Upload (publish), list or show cluster profiles.
     #[command(subcommand)]
     Profile(ProfileCmd),
+    /// Create, list or delete chart registries (Helm repositories, OCI registries) and
+    /// their credentials, which are encrypted with the hub's registry key.
+    #[command(subcommand)]
+    Registry(RegistryCmd),
     /// Assign a profile to one host or to every host with a tag (replaces the target's
     /// previous assignment).
     Assign(AssignArgs),
@@ -226,6 +230,100 @@ impl FilterArgs {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RegistryKindArg {
+    /// A Helm chart repository (index.yaml over HTTP(S)); basic auth.
+    Helm,
+    /// An OCI registry (charts as OCI artifacts, container images); token or basic auth.
+    Oci,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCmd {
+    /// Create a registry. Without --project it belongs to the tenant (every project sees
+    /// it); a project's registry hides a tenant's of the same name. Secrets are read from
+    /// files, never from the command line, and are shown by no command afterwards.
+    Create {
+        /// The name charts use in `registry: NAME`.
+        name: String,
+        #[arg(long, value_enum)]
+        kind: RegistryKindArg,
+        /// Helm: the repository URL. OCI: the registry's base URL, https://HOST[:PORT].
+        #[arg(long)]
+        url: String,
+        /// PEM file of the CA(s) that sign the registry's certificate, when not a public CA.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// Basic auth user name (with --password-file).
+        #[arg(long)]
+        username: Option<String>,
+        /// File holding the basic auth password (a trailing newline is ignored).
+        #[arg(long, value_name = "FILE", requires = "username")]
+        password_file: Option<PathBuf>,
+        /// File holding an OCI registry token.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        scope: FilterArgs,
+    },
+    /// List registries (never their credentials: `has_credentials` says whether they have some).
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Delete a registry of the tenant (or, with --project, of the project).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        scope: FilterArgs,
+    },
+}
+
+fn read_secret_file(path: &Path, what: &str) -> anyhow::Result<String> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("reading the {what} file {}", path.display()))?;
+    if meta.len() > 8192 {
+        bail!("the {what} file {} is larger than 8 KiB", path.display());
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the {what} file {}", path.display()))?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    if text.is_empty() {
+        bail!("the {what} file {} is empty", path.display());
+    }
+    Ok(text.to_string())
+}
+
+fn registry_rows(rs: &[store::RegistryInfo]) -> String {
+    let rows: Vec<Vec<String>> = rs
+        .iter()
+        .map(|r| {
+            vec![
+                r.tenant.clone(),
+                r.project.clone().unwrap_or_else(|| "(tenant)".into()),
+                r.name.clone(),
+                r.kind.as_str().into(),
+                r.url.clone(),
+                if r.has_credentials { "yes" } else { "no" }.into(),
+                if r.has_ca { "yes" } else { "no" }.into(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "TENANT",
+            "PROJECT",
+            "NAME",
+            "KIND",
+            "URL",
+            "CREDENTIALS",
+            "CA",
+        ],
+        &rows,
+    )
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TenantCmd {
     /// Create a tenant (lower-case letters, digits and `-`).
@@ -327,6 +425,11 @@ pub struct AssignArgs {
     /// Pin this version (default: follow the latest published version).
     #[arg(long)]
     pub version: Option<u64>,
+    /// Attach an add-on profile (one with only an `addons` layer) on top, as NAME@VERSION
+    /// (or NAME: its latest); repeatable, installed in the order given after the profile's
+    /// own add-ons. Without it, the target has no add-on profiles.
+    #[arg(long = "addons", value_name = "NAME@VERSION")]
+    pub addons: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -650,6 +753,15 @@ async fn serve(
             "no admin token: /v1/admin is disabled (admin commands still work on the database)"
         );
     }
+    let registry_keys = match data_dir.as_deref() {
+        Some(dir) => Some(std::sync::Arc::new(
+            crate::registry::Keyring::load_or_create(dir)?,
+        )),
+        None => {
+            tracing::info!("no data directory: registries with credentials are unavailable");
+            None
+        }
+    };
     let store = SqlStore::open(db_url)
         .await
         .with_context(|| format!("opening the database {}", redact_url(db_url)))?;
@@ -679,6 +791,7 @@ async fn serve(
             heartbeat_interval_secs: args.heartbeat_interval,
             request_timeout: Duration::from_secs(args.request_timeout),
             trust,
+            registry_keys,
         },
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -920,6 +1033,112 @@ async fn admin(
         | Command::Mirror(_) => {
             bail!("not an admin command")
         }
+        Command::Registry(RegistryCmd::Create {
+            name,
+            kind,
+            url,
+            ca,
+            username,
+            password_file,
+            token_file,
+            scope,
+        }) => {
+            let ca_pem = match &ca {
+                Some(p) => {
+                    let meta = std::fs::metadata(p)
+                        .with_context(|| format!("reading the CA file {}", p.display()))?;
+                    if meta.len() > crate::registry::MAX_CA_BYTES as u64 {
+                        bail!("the CA file {} is larger than 64 KiB", p.display());
+                    }
+                    Some(
+                        std::fs::read_to_string(p)
+                            .with_context(|| format!("reading the CA file {}", p.display()))?,
+                    )
+                }
+                None => None,
+            };
+            let password = password_file
+                .as_deref()
+                .map(|p| read_secret_file(p, "password"))
+                .transpose()?;
+            if username.is_some() && password.is_none() {
+                bail!("--username needs --password-file");
+            }
+            let token = token_file
+                .as_deref()
+                .map(|p| read_secret_file(p, "token"))
+                .transpose()?;
+            let spec = crate::registry::RegistrySpec {
+                scope: match scope.filter() {
+                    Some(p) => Scope::Project(p),
+                    None => Scope::Tenant(scope.tenant.clone()),
+                },
+                name,
+                kind: match kind {
+                    RegistryKindArg::Helm => cairn_proto::registry::RegistryKind::Helm,
+                    RegistryKindArg::Oci => cairn_proto::registry::RegistryKind::Oci,
+                },
+                url,
+                ca_pem,
+                credentials: crate::registry::Credentials {
+                    username,
+                    password,
+                    token,
+                },
+            };
+            let keys = if spec.credentials.is_empty() {
+                None
+            } else {
+                Some(crate::registry::keyring(data_dir)?)
+            };
+            let info = http::registries::create_registry(store, keys.as_ref(), &spec).await?;
+            if json {
+                print_json(&info)?;
+            } else {
+                println!(
+                    "Created {} registry {} in {}{} ({}){}.",
+                    info.kind.as_str(),
+                    info.name,
+                    info.tenant,
+                    info.project
+                        .as_deref()
+                        .map(|p| format!("/{p}"))
+                        .unwrap_or_default(),
+                    info.id,
+                    if info.has_credentials {
+                        ", credentials encrypted"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        Command::Registry(RegistryCmd::List { filter }) => {
+            let visible = filter.filter();
+            let tenant = if visible.is_none() {
+                Some(filter.tenant.as_str())
+            } else {
+                None
+            };
+            let rs = store.list_registries(tenant, visible.as_ref()).await?;
+            if json {
+                print_json(&rs)?;
+            } else {
+                print!("{}", registry_rows(&rs));
+            }
+        }
+        Command::Registry(RegistryCmd::Delete { name, scope }) => {
+            let scope = match scope.filter() {
+                Some(p) => Scope::Project(p),
+                None => Scope::Tenant(scope.tenant.clone()),
+            };
+            let info = store.delete_registry(&scope, &name).await?;
+            if json {
+                print_json(&info)?;
+            } else {
+                println!("Deleted registry {} ({}).", info.name, info.id);
+            }
+        }
         Command::Tenant(TenantCmd::Create { name }) => {
             let t = store.create_tenant(&name).await?;
             if json {
@@ -1125,12 +1344,29 @@ async fn admin(
         }
         Command::Assign(a) => {
             let target = target_of(a.host, a.tag)?;
+            let addons = a
+                .addons
+                .iter()
+                .map(|s| store::parse_addon_ref(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            store
+                .check_addons(&a.scope.project_ref(), &a.profile, a.version, &addons)
+                .await?;
             let done = store
                 .assign(&a.scope.project_ref(), &target, &a.profile, a.version)
                 .await?;
+            store
+                .attach_addons(&a.scope.project_ref(), &target, &addons)
+                .await?;
             if json {
-                print_json(&done)?;
+                let mut v = serde_json::to_value(&done)?;
+                v["addons"] = serde_json::to_value(&addons)?;
+                print_json(&v)?;
             } else {
+                if !addons.is_empty() {
+                    let list: Vec<String> = addons.iter().map(ToString::to_string).collect();
+                    println!("Attached add-on profiles {}.", list.join(", "));
+                }
                 println!(
                     "Assigned profile {} ({}) to {} in project {}/{}.",
                     done.profile,

@@ -18,6 +18,7 @@ pub mod error;
 pub mod http;
 pub mod mirror;
 pub mod pki;
+pub mod registry;
 pub mod secret;
 pub mod server;
 pub mod store;

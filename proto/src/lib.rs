@@ -13,6 +13,7 @@ pub mod join;
 pub mod profile;
 pub mod progress;
 pub mod protocol;
+pub mod registry;
 
 pub use event::{Event, EventKind};
 pub use profile::Profile;

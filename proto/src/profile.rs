@@ -31,6 +31,30 @@ pub struct Profile {
     pub description: String,
     /// In order: `os`, `kubernetes`, `cni`, `addons`; each at most once.
     pub layers: Vec<Layer>,
+    /// Add-on profiles attached to the host on top of this (infrastructure) profile, in
+    /// order: the hub fills this when it serves a host whose assignment attaches some
+    /// (docs/protocol.md, "Add-on profiles"); the agent installs the profile's own `addons`
+    /// layer, then each of these, as one ordered plan ([`Profile::merged_addons`]). Never
+    /// written in an uploaded document.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addon_profiles: Vec<AttachedAddons>,
+}
+
+/// One add-on profile as attached to a host: its name, version and `addons` layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachedAddons {
+    pub name: String,
+    pub version: u64,
+    pub addons: AddonsLayer,
+}
+
+/// Why attached add-on layers do not merge into one plan.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct MergeError {
+    pub path: String,
+    pub message: String,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -214,6 +238,11 @@ pub struct Chart {
     pub chart: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
+    /// A registry object on the hub (a Helm repository or an OCI registry, with its
+    /// credentials) the chart comes from, instead of `repo`. For an OCI registry, `chart`
+    /// is the repository path under it (`charts/podinfo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
     pub version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -341,6 +370,83 @@ impl Checker {
         }
     }
 
+    /// The checks of one `addons` layer (a profile's own, or an attached add-on profile's).
+    fn addons(&mut self, base: &str, a: &AddonsLayer) {
+        let c = self;
+        if a.manifests.is_empty() && a.charts.is_empty() {
+            c.err(base, "an `addons` layer lists `manifests` or `charts`");
+        }
+        let mut names = HashSet::new();
+        for (j, m) in a.manifests.iter().enumerate() {
+            let p = format!("{base}.manifests[{j}]");
+            c.non_empty_token(&format!("{p}.name"), "a manifest name", &m.name);
+            if !names.insert(m.name.as_str()) {
+                c.err(
+                    format!("{p}.name"),
+                    format!("manifest `{}` is listed twice", m.name),
+                );
+            }
+            match (&m.content, &m.url) {
+                (Some(_), Some(_)) => {
+                    c.err(&p, "a manifest has either `content` or `url`, not both")
+                }
+                (None, None) => c.err(&p, "a manifest needs `content` or `url`"),
+                (None, Some(url)) => {
+                    c.url(&format!("{p}.url"), url, false);
+                    match &m.sha256 {
+                        Some(s) => c.sha256(&format!("{p}.sha256"), s),
+                        None => c.err(&p, "a manifest fetched by `url` needs `sha256`"),
+                    }
+                }
+                (Some(_), None) => {
+                    if m.sha256.is_some() {
+                        c.err(
+                            format!("{p}.sha256"),
+                            "`sha256` goes with `url`, not `content`",
+                        );
+                    }
+                }
+            }
+        }
+        let mut releases = HashSet::new();
+        for (j, ch) in a.charts.iter().enumerate() {
+            let p = format!("{base}.charts[{j}]");
+            c.non_empty_token(&format!("{p}.name"), "a release name", &ch.name);
+            c.non_empty_token(&format!("{p}.chart"), "a chart name", &ch.chart);
+            c.non_empty_token(&format!("{p}.version"), "a chart version", &ch.version);
+            if let Some(repo) = &ch.repo {
+                if !repo.starts_with("oci://") {
+                    c.url(&format!("{p}.repo"), repo, false);
+                } else if crate::registry::url_host(repo).is_none() {
+                    c.err(format!("{p}.repo"), "the oci:// URL has no host");
+                }
+            }
+            if let Some(reg) = &ch.registry {
+                if ch.repo.is_some() {
+                    c.err(
+                        format!("{p}.registry"),
+                        "a chart comes from `repo` or from `registry`, not both",
+                    );
+                }
+                if check_name(reg).is_err() {
+                    c.err(
+                        format!("{p}.registry"),
+                        format!("`{reg}` is not a registry name: 1 to 63 lower-case letters, digits and `-`"),
+                    );
+                }
+            }
+            let ns = ch.namespace.as_deref().unwrap_or("default");
+            if !releases.insert((ns, ch.name.as_str())) {
+                c.err(
+                    format!("{p}.name"),
+                    format!("release `{}` appears twice in namespace `{ns}`", ch.name),
+                );
+            }
+            c.mapping(&format!("{p}.values"), &ch.values);
+        }
+        c.artifacts(&format!("{base}.artifacts"), &a.artifacts);
+    }
+
     fn artifacts(&mut self, path: &str, artifacts: &[Artifact]) {
         let mut seen = HashSet::new();
         for (i, a) in artifacts.iter().enumerate() {
@@ -421,6 +527,81 @@ fn check_cidr(value: &str) -> Result<(), CidrError> {
 }
 
 impl Profile {
+    /// An add-on profile: its only layer is `addons`. It is attached to hosts on top of an
+    /// infrastructure profile (os, kubernetes, cni), never applied alone.
+    pub fn is_addon_profile(&self) -> bool {
+        matches!(self.layers.as_slice(), [Layer::Addons(_)]) && self.addon_profiles.is_empty()
+    }
+
+    /// The profile's own `addons` layer followed by each attached add-on profile's, in
+    /// order, as one layer; `None` when there is none. A manifest name, a release (name and
+    /// namespace) or an artifact (name and arch) that two of them define is refused, naming
+    /// both.
+    pub fn merged_addons(&self) -> Result<Option<AddonsLayer>, MergeError> {
+        let own = self.layers.iter().find_map(|l| match l {
+            Layer::Addons(a) => Some(a),
+            _ => None,
+        });
+        if self.addon_profiles.is_empty() {
+            return Ok(own.cloned());
+        }
+        let mut out = AddonsLayer::default();
+        let mut manifests: std::collections::HashMap<String, String> = Default::default();
+        let mut releases: std::collections::HashMap<(String, String), String> = Default::default();
+        let mut artifacts: std::collections::HashMap<(String, Arch), String> = Default::default();
+        let sources = own
+            .map(|a| (format!("profile {}", self.name), "addons".to_string(), a))
+            .into_iter()
+            .chain(self.addon_profiles.iter().enumerate().map(|(i, p)| {
+                (
+                    format!("add-on profile {} v{}", p.name, p.version),
+                    format!("addon_profiles[{i}].addons"),
+                    &p.addons,
+                )
+            }));
+        for (who, path, a) in sources {
+            for (j, m) in a.manifests.iter().enumerate() {
+                if let Some(first) = manifests.insert(m.name.clone(), who.clone()) {
+                    return Err(MergeError {
+                        path: format!("{path}.manifests[{j}].name"),
+                        message: format!(
+                            "manifest `{}` is defined by {first} and by {who}",
+                            m.name
+                        ),
+                    });
+                }
+                out.manifests.push(m.clone());
+            }
+            for (j, c) in a.charts.iter().enumerate() {
+                let ns = c.namespace.clone().unwrap_or_else(|| "default".into());
+                if let Some(first) = releases.insert((ns.clone(), c.name.clone()), who.clone()) {
+                    return Err(MergeError {
+                        path: format!("{path}.charts[{j}].name"),
+                        message: format!(
+                            "release `{}` in namespace `{ns}` is installed by {first} and by {who}",
+                            c.name
+                        ),
+                    });
+                }
+                out.charts.push(c.clone());
+            }
+            for (j, x) in a.artifacts.iter().enumerate() {
+                if let Some(first) = artifacts.insert((x.name.clone(), x.arch), who.clone()) {
+                    return Err(MergeError {
+                        path: format!("{path}.artifacts[{j}].name"),
+                        message: format!(
+                            "artifact `{}` ({}) is listed by {first} and by {who}",
+                            x.name,
+                            x.arch.as_str()
+                        ),
+                    });
+                }
+                out.artifacts.push(x.clone());
+            }
+        }
+        Ok(Some(out))
+    }
+
     /// Every semantic problem of the profile (an empty list means valid).
     pub fn validate(&self) -> Vec<PathProblem> {
         let mut c = Checker {
@@ -437,6 +618,7 @@ impl Profile {
         }
         let mut prev: Option<&Layer> = None;
         let mut has_kubernetes = false;
+        let addon_profile = self.is_addon_profile();
         for (i, layer) in self.layers.iter().enumerate() {
             let base = format!("layers[{i}].{}", layer.kind());
             if let Some(p) = prev {
@@ -502,68 +684,31 @@ impl Profile {
                     c.components(&format!("{base}.components"), &n.components);
                 }
                 Layer::Addons(a) => {
-                    if !has_kubernetes {
+                    if !has_kubernetes && !addon_profile {
                         c.err(
                             &base,
                             "an `addons` layer needs a `kubernetes` layer before it",
                         );
                     }
-                    if a.manifests.is_empty() && a.charts.is_empty() {
-                        c.err(&base, "an `addons` layer lists `manifests` or `charts`");
-                    }
-                    let mut names = HashSet::new();
-                    for (j, m) in a.manifests.iter().enumerate() {
-                        let p = format!("{base}.manifests[{j}]");
-                        c.non_empty_token(&format!("{p}.name"), "a manifest name", &m.name);
-                        if !names.insert(m.name.as_str()) {
-                            c.err(
-                                format!("{p}.name"),
-                                format!("manifest `{}` is listed twice", m.name),
-                            );
-                        }
-                        match (&m.content, &m.url) {
-                            (Some(_), Some(_)) => {
-                                c.err(&p, "a manifest has either `content` or `url`, not both")
-                            }
-                            (None, None) => c.err(&p, "a manifest needs `content` or `url`"),
-                            (None, Some(url)) => {
-                                c.url(&format!("{p}.url"), url, false);
-                                match &m.sha256 {
-                                    Some(s) => c.sha256(&format!("{p}.sha256"), s),
-                                    None => c.err(&p, "a manifest fetched by `url` needs `sha256`"),
-                                }
-                            }
-                            (Some(_), None) => {
-                                if m.sha256.is_some() {
-                                    c.err(
-                                        format!("{p}.sha256"),
-                                        "`sha256` goes with `url`, not `content`",
-                                    );
-                                }
-                            }
-                        }
-                    }
-                    let mut releases = HashSet::new();
-                    for (j, ch) in a.charts.iter().enumerate() {
-                        let p = format!("{base}.charts[{j}]");
-                        c.non_empty_token(&format!("{p}.name"), "a release name", &ch.name);
-                        c.non_empty_token(&format!("{p}.chart"), "a chart name", &ch.chart);
-                        c.non_empty_token(&format!("{p}.version"), "a chart version", &ch.version);
-                        if let Some(repo) = &ch.repo {
-                            c.url(&format!("{p}.repo"), repo, false);
-                        }
-                        let ns = ch.namespace.as_deref().unwrap_or("default");
-                        if !releases.insert((ns, ch.name.as_str())) {
-                            c.err(
-                                format!("{p}.name"),
-                                format!("release `{}` appears twice in namespace `{ns}`", ch.name),
-                            );
-                        }
-                        c.mapping(&format!("{p}.values"), &ch.values);
-                    }
-                    c.artifacts(&format!("{base}.artifacts"), &a.artifacts);
+                    c.addons(&base, a);
                 }
             }
+        }
+        for (i, p) in self.addon_profiles.iter().enumerate() {
+            let base = format!("addon_profiles[{i}]");
+            if !has_kubernetes {
+                c.err(
+                    &base,
+                    "add-on profiles are attached on top of a profile with a `kubernetes` layer",
+                );
+            }
+            if let Err(e) = check_name(&p.name) {
+                c.err(format!("{base}.name"), e.to_string());
+            }
+            c.addons(&format!("{base}.addons"), &p.addons);
+        }
+        if let Err(e) = self.merged_addons() {
+            c.err(e.path, e.message);
         }
         c.problems
     }
@@ -639,5 +784,52 @@ mod tests {
         for bad in ["", "-x", "x-", "Edge", "a_b", &"a".repeat(64)] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn add_on_profiles_validate_alone_and_merge_in_order() {
+        let addon: Profile = serde_json::from_value(serde_json::json!({
+            "name": "monitoring",
+            "layers": [{"addons": {"charts": [{"name": "prom", "chart": "prom", "version": "1", "registry": "corp"}]}}]
+        }))
+        .unwrap();
+        assert!(addon.is_addon_profile());
+        assert_eq!(addon.validate(), vec![]);
+        let mut p = sample();
+        assert!(!p.is_addon_profile());
+        let Layer::Addons(layer) = addon.layers[0].clone() else {
+            unreachable!()
+        };
+        p.addon_profiles.push(AttachedAddons {
+            name: "monitoring".into(),
+            version: 3,
+            addons: layer.clone(),
+        });
+        assert_eq!(p.validate(), vec![]);
+        let merged = p.merged_addons().unwrap().unwrap();
+        assert_eq!(
+            merged.manifests[0].name, "ns",
+            "the profile's own add-ons first"
+        );
+        assert_eq!(merged.charts[0].name, "prom");
+        // The same release twice, from two add-on profiles: refused, naming both.
+        p.addon_profiles.push(AttachedAddons {
+            name: "again".into(),
+            version: 1,
+            addons: layer,
+        });
+        let problems = p.validate();
+        assert!(
+            problems
+                .iter()
+                .any(|x| x.path == "addon_profiles[1].addons.charts[0].name"
+                    && x.message.contains("monitoring v3")
+                    && x.message.contains("again v1")),
+            "{problems:?}"
+        );
+        // Without a kubernetes layer, attached add-ons are refused.
+        p.layers
+            .retain(|l| !matches!(l, Layer::Kubernetes(_) | Layer::Cni(_) | Layer::Addons(_)));
+        assert!(p.validate().iter().any(|x| x.path == "addon_profiles[0]"));
     }
 }

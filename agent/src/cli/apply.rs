@@ -41,6 +41,11 @@ pub struct Args {
     /// /var/cache/cairn/artifacts on this machine]
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// Chart registries with their credentials, for a cluster profile whose charts name
+    /// `registry:` (or an oci:// repo on one): a JSON file shaped like the hub's
+    /// `GET /v1/hosts/{id}/registries` answer (`{"registries": [...]}`). Keep it 0600.
+    #[arg(long, value_name = "FILE")]
+    pub registries: Option<PathBuf>,
     /// User-data files or directories, or one cluster profile (a YAML/JSON document
     /// with `layers:`): it is validated whole for the target (every layer, every
     /// cross-layer rule, artifacts for the target's arch) and its artifacts fetched and
@@ -52,6 +57,36 @@ pub struct Args {
     pub files: Vec<PathBuf>,
 }
 
+/// Largest `--registries` file read.
+const MAX_REGISTRIES_BYTES: u64 = 1024 * 1024;
+
+fn read_registries(path: &Path) -> Result<Vec<cairn_proto::registry::RegistryAccess>, Error> {
+    let bad = |message: String| Error::Registries {
+        path: path.to_path_buf(),
+        message,
+    };
+    let f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(f, MAX_REGISTRIES_BYTES + 1),
+        &mut text,
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    if text.len() as u64 > MAX_REGISTRIES_BYTES {
+        return Err(bad(format!("larger than {MAX_REGISTRIES_BYTES} bytes")));
+    }
+    // Only the position: serde's messages can quote a value, and values here are secrets.
+    serde_json::from_slice::<cairn_proto::registry::HostRegistries>(&text)
+        .map(|r| r.registries)
+        .map_err(|e| {
+            bad(format!(
+                "not a registries document ({{\"registries\": [{{\"name\", \"kind\", \"url\", …}}]}}) at line {}, column {}",
+                e.line(),
+                e.column()
+            ))
+        })
+}
+
 /// One cluster profile goes through [`profile`]; anything else is user-data.
 pub fn run(args: Args) -> Result<Outcome, Error> {
     match args.files.as_slice() {
@@ -60,6 +95,7 @@ pub fn run(args: Args) -> Result<Outcome, Error> {
             one,
             &args.bundles,
             args.cache,
+            args.registries.as_deref(),
             args.dry_run,
             args.output,
         ),
@@ -170,12 +206,17 @@ fn apply_profile(
     file: &Path,
     bundles: &[PathBuf],
     cache: Option<PathBuf>,
+    registries: Option<&Path>,
     dry_run: bool,
     output: Output,
 ) -> Result<Outcome, Error> {
     if dry_run {
         return Err(Error::DryRunProfile);
     }
+    let registries = match registries {
+        None => Vec::new(),
+        Some(p) => read_registries(p)?,
+    };
     if !root.is_dir() {
         return Err(Error::RootNotADirectory(root.to_path_buf()));
     }
@@ -191,7 +232,12 @@ fn apply_profile(
     }
     let host = Host::system(root);
     let settings = crate::packs::Settings::load_default()?;
-    let plan = match profile::validate_with(&checked, &profile::Machine::of(&host), &settings) {
+    let plan = match profile::validate_for(
+        &checked,
+        &profile::Machine::of(&host),
+        &settings,
+        &registries,
+    ) {
         Ok(p) => p,
         Err(invalid) => {
             eprintln!("{invalid}");

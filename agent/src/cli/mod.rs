@@ -203,6 +203,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Packs(#[from] crate::packs::ResolveError),
+    #[error("--registries {}: {message}", path.display())]
+    Registries { path: PathBuf, message: String },
     #[error("pack settings: {0}")]
     PackSettings(#[from] crate::packs::SettingsError),
     #[error("printing JSON: {0}")]

@@ -351,6 +351,17 @@ impl HubClient {
         }
     }
 
+    /// `GET /v1/hosts/{id}/registries`: the chart registries the assigned profile uses,
+    /// with their credentials (docs/protocol.md, "Registries"). Never logged.
+    pub async fn registries(
+        &self,
+        id: &Identity,
+    ) -> Result<cairn_proto::registry::HostRegistries, HubError> {
+        let url = self.url(&format!("/hosts/{}/registries", id.host_id));
+        let (_, _, bytes) = self.send(Method::GET, &url, Some(id), None, &[]).await?;
+        parse(&bytes)
+    }
+
     /// `POST /v1/hosts/{id}/events` with a body already serialized (`{"events":[…]}`).
     pub async fn events(&self, id: &Identity, body: Vec<u8>) -> Result<EventAck, HubError> {
         let url = self.url(&format!("/hosts/{}/events", id.host_id));

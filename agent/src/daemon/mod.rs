@@ -684,6 +684,30 @@ impl Daemon {
         match worker::verify_profile(&body, &etag) {
             Ok(v) => {
                 let sp = &v.stored;
+                // The registries the profile uses, kept beside it (the worker reads them when
+                // it applies, also after a restart without the hub). A profile using none
+                // leaves none on the device.
+                let refs = cairn_proto::registry::RegistryRefs::of_profile(&sp.profile);
+                let registries = if refs.is_empty() {
+                    cairn_proto::registry::HostRegistries::default()
+                } else {
+                    match self.client.registries(id).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            // Not held: the next heartbeat fetches the profile again.
+                            self.failed("registries fetch", &e, &mut Backoff::hub());
+                            return;
+                        }
+                    }
+                };
+                if let Err(e) = store::write_json(&self.state.registries(), &registries) {
+                    tracing::error!(
+                        "keeping the registries of profile {} at {}: {e}; not applying it",
+                        sp.profile.name,
+                        self.state.registries().display()
+                    );
+                    return;
+                }
                 if let Err(e) = store::write_json(&self.state.profile(), sp) {
                     tracing::error!(
                         "keeping profile {} v{} at {}: {e}; not applying it",

@@ -46,6 +46,11 @@ impl StateDir {
     pub fn profile(&self) -> PathBuf {
         self.dir.join("profile.json")
     }
+    /// The chart registries (with credentials) the held profile uses: 0600, like every
+    /// file here, in the 0700 state directory.
+    pub fn registries(&self) -> PathBuf {
+        self.dir.join("registries.json")
+    }
     pub fn applied(&self) -> PathBuf {
         self.dir.join("applied.json")
     }

@@ -346,32 +346,47 @@ impl Worker {
             tracing::warn!("pack settings: {e}; using the upstream release locations");
             crate::packs::Settings::default()
         });
-        let plan = match profile::validate_with(&v.checked, &Machine::of(host), &settings) {
-            Ok(plan) => plan,
-            Err(invalid) => {
-                let problems: Vec<String> = invalid.findings().map(ToString::to_string).collect();
-                let message = format!(
-                    "profile {} v{} cannot be applied to this host; nothing was applied: {}",
-                    profile.name,
-                    profile.version,
-                    problems.join("; ")
+        // The chart registries the hub sent with this profile (none when it uses none).
+        let registries = match store::read_json::<cairn_proto::registry::HostRegistries>(
+            &self.state.registries(),
+        ) {
+            Ok(r) => r.unwrap_or_default().registries,
+            Err(e) => {
+                tracing::warn!(
+                    "{}: {e}; applying without chart registries",
+                    self.state.registries().display()
                 );
-                emitter.emit(
-                    EventKind::Error,
-                    "",
-                    "",
-                    "",
-                    &message,
-                    with(&meta, json!({"problems": problems})),
-                );
-                // Recorded, so that `status` shows the failure.
-                match Journal::begin(&self.state.journal(), &this, self.control.halt.clone()) {
-                    Ok(mut j) => j.record(&end(EndResult::Failed, &message)),
-                    Err(e) => tracing::error!("writing the apply journal: {e}"),
-                }
-                return (Done::Failed, None);
+                Vec::new()
             }
         };
+        let plan =
+            match profile::validate_for(&v.checked, &Machine::of(host), &settings, &registries) {
+                Ok(plan) => plan,
+                Err(invalid) => {
+                    let problems: Vec<String> =
+                        invalid.findings().map(ToString::to_string).collect();
+                    let message = format!(
+                        "profile {} v{} cannot be applied to this host; nothing was applied: {}",
+                        profile.name,
+                        profile.version,
+                        problems.join("; ")
+                    );
+                    emitter.emit(
+                        EventKind::Error,
+                        "",
+                        "",
+                        "",
+                        &message,
+                        with(&meta, json!({"problems": problems})),
+                    );
+                    // Recorded, so that `status` shows the failure.
+                    match Journal::begin(&self.state.journal(), &this, self.control.halt.clone()) {
+                        Ok(mut j) => j.record(&end(EndResult::Failed, &message)),
+                        Err(e) => tracing::error!("writing the apply journal: {e}"),
+                    }
+                    return (Done::Failed, None);
+                }
+            };
         let resuming = same && ended != Some(EndResult::Applied);
         let journal = if resuming {
             Journal::resume(&self.state.journal(), &view, self.control.halt.clone())

@@ -10,9 +10,13 @@
 //!
 //! Fetched manifests (`url` + `sha256`) and chart archives come through the artifact cache.
 
+use std::collections::BTreeMap;
+
 use cairn_proto::profile::{AddonsLayer, Arch, Artifact, Flavor};
+use cairn_proto::registry::RegistryAccess;
 use serde_json::{json, Value};
 
+use super::registries::{chart_source, Resolved};
 use super::{cni, url_file_name, Fetch, Placement, PlanError};
 
 /// Where the agent keeps addon files it applies itself (kubeadm).
@@ -46,6 +50,9 @@ pub struct AddonPlan {
     pub items: Vec<Addon>,
     /// Artifacts to fetch first (fetched manifests, chart archives).
     pub fetch: Vec<Fetch>,
+    /// Charts (by index in `charts`) that come from a registry and are not fetched yet:
+    /// [`super::registries::resolve_charts`], then [`plan_with`] again, before installing.
+    pub pending: Vec<usize>,
 }
 
 fn chart_artifact<'a>(a: &'a AddonsLayer, chart: &str, arch: Arch) -> Option<&'a Artifact> {
@@ -54,8 +61,31 @@ fn chart_artifact<'a>(a: &'a AddonsLayer, chart: &str, arch: Arch) -> Option<&'a
         .find(|x| x.name == chart && x.arch == arch)
 }
 
-/// Plan the layer for the flavor and the target's arch.
+/// Plan the layer for the flavor and the target's arch (no registries).
 pub fn plan(a: &AddonsLayer, flavor: Flavor, arch: Arch) -> Result<AddonPlan, PlanError> {
+    plan_with(a, flavor, arch, None, &BTreeMap::new())
+}
+
+/// Where one chart's archive comes from.
+enum ChartFile<'a> {
+    Artifact(&'a Artifact),
+    Registry(&'a Resolved),
+    /// From a registry, not fetched yet: its file name is not known either.
+    Pending,
+    Repo,
+}
+
+/// Plan the layer with the registries the hub sent and the registry charts fetched so far
+/// (`resolved`, by chart index); a registry chart not in `resolved` is listed in
+/// [`AddonPlan::pending`]. `registries: None` (validating without the hub): a chart naming a
+/// `registry:` is pending whatever its registry; with `Some`, the registry must be there.
+pub fn plan_with(
+    a: &AddonsLayer,
+    flavor: Flavor,
+    arch: Arch,
+    registries: Option<&[RegistryAccess]>,
+    resolved: &BTreeMap<usize, Resolved>,
+) -> Result<AddonPlan, PlanError> {
     let mut out = AddonPlan::default();
     let flavor = super::distribution(flavor);
     let dir = flavor.manifests_dir();
@@ -110,20 +140,68 @@ pub fn plan(a: &AddonsLayer, flavor: Flavor, arch: Arch) -> Result<AddonPlan, Pl
                 ))
             }
         };
-        let artifact = chart_artifact(a, &c.chart, arch);
-        if c.repo.is_none() && artifact.is_none() {
-            return Err(PlanError::missing_artifact(
-                format!("addons.charts[{i}]"),
-                format!(
-                    "chart `{}` needs a `repo` (https:// or oci://) or an artifact named `{}` for {}",
-                    c.chart,
-                    c.chart,
-                    super::arch_name(arch)
-                ),
-                &c.chart,
-                arch,
-            ));
-        }
+        let from_registry = match registries {
+            Some(regs) => chart_source(c, regs)
+                .map_err(|e| PlanError::new(format!("addons.charts[{i}].registry"), e.to_string()))?
+                .is_some(),
+            None => c.registry.is_some(),
+        };
+        let source = match (from_registry, resolved.get(&i)) {
+            (true, Some(r)) => ChartFile::Registry(r),
+            (true, None) => {
+                out.pending.push(i);
+                ChartFile::Pending
+            }
+            (false, _) => match chart_artifact(a, &c.chart, arch) {
+                Some(art) => ChartFile::Artifact(art),
+                None if c.repo.is_some() => ChartFile::Repo,
+                None => {
+                    return Err(PlanError::missing_artifact(
+                        format!("addons.charts[{i}]"),
+                        format!(
+                            "chart `{}` needs a `repo` (https:// or oci://), a `registry`, or an artifact named `{}` for {}",
+                            c.chart,
+                            c.chart,
+                            super::arch_name(arch)
+                        ),
+                        &c.chart,
+                        arch,
+                    ))
+                }
+            },
+        };
+        // The archive to place (fetched through the cache) and its file name.
+        let fetch_into = |dir: &str, out: &mut AddonPlan| -> Option<String> {
+            match &source {
+                ChartFile::Artifact(art) => {
+                    let file = url_file_name(&art.url);
+                    out.fetch.push(super::fetch(
+                        art,
+                        Placement::Into {
+                            dir: dir.into(),
+                            file: file.clone(),
+                        },
+                    ));
+                    Some(file)
+                }
+                ChartFile::Registry(r) => {
+                    out.fetch.push(Fetch {
+                        name: format!("chart {}", c.name),
+                        arch,
+                        url: r.url.clone(),
+                        sha256: r.sha256.clone(),
+                        size: None,
+                        place: Placement::Into {
+                            dir: dir.into(),
+                            file: r.file.clone(),
+                        },
+                    });
+                    Some(r.file.clone())
+                }
+                ChartFile::Pending => Some(format!("{}-{}.tgz", c.name, c.version)),
+                ChartFile::Repo => None,
+            }
+        };
         match dir.zip(flavor.static_charts_dir()) {
             Some((d, static_charts)) => {
                 let mut spec = json!({
@@ -131,15 +209,7 @@ pub fn plan(a: &AddonsLayer, flavor: Flavor, arch: Arch) -> Result<AddonPlan, Pl
                     "createNamespace": true,
                     "version": c.version,
                 });
-                if let Some(art) = artifact {
-                    let file = url_file_name(&art.url);
-                    out.fetch.push(super::fetch(
-                        art,
-                        Placement::Into {
-                            dir: static_charts.into(),
-                            file: file.clone(),
-                        },
-                    ));
+                if let Some(file) = fetch_into(static_charts, &mut out) {
                     spec["chart"] =
                         json!(format!("https://%{{KUBERNETES_API}}%/static/charts/{file}"));
                 } else {
@@ -155,25 +225,15 @@ pub fn plan(a: &AddonsLayer, flavor: Flavor, arch: Arch) -> Result<AddonPlan, Pl
                 });
             }
             None => {
-                let chart = match artifact {
-                    Some(art) => {
-                        let file = url_file_name(&art.url);
-                        out.fetch.push(super::fetch(
-                            art,
-                            Placement::Into {
-                                dir: ADDONS_DIR.into(),
-                                file: file.clone(),
-                            },
-                        ));
-                        format!("{ADDONS_DIR}/{file}")
-                    }
-                    None => c.chart.clone(),
-                };
+                let local = fetch_into(ADDONS_DIR, &mut out);
                 out.items.push(Addon::Helm {
                     release: c.name.clone(),
                     namespace: ns,
-                    chart,
-                    repo: if artifact.is_some() {
+                    chart: match &local {
+                        Some(file) => format!("{ADDONS_DIR}/{file}"),
+                        None => c.chart.clone(),
+                    },
+                    repo: if local.is_some() {
                         None
                     } else {
                         c.repo.clone()

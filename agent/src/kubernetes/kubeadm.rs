@@ -158,7 +158,7 @@ fn toml_str(s: &str) -> String {
 /// containerd's config (version 2, read by containerd 1.6/1.7 and, migrated, by 2.x):
 /// no disabled plugins (so CRI is served), runc with the systemd cgroup driver, CNI dirs,
 /// per-registry `hosts.toml` under certs.d, and registry credentials when given.
-pub fn containerd_config(sandbox: &str, auths: &[(String, String, String)]) -> String {
+pub fn containerd_config(sandbox: &str, auths: &[RegistryAuth]) -> String {
     let mut s = String::from(HEADER);
     s.push_str(&format!(
         "version = 2
@@ -182,13 +182,21 @@ disabled_plugins = []
 ",
         sandbox = toml_str(sandbox)
     ));
-    for (reg, user, pass) in auths {
+    for a in auths {
         s.push_str(&format!(
-            "\n[plugins.\"io.containerd.grpc.v1.cri\".registry.configs.{}.auth]\n  username = {}\n  password = {}\n",
-            toml_str(reg),
-            toml_str(user),
-            toml_str(pass)
+            "\n[plugins.\"io.containerd.grpc.v1.cri\".registry.configs.{}.auth]\n",
+            toml_str(&a.registry)
         ));
+        match &a.credential {
+            RegistryCredential::Basic { username, password } => s.push_str(&format!(
+                "  username = {}\n  password = {}\n",
+                toml_str(username),
+                toml_str(password)
+            )),
+            RegistryCredential::IdentityToken(t) => {
+                s.push_str(&format!("  identitytoken = {}\n", toml_str(t)))
+            }
+        }
     }
     s
 }
@@ -294,11 +302,24 @@ fn node_registration(
     Ok(nr)
 }
 
-/// Registry mirrors as containerd `hosts.toml` files; credentials for config.toml.
-#[allow(clippy::type_complexity)]
+/// Credentials for one registry in containerd's CRI config (hosts.toml has no auth).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    pub registry: String,
+    pub credential: RegistryCredential,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum RegistryCredential {
+    Basic { username: String, password: String },
+    IdentityToken(String),
+}
+
+/// Registry mirrors as containerd `hosts.toml` files (with a registry's CA when
+/// `configs.HOST.tls.ca_file` names one); credentials for config.toml.
 fn registries(
     values: &serde_json::Map<String, Value>,
-) -> Result<(Vec<PlanFile>, Vec<(String, String, String)>), PlanError> {
+) -> Result<(Vec<PlanFile>, Vec<RegistryAuth>), PlanError> {
     let mut files = Vec::new();
     let mut auths = Vec::new();
     let Some(reg) = values.get("registries") else {
@@ -354,15 +375,46 @@ fn registries(
             if let Some(auth) = spec.get("auth") {
                 let u = auth.get("username").and_then(Value::as_str);
                 let p = auth.get("password").and_then(Value::as_str);
-                match (u, p) {
-                    (Some(u), Some(p)) => auths.push((name.clone(), u.to_string(), p.to_string())),
-                    _ => {
-                        return Err(PlanError::new(
+                let t = auth.get("identity_token").and_then(Value::as_str);
+                let credential =
+                    match (u, p, t) {
+                        (Some(u), Some(p), _) => RegistryCredential::Basic {
+                            username: u.to_string(),
+                            password: p.to_string(),
+                        },
+                        (None, None, Some(t)) => RegistryCredential::IdentityToken(t.to_string()),
+                        _ => return Err(PlanError::new(
                             format!("{field}.configs.{name}.auth"),
-                            "kubeadm hosts support `username` and `password` credentials",
-                        ))
-                    }
+                            "kubeadm hosts support `username` and `password`, or `identity_token`",
+                        )),
+                    };
+                auths.push(RegistryAuth {
+                    registry: name.clone(),
+                    credential,
+                });
+            }
+            let ca = spec
+                .get("tls")
+                .and_then(|t| t.get("ca_file"))
+                .and_then(Value::as_str);
+            if let Some(ca) = ca {
+                if name.contains('/') || name.contains("..") || name == "*" {
+                    return Err(PlanError::new(
+                        format!("{field}.configs.{name}"),
+                        "a registry host name such as registry.example.org:5000",
+                    ));
                 }
+                let path = format!("{CERTS_D}/{name}/hosts.toml");
+                if files.iter().any(|f: &PlanFile| f.path == path) {
+                    continue; // a mirror of its own already; the profile's file wins
+                }
+                let server = format!("https://{name}");
+                let text = format!(
+                    "{HEADER}server = {s}\n\n[host.{s}]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = {}\n",
+                    toml_str(ca),
+                    s = toml_str(&server)
+                );
+                files.push(file(&path, text, 0o644));
             }
         }
     }

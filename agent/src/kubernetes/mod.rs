@@ -21,6 +21,7 @@ pub mod kubeadm;
 pub mod place;
 pub mod probe;
 pub mod proxy;
+pub mod registries;
 pub mod render;
 pub mod rke2;
 

@@ -55,6 +55,22 @@ pub(crate) struct ScopeQuery {
 }
 
 impl ScopeQuery {
+    pub(crate) fn new(tenant: Option<String>, project: Option<String>) -> Self {
+        ScopeQuery { tenant, project }
+    }
+
+    pub(crate) fn tenant_opt(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// Tenant scope without `project`, else the project's.
+    pub(crate) fn scope(&self) -> Scope {
+        match &self.project {
+            None => Scope::Tenant(self.tenant().to_string()),
+            Some(_) => Scope::Project(self.project()),
+        }
+    }
+
     fn tenant(&self) -> &str {
         self.tenant.as_deref().unwrap_or(DEFAULT_TENANT)
     }
@@ -68,7 +84,7 @@ impl ScopeQuery {
     }
 
     /// A project filter: only when `project` is given.
-    fn filter(&self) -> Option<ProjectRef> {
+    pub(crate) fn filter(&self) -> Option<ProjectRef> {
         self.project.as_ref().map(|_| self.project())
     }
 }
@@ -331,6 +347,9 @@ pub(crate) struct AssignBody {
     profile: String,
     /// Pin a version; absent = follow the latest.
     version: Option<u64>,
+    /// Add-on profiles attached on top, in order: `NAME@VERSION` or `NAME`.
+    #[serde(default)]
+    addons: Vec<String>,
 }
 
 async fn list_assignments<S: Store>(
@@ -353,10 +372,21 @@ async fn assign<S: Store>(
         project: body.project,
     };
     let target = target_of(body.host, body.tag)?;
+    let addons = body
+        .addons
+        .iter()
+        .map(|s| store::parse_addon_ref(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    st.0.store
+        .check_addons(&q.project(), &body.profile, body.version, &addons)
+        .await?;
     let done =
         st.0.store
             .assign(&q.project(), &target, &body.profile, body.version)
             .await?;
+    st.0.store
+        .attach_addons(&q.project(), &target, &addons)
+        .await?;
     st.0.fleet.notify(Change::All);
     Ok(Json(done))
 }

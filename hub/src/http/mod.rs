@@ -7,6 +7,7 @@ mod agent;
 mod artifacts;
 pub mod error;
 pub mod fleet;
+pub mod registries;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +49,9 @@ pub struct ApiConfig {
     /// The artifact mirror (`<data dir>/mirror`); `None` answers the artifact endpoints
     /// with `404 no_mirror`.
     pub mirror: Option<Arc<crate::mirror::Mirror>>,
+    /// The registry key ([`crate::registry`]); `None`: registries with credentials can be
+    /// neither created nor served.
+    pub registry_keys: Option<Arc<crate::registry::Keyring>>,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +62,7 @@ impl Default for ApiConfig {
             heartbeat_interval_secs: cairn_proto::protocol::DEFAULT_HEARTBEAT_SECS,
             request_timeout: REQUEST_TIMEOUT,
             mirror: None,
+            registry_keys: None,
         }
     }
 }
@@ -67,6 +72,7 @@ pub(crate) struct Shared<S> {
     admin_sha256: Option<String>,
     pub heartbeat_interval_secs: u64,
     pub trust: Option<crate::pki::Trust>,
+    pub registry_keys: Option<Arc<crate::registry::Keyring>>,
     /// The fleet page: change feed, sessions.
     pub(crate) fleet: fleet::Fleet,
     /// The artifact mirror, when the hub keeps one.
@@ -89,6 +95,7 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
         admin_sha256: config.admin_token.as_deref().map(secret::sha256_hex),
         heartbeat_interval_secs: config.heartbeat_interval_secs,
         trust: config.trust,
+        registry_keys: config.registry_keys,
         fleet: fleet::Fleet::new(),
         mirror: config.mirror,
     }));
@@ -104,9 +111,12 @@ pub fn router<S: Store>(store: S, config: ApiConfig) -> Router {
             "/v1/hosts/{id}/artifacts/{sha256}",
             get(artifacts::get::<S>),
         )
+        .route("/v1/hosts/{id}/registries", get(registries::for_host::<S>))
         .nest(
             "/v1/admin",
-            admin::routes::<S>().merge(fleet::api_routes::<S>()),
+            admin::routes::<S>()
+                .merge(registries::admin_routes::<S>())
+                .merge(fleet::api_routes::<S>()),
         )
         .merge(fleet::page_routes::<S>())
         .fallback(not_found)

@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "registration key",
         include_str!("../../migrations/0002_registration_key.sql"),
     ),
+    (
+        4,
+        "chart registries",
+        include_str!("../../migrations/0004_registries.sql"),
+    ),
 ];
 
 /// How long a writer waits for SQLite's lock held by another process (the admin CLI).

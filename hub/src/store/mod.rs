@@ -7,8 +7,10 @@
 //! lives in exactly one scope of its tenant, so `name` + `version` identify a profile
 //! within a tenant.
 
+mod addons;
 mod db;
 mod progress;
+mod registries;
 mod sql;
 
 use std::collections::BTreeMap;
@@ -18,6 +20,7 @@ use cairn_proto::protocol::Inventory;
 use cairn_proto::{Event, Profile};
 use serde::Serialize;
 
+pub use addons::{parse_addon_ref, AddonRef};
 pub use db::Backend;
 pub use progress::{phase_of_stage, phase_progress, HostStatus, PhaseProgress, PhaseState, PHASES};
 pub use sql::SqlStore;
@@ -331,6 +334,51 @@ pub struct FleetHost {
     pub progress: PhaseProgress,
 }
 
+/// A registry as listed: never its credentials, only whether it has some.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RegistryInfo {
+    pub id: String,
+    pub tenant: String,
+    /// `None` for tenant scope.
+    pub project: Option<String>,
+    pub name: String,
+    pub kind: cairn_proto::registry::RegistryKind,
+    pub url: String,
+    pub has_ca: bool,
+    pub has_credentials: bool,
+    #[serde(serialize_with = "ser_time")]
+    pub created_at: Timestamp,
+}
+
+/// A registry with its CA and its sealed credentials (see [`crate::registry`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryRecord {
+    pub info: RegistryInfo,
+    pub ca_pem: Option<String>,
+    /// Credentials sealed under the hub's registry key; `None` without credentials.
+    pub sealed: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryRecord")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A registry to store: its id is chosen first, since the credentials are sealed to it.
+#[derive(Clone)]
+pub struct NewRegistry {
+    pub id: String,
+    pub scope: Scope,
+    pub name: String,
+    pub kind: cairn_proto::registry::RegistryKind,
+    pub url: String,
+    pub ca_pem: Option<String>,
+    pub sealed: Option<String>,
+}
+
 /// Everything the hub stores, behind one interface. Every method is one consistent change
 /// (a transaction): a refused request changes nothing.
 pub trait Store: Clone + Send + Sync + 'static {
@@ -464,4 +512,46 @@ pub trait Store: Clone + Send + Sync + 'static {
         after: u64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// Store a registry; a name is taken once per scope ([`StoreError::Conflict`]).
+    fn create_registry(
+        &self,
+        new: &NewRegistry,
+    ) -> impl Future<Output = Result<RegistryInfo, StoreError>> + Send;
+    /// Registries visible to `project` (its own and its tenant's), or all of `tenant`, or all.
+    fn list_registries(
+        &self,
+        tenant: Option<&str>,
+        visible_to: Option<&ProjectRef>,
+    ) -> impl Future<Output = Result<Vec<RegistryInfo>, StoreError>> + Send;
+    /// Delete the registry `name` of exactly this scope.
+    fn delete_registry(
+        &self,
+        scope: &Scope,
+        name: &str,
+    ) -> impl Future<Output = Result<RegistryInfo, StoreError>> + Send;
+    /// The registries the host's project sees, with sealed credentials: a project-scope
+    /// registry hides a tenant-scope one of the same name.
+    fn host_registries(
+        &self,
+        host_id: &str,
+    ) -> impl Future<Output = Result<Vec<RegistryRecord>, StoreError>> + Send;
+    /// What [`Store::attach_addons`] would refuse for an assignment of `profile`
+    /// (`version`, or its latest): checked before the assignment is changed.
+    fn check_addons(
+        &self,
+        project: &ProjectRef,
+        profile: &str,
+        version: Option<u64>,
+        addons: &[AddonRef],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Attach add-on profiles, in order, to the target's assignment (replacing what it had;
+    /// `[]` detaches them): each an add-on profile visible to the project, combining with
+    /// the assigned profile. The host is then served its profile with `addon_profiles`.
+    fn attach_addons(
+        &self,
+        project: &ProjectRef,
+        target: &Target,
+        addons: &[AddonRef],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

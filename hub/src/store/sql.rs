@@ -132,7 +132,8 @@ const TOKEN_SELECT: &str = "SELECT k.id, k.name, k.hint, k.expires_at, k.max_use
      FROM registration_tokens k JOIN projects p ON p.id = k.project_id \
      JOIN tenants t ON t.id = p.tenant_id";
 
-const PROFILE_SELECT: &str = "SELECT pr.id, pr.name, pr.version, pr.sha256, pr.created_at, \
+pub(super) const PROFILE_SELECT: &str =
+    "SELECT pr.id, pr.name, pr.version, pr.sha256, pr.created_at, \
      pr.body, t.name AS tenant_name, p.name AS project_name \
      FROM profiles pr JOIN tenants t ON t.id = pr.tenant_id \
      LEFT JOIN projects p ON p.id = pr.project_id";
@@ -272,7 +273,7 @@ fn token_from_row(r: &Row, now: Timestamp) -> Result<TokenInfo, StoreError> {
     Ok(t)
 }
 
-fn profile_from_row(r: &Row) -> Result<ProfileRecord, StoreError> {
+pub(super) fn profile_from_row(r: &Row) -> Result<ProfileRecord, StoreError> {
     let ctx = || db("reading a profile row");
     Ok(ProfileRecord {
         info: ProfileInfo {
@@ -309,7 +310,10 @@ fn assignment_from_row(r: &Row) -> Result<Assignment, StoreError> {
 }
 
 /// `(tenant id, project id)` of a project, or NotFound.
-async fn project_ids(c: &mut Conn<'_>, p: &ProjectRef) -> Result<(String, String), StoreError> {
+pub(super) async fn project_ids(
+    c: &mut Conn<'_>,
+    p: &ProjectRef,
+) -> Result<(String, String), StoreError> {
     let row = c
         .fetch_optional(
             "SELECT t.id AS tenant_id, p.id AS project_id FROM projects p \
@@ -326,7 +330,7 @@ async fn project_ids(c: &mut Conn<'_>, p: &ProjectRef) -> Result<(String, String
     ))
 }
 
-async fn tenant_id(c: &mut Conn<'_>, tenant: &str) -> Result<String, StoreError> {
+pub(super) async fn tenant_id(c: &mut Conn<'_>, tenant: &str) -> Result<String, StoreError> {
     let row = c
         .fetch_optional("SELECT id FROM tenants WHERE name = $1", args![tenant])
         .await
@@ -347,7 +351,7 @@ async fn host_by_id(c: &mut Conn<'_>, id: &str) -> Result<Option<Host>, StoreErr
     }
 }
 
-fn target_key(host_id: Option<&str>, target: &Target) -> String {
+pub(super) fn target_key(host_id: Option<&str>, target: &Target) -> String {
     match (host_id, target) {
         (Some(id), _) => format!("host:{id}"),
         (None, Target::Host(h)) => format!("host:{h}"),
@@ -356,7 +360,7 @@ fn target_key(host_id: Option<&str>, target: &Target) -> String {
 }
 
 /// Resolve a host target (id or name) to the host id inside the project.
-async fn host_in_project(
+pub(super) async fn host_in_project(
     c: &mut Conn<'_>,
     project_id: &str,
     project: &ProjectRef,
@@ -547,6 +551,45 @@ impl SqlStore {
 }
 
 impl Store for SqlStore {
+    async fn create_registry(&self, new: &NewRegistry) -> Result<RegistryInfo, StoreError> {
+        super::registries::create(&self.pool, new).await
+    }
+
+    async fn list_registries(
+        &self,
+        tenant: Option<&str>,
+        visible_to: Option<&ProjectRef>,
+    ) -> Result<Vec<RegistryInfo>, StoreError> {
+        super::registries::list(&self.pool, tenant, visible_to).await
+    }
+
+    async fn delete_registry(&self, scope: &Scope, name: &str) -> Result<RegistryInfo, StoreError> {
+        super::registries::delete(&self.pool, scope, name).await
+    }
+
+    async fn host_registries(&self, host_id: &str) -> Result<Vec<RegistryRecord>, StoreError> {
+        super::registries::for_host(&self.pool, host_id).await
+    }
+
+    async fn check_addons(
+        &self,
+        project: &ProjectRef,
+        profile: &str,
+        version: Option<u64>,
+        addons: &[AddonRef],
+    ) -> Result<(), StoreError> {
+        super::addons::check(&self.pool, project, profile, version, addons).await
+    }
+
+    async fn attach_addons(
+        &self,
+        project: &ProjectRef,
+        target: &Target,
+        addons: &[AddonRef],
+    ) -> Result<(), StoreError> {
+        super::addons::attach(&self.pool, project, target, addons).await
+    }
+
     async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
         check_label("tenant", name)?;
         let t = Tenant {
@@ -1294,7 +1337,7 @@ impl Store for SqlStore {
         let candidates = self
             .pool
             .fetch_all(
-                "SELECT host_id, tag_key, tag_value, profile_name, profile_version FROM assignments \
+                "SELECT host_id, tag_key, tag_value, profile_name, profile_version, addons FROM assignments \
                  WHERE project_id = $1 AND (host_id = $2 OR host_id IS NULL) \
                  ORDER BY CASE WHEN host_id IS NULL THEN 1 ELSE 0 END, rev DESC",
                 args![&pid, host_id],
@@ -1314,11 +1357,12 @@ impl Store for SqlStore {
                 chosen = Some((
                     c.text("profile_name").map_err(actx())?,
                     c.opt_i64("profile_version").map_err(actx())?,
+                    c.opt_text("addons").map_err(actx())?,
                 ));
                 break;
             }
         }
-        let Some((name, version)) = chosen else {
+        let Some((name, version, addons)) = chosen else {
             return Ok(None);
         };
         let sql = format!(
@@ -1328,12 +1372,15 @@ impl Store for SqlStore {
         );
         match self
             .pool
-            .fetch_optional(&sql, args![tid, name, pid, version])
+            .fetch_optional(&sql, args![&tid, name, &pid, version])
             .await
             .map_err(db(format!(
                 "reading the profile assigned to host {host_id}"
             )))? {
-            Some(r) => Ok(Some(profile_from_row(&r)?)),
+            Some(r) => Ok(Some(
+                super::addons::compose(&self.pool, &tid, &pid, profile_from_row(&r)?, addons)
+                    .await?,
+            )),
             None => Ok(None),
         }
     }

@@ -32,7 +32,8 @@ macro_rules! storage_suite {
             heartbeat_records_inventory_and_last_seen,
             removing_a_host_revokes_it_and_drops_its_events,
             tenants_and_projects_are_named_uniquely,
-            fleet_view_resolves_assignments_like_the_profile_endpoint);
+            fleet_view_resolves_assignments_like_the_profile_endpoint,
+            registries_are_scoped_and_addon_profiles_composed);
     };
     (@case $fresh:path, $($name:ident),*) => {
         $(
@@ -1267,4 +1268,177 @@ pub async fn fleet_view_resolves_assignments_like_the_profile_endpoint(store: &S
     assert_eq!(some.len(), 1);
     assert_eq!(some[0].name, "b-none");
     assert!(some[0].last_seen >= before);
+}
+
+/// Registries: one name per scope, a project's hides the tenant's for its hosts, deleting
+/// is per scope; add-on profiles attached to an assignment are served inside the host's
+/// profile in order (the ETag over the whole), checked before the assignment changes.
+pub async fn registries_are_scoped_and_addon_profiles_composed(store: &SqlStore) {
+    use cairn_hub::http::registries::create_registry;
+    use cairn_hub::registry::{Credentials, Keyring, RegistrySpec};
+    use cairn_proto::registry::RegistryKind;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keyring::load_or_create(dir.path()).unwrap();
+    let p = default_project();
+    let other = ProjectRef::new("default", "other");
+    store.create_project(&other).await.unwrap();
+    let spec = |scope: Scope, url: &str, pw: Option<&str>| RegistrySpec {
+        scope,
+        name: "corp".into(),
+        kind: RegistryKind::Oci,
+        url: url.into(),
+        ca_pem: None,
+        credentials: Credentials {
+            username: pw.map(|_| "robot".to_string()),
+            password: pw.map(str::to_string),
+            token: None,
+        },
+    };
+    let t = create_registry(
+        store,
+        Some(&keys),
+        &spec(
+            Scope::Tenant("default".into()),
+            "https://t.example",
+            Some("tenant-pw"),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(t.has_credentials && t.project.is_none());
+    let err = create_registry(
+        store,
+        Some(&keys),
+        &spec(Scope::Tenant("default".into()), "https://t.example", None),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    create_registry(
+        store,
+        Some(&keys),
+        &spec(
+            Scope::Project(p.clone()),
+            "https://p.example",
+            Some("project-pw"),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store
+            .list_registries(Some("default"), None)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        store
+            .list_registries(None, Some(&other))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let tok = token(store, &p, None).await;
+    let host = store
+        .register_host(&registration(&tok, "h1", &[("site", "a")]))
+        .await
+        .unwrap()
+        .host;
+    let seen = store.host_registries(&host.id).await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].info.url, "https://p.example",
+        "the project's registry hides the tenant's"
+    );
+    let opened = cairn_hub::registry::access(&seen[0], &keys).unwrap();
+    assert_eq!(opened.password.as_deref(), Some("project-pw"));
+    store
+        .delete_registry(&Scope::Project(p.clone()), "corp")
+        .await
+        .unwrap();
+    let seen = store.host_registries(&host.id).await.unwrap();
+    assert_eq!(seen[0].info.url, "https://t.example");
+    assert!(matches!(
+        store
+            .delete_registry(&Scope::Project(p.clone()), "corp")
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Add-on profiles.
+    let scope = Scope::Tenant("default".into());
+    let infra: Profile = serde_json::from_value(serde_json::json!({"name": "infra", "layers": [
+        {"kubernetes": {"flavor": "k3s", "version": "v1.31.4+k3s1"}},
+        {"cni": {"type": "flannel", "version": "0.25.7"}},
+        {"addons": {"manifests": [{"name": "ns", "content": "kind: Namespace"}]}}]}))
+    .unwrap();
+    let addon = |name: &str, release: &str| -> Profile {
+        serde_json::from_value(serde_json::json!({"name": name, "layers": [
+            {"addons": {"charts": [{"name": release, "chart": "c", "version": "1", "registry": "corp"}]}}]}))
+        .unwrap()
+    };
+    store.publish_profile(&scope, &infra).await.unwrap();
+    store
+        .publish_profile(&scope, &addon("mon", "prom"))
+        .await
+        .unwrap();
+    store
+        .publish_profile(&scope, &addon("log", "loki"))
+        .await
+        .unwrap();
+    store
+        .publish_profile(&scope, &addon("dup", "loki"))
+        .await
+        .unwrap();
+    let target = Target::Tag {
+        key: "site".into(),
+        value: "a".into(),
+    };
+    store.assign(&p, &target, "infra", None).await.unwrap();
+    let plain = store.assigned_profile(&host.id).await.unwrap().unwrap();
+    let refs = [
+        store::parse_addon_ref("log@1").unwrap(),
+        store::parse_addon_ref("mon").unwrap(),
+    ];
+    store.check_addons(&p, "infra", None, &refs).await.unwrap();
+    store.attach_addons(&p, &target, &refs).await.unwrap();
+    let served = store.assigned_profile(&host.id).await.unwrap().unwrap();
+    assert_ne!(served.info.sha256, plain.info.sha256);
+    assert_eq!(
+        served.info.sha256,
+        cairn_hub::secret::sha256_hex(&served.body)
+    );
+    let body: Profile = serde_json::from_str(&served.body).unwrap();
+    let order: Vec<&str> = body
+        .addon_profiles
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(order, ["log", "mon"]);
+    let dup = [
+        store::parse_addon_ref("log").unwrap(),
+        store::parse_addon_ref("dup").unwrap(),
+    ];
+    assert!(matches!(
+        store.check_addons(&p, "infra", None, &dup).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store
+            .check_addons(
+                &p,
+                "infra",
+                None,
+                &[store::parse_addon_ref("infra").unwrap()]
+            )
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    store.attach_addons(&p, &target, &[]).await.unwrap();
+    let again = store.assigned_profile(&host.id).await.unwrap().unwrap();
+    assert_eq!(again, plain);
 }
