@@ -75,13 +75,16 @@ fn client(hub: &RealHub) -> reqwest::blocking::Client {
 
 /// Register a host tagged `site=lab`: (host id, credential).
 fn register(hub: &RealHub, name: &str) -> (String, String) {
+    register_at(hub, name, "lab")
+}
+
+/// Register a host tagged `site=SITE` (the profile is assigned to `site=lab`).
+fn register_at(hub: &RealHub, name: &str, site: &str) -> (String, String) {
     let (_, token) = hub.token(name, &[]);
     let resp = client(hub)
         .post(format!("{}/v1/register", hub.endpoint()))
         .header("content-type", "application/json")
-        .body(
-            serde_json::json!({"token": token, "name": name, "tags": {"site": "lab"}}).to_string(),
-        )
+        .body(serde_json::json!({"token": token, "name": name, "tags": {"site": site}}).to_string())
         .send()
         .unwrap();
     assert!(resp.status().is_success(), "register: {}", resp.status());
@@ -325,6 +328,18 @@ fn the_hub_serves_ranges_and_refuses_strangers() {
     );
     let bad = format!("{}/v1/hosts/{id}/artifacts/xyz", hub.endpoint());
     assert_eq!(c.get(&bad).bearer_auth(&cred).send().unwrap().status(), 400);
+    // A host whose own profile does not name the file (here: no profile at all) is not
+    // served it, although the hub holds it for others.
+    let (elsewhere, elsewhere_cred) = register_at(&hub, "elsewhere", "other-site");
+    let not_theirs = format!("{}/v1/hosts/{elsewhere}/artifacts/{sha}", hub.endpoint());
+    assert_eq!(
+        c.get(&not_theirs)
+            .bearer_auth(&elsewhere_cred)
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
 }
 
 fn hub_cmd(hub: &RealHub, args: &[&str]) -> std::process::Output {

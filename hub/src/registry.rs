@@ -249,7 +249,13 @@ pub fn check(spec: &RegistrySpec) -> Result<(), String> {
              registry on a trusted network)"
         ));
     }
-    if u.contains('@') && url_host(u).is_some_and(|h| !u.contains(&format!("//{h}"))) {
+    // Any `@` before the path is user information: credentials belong in their own,
+    // sealed fields, never in a URL that is stored and listed in clear.
+    let authority = u
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(rest))
+        .unwrap_or(u);
+    if authority.contains('@') {
         return Err("put credentials in --username/--password-file, not in the URL".into());
     }
     if spec.kind == RegistryKind::Oci
@@ -281,6 +287,28 @@ pub fn check(spec: &RegistrySpec) -> Result<(), String> {
                 ));
             }
         }
+    }
+    // Credentials never cross a network in clear: plain http with credentials only to a
+    // loopback address (a registry on the device's or hub's own machine).
+    let loopback = url_host(u).is_some_and(|h| {
+        let host = h
+            .strip_prefix('[')
+            .and_then(|h| h.split_once(']'))
+            .map(|(ip, _)| ip.to_string())
+            .unwrap_or_else(|| h.rsplit_once(':').map_or(h.clone(), |(n, _)| n.to_string()));
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    if (c.username.is_some() || c.password.is_some() || c.token.is_some())
+        && !u.starts_with("https://")
+        && !loopback
+    {
+        return Err(format!(
+            "`{u}` is plain http: credentials would cross the network in clear; give the \
+             registry an https:// URL (with --ca-file for a private CA) or no credentials"
+        ));
     }
     if c.username.is_some() != c.password.is_some() {
         return Err("basic auth needs both a username and a password".into());
@@ -314,6 +342,36 @@ pub fn access(record: &RegistryRecord, keys: &Keyring) -> Result<RegistryAccess,
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn credentials_need_https_and_never_ride_in_the_url() {
+        let spec = |url: &str, password: Option<&str>| RegistrySpec {
+            scope: crate::store::Scope::Tenant("default".into()),
+            name: "charts".into(),
+            kind: RegistryKind::Helm,
+            url: url.into(),
+            ca_pem: None,
+            credentials: Credentials {
+                username: password.map(|_| "u".to_string()),
+                password: password.map(str::to_string),
+                token: None,
+            },
+        };
+        assert!(check(&spec("https://r.example/charts", Some("p"))).is_ok());
+        assert!(check(&spec("http://r.example/charts", None)).is_ok());
+        assert!(check(&spec("http://127.0.0.1:8080/charts", Some("p"))).is_ok());
+        assert!(check(&spec("http://[::1]:8080/charts", Some("p"))).is_ok());
+        let e = check(&spec("http://r.example/charts", Some("p"))).unwrap_err();
+        assert!(e.contains("plain http"), "{e}");
+        for url in [
+            "https://u:p@r.example/charts",
+            "https://u:p@r.example//r.example/charts",
+            "https://r.example@evil.example/x",
+        ] {
+            let e = check(&spec(url, None)).unwrap_err();
+            assert!(e.contains("not in the URL"), "{url}: {e}");
+        }
+    }
 
     #[test]
     fn sealed_credentials_open_only_with_the_key_and_the_id() {

@@ -441,10 +441,19 @@ fn helm_chart(
     ))
 }
 
-/// Same scheme and `host[:port]`.
+/// Same scheme, host and port, as the HTTP client parses them (a hand split would read
+/// `https://evil\\@repo/x` as the repository while the client connects to `evil`); a URL
+/// carrying a user name or password never counts as the same origin.
 fn same_origin(a: &str, b: &str) -> bool {
-    let scheme = |u: &str| u.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-    scheme(a) == scheme(b) && url_host(a) == url_host(b)
+    let (Ok(a), Ok(b)) = (reqwest::Url::parse(a), reqwest::Url::parse(b)) else {
+        return false;
+    };
+    a.username().is_empty()
+        && a.password().is_none()
+        && a.scheme() == b.scheme()
+        && a.host_str().is_some()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 fn last_segment(path: &str) -> &str {
@@ -724,7 +733,19 @@ pub fn runtime_values(values: &mut Value, regs: &[RegistryAccess]) -> Vec<(Strin
             }
             _ => {}
         }
-        if let Some(ca) = &r.ca_pem {
+        // The name becomes a file name: only a valid registry name does (the hub checks it
+        // too; a `--registries` file or a hub of another make may not have).
+        if r.ca_pem.is_some() && cairn_proto::profile::check_name(&r.name).is_err() {
+            tracing::warn!(
+                "registry {:?} is not a valid registry name: its CA is not written",
+                r.name
+            );
+        }
+        if let Some(ca) = r
+            .ca_pem
+            .as_ref()
+            .filter(|_| cairn_proto::profile::check_name(&r.name).is_ok())
+        {
             let path = format!("{CA_DIR}/{}-ca.pem", r.name);
             cfg.insert("tls".into(), json!({"ca_file": path}));
             ca_files.push((path, ca.clone()));
@@ -754,6 +775,18 @@ pub fn runtime_values(values: &mut Value, regs: &[RegistryAccess]) -> Vec<(Strin
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn credentials_go_only_to_the_origin_the_client_connects_to() {
+        let repo = "https://r.example/charts";
+        assert!(same_origin("https://r.example/charts/a-1.tgz", repo));
+        assert!(same_origin("https://r.example:443/a.tgz", repo));
+        assert!(!same_origin("https://evil.example\\@r.example/x.tgz", repo));
+        assert!(!same_origin("https://user@r.example/x.tgz", repo));
+        assert!(!same_origin("http://r.example/x.tgz", repo));
+        assert!(!same_origin("https://r.example:8443/x.tgz", repo));
+        assert!(!same_origin("https://r.example.evil/x.tgz", repo));
+    }
 
     #[test]
     fn credentials_stay_on_their_origin() {

@@ -128,10 +128,18 @@ fn range(headers: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ()> {
     Ok(Some((start, end)))
 }
 
+fn not_named(sha: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("this host's assigned profile names no artifact {sha}"),
+    )
+}
+
 /// `GET /v1/hosts/{id}/artifacts/{sha256}`.
 pub(crate) async fn get<S: Store>(
     State(st): State<AppState<S>>,
-    HostAuth(_host): HostAuth,
+    HostAuth(host): HostAuth,
     PathArgs((_id, sha)): PathArgs<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -141,6 +149,21 @@ pub(crate) async fn get<S: Store>(
         )));
     }
     let m = mirror(&st)?;
+    // A host gets the files its own assigned profile names (what `GET …/artifacts` lists),
+    // nothing another tenant's profile names, and cannot make the hub fetch anything else.
+    let Some(record) = st.0.store.assigned_profile(&host.id).await? else {
+        return Err(not_named(&sha));
+    };
+    let profile: cairn_proto::profile::Profile = serde_json::from_str(&record.body)
+        .map_err(|e| MirrorError::Store(format!("the assigned profile does not parse: {e}")))?;
+    if !m
+        .resolve(&profile, false)
+        .await?
+        .iter()
+        .any(|a| a.sha256 == sha)
+    {
+        return Err(not_named(&sha));
+    }
     let path = m.ensure(&sha, &st.0.store).await?;
     let mut file = tokio::fs::File::open(&path)
         .await

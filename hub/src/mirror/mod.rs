@@ -208,7 +208,9 @@ pub fn is_sha256(s: &str) -> bool {
 }
 
 impl Mirror {
-    /// Open (create) the mirror directory; leftovers of interrupted downloads are removed.
+    /// Open (create) the mirror directory; leftovers of interrupted downloads are removed
+    /// once they are a day old (an admin command opening the mirror while `serve` runs must
+    /// not delete the server's downloads in flight).
     pub fn open(config: MirrorConfig) -> Result<Mirror, MirrorError> {
         let dir = config.dir;
         for sub in ["sha256", "tmp"] {
@@ -218,13 +220,28 @@ impl Mirror {
         let tmp = dir.join("tmp");
         if let Ok(rd) = std::fs::read_dir(&tmp) {
             for e in rd.flatten() {
-                let _ = std::fs::remove_file(e.path());
+                let stale = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(24 * 3600));
+                if stale {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
         let index_path = dir.join("index.json");
+        // The index is a cache of what was learnt (URL → digest): one that does not parse
+        // (a crash mid-write on an older hub) is started afresh, not a reason not to start.
         let index = match std::fs::read(&index_path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| MirrorError::Invalid(format!("{}: {e}", index_path.display())))?,
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::warn!(
+                    "{}: {e}; starting with an empty index",
+                    index_path.display()
+                );
+                Index::default()
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Index::default(),
             Err(e) => return Err(MirrorError::io("reading", &index_path)(e)),
         };
@@ -328,12 +345,27 @@ impl Mirror {
             .dir
             .join("tmp")
             .join(format!("index.{}", std::process::id()));
-        tokio::fs::write(&tmp, &json)
-            .await
-            .map_err(MirrorError::io("writing", &tmp))?;
+        // Durable before it replaces the old one: written, fsynced, renamed, directory
+        // fsynced.
+        let (tmp2, dir) = (tmp.clone(), self.dir.clone());
+        let write = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp2)?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+            Ok(())
+        });
+        match write.await {
+            Ok(r) => r.map_err(MirrorError::io("writing", &tmp))?,
+            Err(e) => return Err(MirrorError::Invalid(format!("writing the index: {e}"))),
+        }
         tokio::fs::rename(&tmp, &path)
             .await
-            .map_err(MirrorError::io("replacing", &path))
+            .map_err(MirrorError::io("replacing", &path))?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
     }
 
     /// Record `url → sha256` pairs (and write the index when something is new).
@@ -393,25 +425,13 @@ impl Mirror {
                     c = Some(x);
                     out.extend(x.artifacts.iter().map(listed));
                 }
-                Layer::Addons(x) => {
-                    out.extend(x.artifacts.iter().map(listed));
-                    for m in &x.manifests {
-                        if let (Some(url), Some(sha)) = (&m.url, &m.sha256) {
-                            for arch in ARCHES {
-                                out.push(MirroredArtifact {
-                                    name: m.name.clone(),
-                                    arch,
-                                    version: String::new(),
-                                    url: url.clone(),
-                                    sha256: sha.to_ascii_lowercase(),
-                                    cached: false,
-                                });
-                            }
-                        }
-                    }
-                }
+                Layer::Addons(x) => addon_files(x, &mut out),
                 Layer::Os(_) => {}
             }
+        }
+        // Attached add-on profiles (served with the profile) are the host's files too.
+        for attached in &profile.addon_profiles {
+            addon_files(&attached.addons, &mut out);
         }
         let _one_at_a_time = if network {
             Some(self.resolving.lock().await)
@@ -1015,6 +1035,33 @@ fn chain(e: &dyn std::error::Error) -> String {
         src = s.source();
     }
     msg
+}
+
+/// The files an add-ons layer lists (artifacts, and manifests fetched by URL), for both
+/// architectures.
+fn addon_files(x: &cairn_proto::profile::AddonsLayer, out: &mut Vec<MirroredArtifact>) {
+    out.extend(x.artifacts.iter().map(|a| MirroredArtifact {
+        name: a.name.clone(),
+        arch: a.arch,
+        version: String::new(),
+        url: a.url.clone(),
+        sha256: a.sha256.to_ascii_lowercase(),
+        cached: false,
+    }));
+    for m in &x.manifests {
+        if let (Some(url), Some(sha)) = (&m.url, &m.sha256) {
+            for arch in ARCHES {
+                out.push(MirroredArtifact {
+                    name: m.name.clone(),
+                    arch,
+                    version: String::new(),
+                    url: url.clone(),
+                    sha256: sha.to_ascii_lowercase(),
+                    cached: false,
+                });
+            }
+        }
+    }
 }
 
 #[cfg(test)]
