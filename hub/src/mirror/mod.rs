@@ -514,6 +514,13 @@ impl Mirror {
             .send()
             .await
             .map_err(|e| fail(chain(&e)))?;
+        // A redirect must not take a checksum file off HTTPS.
+        if resp.url().scheme() != "https" {
+            return Err(fail(format!(
+                "redirected to {}: checksum files are read over HTTPS only",
+                resp.url()
+            )));
+        }
         if !resp.status().is_success() {
             return Err(fail(format!("HTTP {}", resp.status())));
         }
