@@ -46,7 +46,15 @@ impl From<MirrorError> for ApiError {
             }
         };
         if status.is_server_error() {
+            // The detail (upstream URLs, client error chains, the hub's paths) stays in the
+            // hub's log; a host learns what kind of failure it was.
             tracing::warn!("mirror: {e}");
+            let message = match code {
+                "upstream" => "the hub could not fetch or verify this file from its upstream (see the hub's log)",
+                "mirror_full" => "the hub's mirror has no room for this file",
+                _ => "the hub's mirror failed (see the hub's log)",
+            };
+            return ApiError::new(status, code, message.to_string());
         }
         ApiError::new(status, code, e.to_string())
     }
