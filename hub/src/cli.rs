@@ -228,6 +228,13 @@ impl FilterArgs {
             .as_ref()
             .map(|p| ProjectRef::new(&self.tenant, p))
     }
+
+    /// What a `list` asks the store for: the tenant's objects, or those visible to a project.
+    fn scope(&self) -> (Option<&str>, Option<ProjectRef>) {
+        let visible = self.filter();
+        let tenant = visible.is_none().then_some(self.tenant.as_str());
+        (tenant, visible)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -1114,12 +1121,7 @@ async fn admin(
             }
         }
         Command::Registry(RegistryCmd::List { filter }) => {
-            let visible = filter.filter();
-            let tenant = if visible.is_none() {
-                Some(filter.tenant.as_str())
-            } else {
-                None
-            };
+            let (tenant, visible) = filter.scope();
             let rs = store.list_registries(tenant, visible.as_ref()).await?;
             if json {
                 print_json(&rs)?;
@@ -1319,12 +1321,7 @@ async fn admin(
             }
         }
         Command::Profile(ProfileCmd::List { filter }) => {
-            let visible = filter.filter();
-            let tenant = if visible.is_none() {
-                Some(filter.tenant.as_str())
-            } else {
-                None
-            };
+            let (tenant, visible) = filter.scope();
             let ps = store.list_profiles(tenant, visible.as_ref()).await?;
             if json {
                 print_json(&ps)?;
